@@ -1,0 +1,26 @@
+//! melt-backends: the inference engines melt measures, one module per engine, each behind a
+//! cargo feature so a build carries only what it needs.
+//!
+//! | feature | engine | module |
+//! | --- | --- | --- |
+//! | `llama-cpp` (default) | llama.cpp through `llama-cpp-2` | [`llama_cpp`] |
+//!
+//! Without its feature an engine's module still exists and its constructor still works; loading
+//! a model then fails with an error saying which feature to enable (ripgrep's pattern for PCRE2).
+
+use melt_bench::Backend;
+
+#[cfg_attr(feature = "llama-cpp", path = "llama_cpp/mod.rs")]
+#[cfg_attr(not(feature = "llama-cpp"), path = "llama_cpp/disabled.rs")]
+pub mod llama_cpp;
+
+pub use llama_cpp::LlamaCpp;
+
+/// Every backend compiled into this build, for suites that run "all enabled backends".
+pub fn enabled() -> Vec<Box<dyn Backend>> {
+    #[allow(unused_mut)]
+    let mut v: Vec<Box<dyn Backend>> = Vec::new();
+    #[cfg(feature = "llama-cpp")]
+    v.push(Box::new(LlamaCpp::new()));
+    v
+}

@@ -1,0 +1,107 @@
+//! The llama.cpp backend on a tiny random-weight GGUF written by the test itself.
+
+use super::*;
+use melt_bench::conformance;
+use melt_bench::testkit::TinyLlama;
+use melt_bench::{workload, Params};
+
+fn tiny(dir: &std::path::Path) -> ModelSpec {
+    let path = dir.join("tiny-llama.gguf");
+    TinyLlama::default().write(&path).unwrap();
+    ModelSpec::from_path(&path).unwrap()
+}
+
+fn two_threads() -> Params {
+    let mut p = Params::default();
+    p.session.threads = 2;
+    p
+}
+
+#[test]
+fn conformance_kit_passes_on_a_tiny_llama() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path());
+    let checks = conformance::run(&LlamaCpp, &model, &two_threads(), 1e-3, dir.path());
+    assert_eq!(checks.len(), 5);
+    conformance::assert_conforms(&checks);
+}
+
+#[test]
+fn model_info_reads_the_gguf_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path());
+    let loaded = LlamaCpp.load(&model, &ModelParams::default()).unwrap();
+    let info = loaded.info();
+    assert_eq!(info.architecture, "llama");
+    assert_eq!(info.quantization, "F32");
+    assert!(info.description.starts_with("llama ") && info.description.ends_with("all F32"));
+    assert_eq!(info.n_vocab, melt_bench::testkit::tiny_vocab().0.len());
+    assert!(info.n_params > 50_000, "{info:?}");
+    assert!(
+        LlamaCpp.version().contains("ggml"),
+        "{}",
+        LlamaCpp.version()
+    );
+}
+
+#[test]
+fn workloads_run_and_decode_exactly_n_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path());
+    let loaded = LlamaCpp.load(&model, &ModelParams::default()).unwrap();
+    let mut sp = two_threads().session;
+    sp.n_ctx = Some(64);
+    let mut s = loaded.session(&sp).unwrap();
+    let w = workload::pp_tg(16, 8).at_depth(8);
+    let m = workload::run_once(&w, s.as_mut(), loaded.info().n_vocab, 1).unwrap();
+    assert_eq!(m.token_ns.len(), 8);
+    assert!(m.prefill_ns > 0 && m.ttft_ns.unwrap() >= m.prefill_ns);
+    assert_eq!(m.ns, m.ttft_ns.unwrap() + m.decode_ns);
+    assert_eq!(s.n_past(), 8 + 16 + 8);
+    // A workload that does not fit is an error, not a crash.
+    // (llama.cpp rounds n_ctx up to a multiple of 256.)
+    let too_big = workload::tg(s.n_ctx() + 1);
+    let err = workload::run_once(&too_big, s.as_mut(), loaded.info().n_vocab, 1).unwrap_err();
+    assert!(err.to_string().contains("context full"), "{err}");
+}
+
+#[test]
+fn bad_parameters_and_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path());
+    let loaded = LlamaCpp.load(&model, &ModelParams::default()).unwrap();
+    let mut sp = SessionParams::default();
+    sp.type_k = "q9_9".into();
+    let err = loaded.session(&sp).err().unwrap().to_string();
+    assert!(err.contains("q9_9"), "{err}");
+
+    let text = dir.path().join("notes.gguf");
+    std::fs::write(&text, "hello").unwrap();
+    let spec = ModelSpec {
+        path: text,
+        ..model.clone()
+    };
+    let err = LlamaCpp
+        .load(&spec, &ModelParams::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("notes.gguf") && err.contains("GGUF magic"),
+        "{err}"
+    );
+
+    let bytes = std::fs::read(&model.path).unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let spec = ModelSpec { path: cut, ..model };
+    let err = LlamaCpp
+        .load(&spec, &ModelParams::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("cut.gguf") && err.contains("truncated"),
+        "{err}"
+    );
+}

@@ -1,0 +1,287 @@
+//! From a case's raw samples to its metrics with confidence intervals, its criterion files,
+//! and its comparison with the baseline.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::criterion_format::{self, BaselineMode, ReportError};
+use crate::runner::CaseRecord;
+use crate::stats::{self, AnalysisConfig, Rng};
+use crate::store::{BaselineComparison, CaseSummary, Metric};
+
+fn metric(unit: &str, xs: &[f64], config: &AnalysisConfig) -> Metric {
+    let (lower, upper) = if xs.len() >= 2 {
+        let (lo, hi) = mean_ci(xs, config);
+        (Some(lo), Some(hi))
+    } else {
+        (None, None)
+    };
+    Metric {
+        unit: unit.into(),
+        estimate: stats::mean(xs),
+        lower,
+        upper,
+        n: xs.len(),
+        note: None,
+    }
+}
+
+fn single(unit: &str, x: f64, note: Option<String>) -> Metric {
+    Metric {
+        unit: unit.into(),
+        estimate: x,
+        lower: None,
+        upper: None,
+        n: 1,
+        note,
+    }
+}
+
+/// Percentile bootstrap CI of the mean (criterion's method, fewer resamples: these metrics
+/// are secondary and there are many of them).
+fn mean_ci(xs: &[f64], config: &AnalysisConfig) -> (f64, f64) {
+    let n_res = config.nresamples.min(20_000);
+    let mut rng = Rng::new(0x6369);
+    let mut means = Vec::with_capacity(n_res);
+    for _ in 0..n_res {
+        let s: f64 = (0..xs.len()).map(|_| xs[rng.below(xs.len())]).sum();
+        means.push(s / xs.len() as f64);
+    }
+    means.sort_unstable_by(|a, b| a.total_cmp(b));
+    let cl = config.confidence_level;
+    (
+        stats::percentile_sorted(&means, 50.0 * (1.0 - cl)),
+        stats::percentile_sorted(&means, 50.0 * (1.0 + cl)),
+    )
+}
+
+/// Percentile `p` of the per-token latencies pooled over samples, with a CI from resampling
+/// whole samples (tokens of one sample are not independent).
+fn pooled_percentile(per_sample: &[Vec<f64>], p: f64, config: &AnalysisConfig) -> Metric {
+    let pooled: Vec<f64> = per_sample.iter().flatten().copied().collect();
+    let point = stats::percentile(&pooled, p);
+    let (mut lower, mut upper) = (None, None);
+    if per_sample.len() >= 2 {
+        let n_res = config.nresamples.min(1_000);
+        let mut rng = Rng::new(0x6974_6c);
+        let mut dist = Vec::with_capacity(n_res);
+        let mut buf = Vec::with_capacity(pooled.len());
+        for _ in 0..n_res {
+            buf.clear();
+            for _ in 0..per_sample.len() {
+                buf.extend_from_slice(&per_sample[rng.below(per_sample.len())]);
+            }
+            dist.push(stats::percentile(&buf, p));
+        }
+        dist.sort_unstable_by(|a, b| a.total_cmp(b));
+        let cl = config.confidence_level;
+        lower = Some(stats::percentile_sorted(&dist, 50.0 * (1.0 - cl)));
+        upper = Some(stats::percentile_sorted(&dist, 50.0 * (1.0 + cl)));
+    }
+    Metric {
+        unit: "ms".into(),
+        estimate: point,
+        lower,
+        upper,
+        n: pooled.len(),
+        note: Some(format!(
+            "p{p} of per-token decode latency, pooled over samples"
+        )),
+    }
+}
+
+/// Analyses one case and writes its criterion files. A baseline problem is returned beside
+/// the summary: the case's own results are complete either way.
+pub fn analyze(
+    record: &CaseRecord,
+    config: &AnalysisConfig,
+    criterion_dir: &Path,
+    mode: &BaselineMode,
+) -> (CaseSummary, Option<ReportError>) {
+    let w = &record.workload;
+    let times: Vec<f64> = record.samples.iter().map(|m| m.ns as f64).collect();
+    let rate = |tokens: usize, ns: u64| tokens as f64 / (ns.max(1) as f64 / 1e9);
+    let mut metrics = BTreeMap::new();
+    let tok_s: Vec<f64> = record
+        .samples
+        .iter()
+        .map(|m| rate(w.tokens(), m.ns))
+        .collect();
+    metrics.insert("tokens_per_second".into(), metric("tok/s", &tok_s, config));
+    if w.prefill > 0 {
+        let xs: Vec<f64> = record
+            .samples
+            .iter()
+            .map(|m| rate(w.prefill, m.prefill_ns))
+            .collect();
+        metrics.insert(
+            "prefill_tokens_per_second".into(),
+            metric("tok/s", &xs, config),
+        );
+    }
+    if w.decode > 0 {
+        let xs: Vec<f64> = record
+            .samples
+            .iter()
+            .map(|m| rate(w.decode, m.decode_ns))
+            .collect();
+        metrics.insert(
+            "decode_tokens_per_second".into(),
+            metric("tok/s", &xs, config),
+        );
+        let per_sample: Vec<Vec<f64>> = record
+            .samples
+            .iter()
+            .map(|m| m.token_ns.iter().map(|&ns| ns as f64 / 1e6).collect())
+            .collect();
+        for p in [50.0, 90.0, 99.0] {
+            metrics.insert(
+                format!("itl_p{p}_ms"),
+                pooled_percentile(&per_sample, p, config),
+            );
+        }
+    }
+    let ttft: Vec<f64> = record
+        .samples
+        .iter()
+        .filter_map(|m| m.ttft_ns.map(|ns| ns as f64 / 1e6))
+        .collect();
+    if !ttft.is_empty() {
+        metrics.insert("ttft_ms".into(), metric("ms", &ttft, config));
+    }
+    metrics.insert(
+        "load_ms".into(),
+        single(
+            "ms",
+            record.load.as_secs_f64() * 1e3,
+            Some("model load, shared by the cases that use the same weights".into()),
+        ),
+    );
+    metrics.insert(
+        "context_ms".into(),
+        single("ms", record.context.as_secs_f64() * 1e3, None),
+    );
+    if let Some(peak) = record.peak_rss_bytes {
+        let note = (!record.peak_rss_per_case).then(|| {
+            "process-wide peak: /proc/self/clear_refs could not reset VmHWM per case".to_string()
+        });
+        metrics.insert("peak_rss_bytes".into(), single("bytes", peak as f64, note));
+    }
+
+    let estimates = stats::estimates(&times, config);
+    let (comparison, problem) = match criterion_format::write_benchmark(
+        criterion_dir,
+        &record.id,
+        &times,
+        &estimates,
+        mode,
+        config,
+    ) {
+        Ok(c) => (c, None),
+        Err(e) => (None, Some(e)),
+    };
+    let summary = CaseSummary {
+        id: record.id.full_id.clone(),
+        group: record.id.group_id.clone(),
+        function: record.id.function_id.clone().unwrap_or_default(),
+        value: record.id.value_str.clone().unwrap_or_default(),
+        backend: record.backend.clone(),
+        backend_version: record.backend_version.clone(),
+        model: record.model.clone(),
+        model_info: record.model_info.clone(),
+        params: record.params.clone(),
+        workload: record.workload,
+        samples: record.samples.len(),
+        stop_reason: record.stop_reason.clone(),
+        metrics,
+        outliers: stats::classify_outliers(&times),
+        comparison: comparison.map(|result| BaselineComparison {
+            baseline: mode.compare_with().unwrap_or_default().to_string(),
+            result,
+        }),
+        criterion_dir: criterion_format::case_dir(criterion_dir, &record.id),
+    };
+    (summary, problem)
+}
+
+fn human_bytes(b: f64) -> String {
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.2} GiB", b / (1u64 << 30) as f64)
+    } else {
+        format!("{:.2} MiB", b / (1u64 << 20) as f64)
+    }
+}
+
+fn human_count(n: u64) -> String {
+    let n = n as f64;
+    if n >= 1e9 {
+        format!("{:.2} B", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.2} M", n / 1e6)
+    } else {
+        format!("{:.2} K", n / 1e3)
+    }
+}
+
+fn plus_minus(m: &Metric) -> String {
+    match (m.lower, m.upper) {
+        (Some(lo), Some(hi)) => format!("{:.2} ± {:.2}", m.estimate, (hi - lo) / 2.0),
+        _ => format!("{:.2}", m.estimate),
+    }
+}
+
+/// The llama-bench-like markdown table, with melt's extra columns. `t/s` is the mean over
+/// samples ± the half-width of its 95% CI (llama-bench prints ± one standard deviation).
+pub fn table(cases: &[CaseSummary]) -> String {
+    let mut out = String::from(
+        "| model | size | params | backend | threads | test | t/s | n | TTFT ms | ITL p50/p99 ms | peak RSS | change |\n\
+         | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
+    );
+    for c in cases {
+        let get = |k: &str| c.metrics.get(k);
+        let tps = get("tokens_per_second").map(plus_minus).unwrap_or_default();
+        let ttft = get("ttft_ms")
+            .map(|m| format!("{:.1}", m.estimate))
+            .unwrap_or("-".into());
+        let itl = match (get("itl_p50_ms"), get("itl_p99_ms")) {
+            (Some(a), Some(b)) => format!("{:.2} / {:.2}", a.estimate, b.estimate),
+            _ => "-".into(),
+        };
+        let rss = get("peak_rss_bytes")
+            .map(|m| human_bytes(m.estimate))
+            .unwrap_or("-".into());
+        let change = match &c.comparison {
+            Some(cmp) => {
+                // Criterion compares times; show the change in throughput, as criterion does.
+                let thrpt = 1.0 / (1.0 + cmp.result.change.mean.point_estimate) - 1.0;
+                let word = match cmp.result.verdict {
+                    stats::Verdict::Improved => "improved",
+                    stats::Verdict::Regressed => "regressed",
+                    stats::Verdict::WithinNoise => "within noise",
+                    stats::Verdict::NoChange => "no change",
+                };
+                format!(
+                    "{:+.2}% {word} (p={:.2})",
+                    thrpt * 100.0,
+                    cmp.result.p_value
+                )
+            }
+            None => "-".into(),
+        };
+        let desc = if c.model_info.description.is_empty() {
+            c.model.name.clone()
+        } else {
+            c.model_info.description.clone()
+        };
+        out.push_str(&format!(
+            "| {desc} | {} | {} | {} | {} | {} | {tps} | {} | {ttft} | {itl} | {rss} | {change} |\n",
+            human_bytes(c.model_info.size_bytes as f64),
+            human_count(c.model_info.n_params),
+            c.backend,
+            c.params.session.threads,
+            c.function,
+            c.samples,
+        ));
+    }
+    out
+}

@@ -1,0 +1,123 @@
+//! The two traits an inference engine implements to be benchmarked by melt.
+//!
+//! A [`Backend`] turns a model file into a [`LoadedModel`] (weights in memory, loaded once per
+//! sweep of session parameters), which opens [`Session`]s (a context with its KV cache and
+//! threads). The harness, not the backend, owns the clock: every backend is timed the same way,
+//! around [`Session::prefill`] and each [`Session::decode`], and sampling is greedy inside melt
+//! so that outputs are comparable across engines.
+
+use std::path::PathBuf;
+
+use crate::model::{ModelFormat, ModelSpec};
+use crate::params::{ModelParams, SessionParams};
+
+/// A token id in the model's vocabulary.
+pub type Token = i32;
+
+/// Why a backend could not do what was asked. Every variant names the file or the step.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The model file is missing, truncated, of the wrong format, or rejected by the engine.
+    #[error("cannot load model {path}: {reason}")]
+    Model { path: PathBuf, reason: String },
+    /// The backend cannot run this model or parameter (format, feature, value out of range).
+    #[error("{backend} does not support {what}")]
+    Unsupported { backend: String, what: String },
+    /// The engine failed while running (context creation, decode, tokenizer).
+    #[error("{backend}: {what}")]
+    Runtime { backend: String, what: String },
+}
+
+/// Facts about a loaded model, reported beside every result.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct ModelInfo {
+    /// Human description in llama-bench's style, e.g. `gemma3 270M Q4_K - Medium`.
+    pub description: String,
+    /// Architecture from the file's metadata (`llama`, `gemma3`, ...).
+    pub architecture: String,
+    /// Quantization / dtype of the weights (`Q4_K_M`, `F32`, `fp16`, ...).
+    pub quantization: String,
+    /// Number of parameters.
+    pub n_params: u64,
+    /// Bytes of weights as the engine holds them.
+    pub size_bytes: u64,
+    /// Vocabulary size (length of [`Session::logits`]).
+    pub n_vocab: usize,
+    /// Context length the model was trained with.
+    pub n_ctx_train: usize,
+}
+
+/// An inference engine. Implementations live in `melt-backends`, one per cargo feature.
+pub trait Backend: Send + Sync {
+    /// Short stable name used in reports and filters, e.g. `llama.cpp`.
+    fn name(&self) -> &str;
+    /// Version of the engine, as precise as the build knows (commit, build number).
+    fn version(&self) -> String;
+    /// Whether this backend can load models of this format, so a suite over several backends
+    /// and models only plans the pairs that make sense (decided before any file is hashed).
+    fn accepts(&self, format: ModelFormat) -> bool;
+    /// Loads the weights. Called once per model and [`ModelParams`]; sessions are cheap.
+    fn load(
+        &self,
+        model: &ModelSpec,
+        params: &ModelParams,
+    ) -> Result<Box<dyn LoadedModel>, BackendError>;
+}
+
+/// Weights in memory, from which sessions (contexts) are opened.
+pub trait LoadedModel {
+    fn info(&self) -> ModelInfo;
+    /// Opens a context with its own KV cache. `n_ctx` in `params` is the caller's request.
+    fn session<'m>(&'m self, params: &SessionParams)
+        -> Result<Box<dyn Session + 'm>, BackendError>;
+}
+
+/// One context of a loaded model. Methods return only when the work is done (synchronised),
+/// so the harness's clock around them measures the real cost.
+pub trait Session {
+    /// Text to tokens. `add_special` adds BOS (or what the model's tokenizer adds).
+    fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<Token>, BackendError>;
+    /// Tokens to text, special tokens omitted.
+    fn detokenize(&self, tokens: &[Token]) -> Result<String, BackendError>;
+    /// Appends `tokens` to the context and evaluates them; afterwards [`Session::logits`] holds
+    /// the logits of the last one.
+    fn prefill(&mut self, tokens: &[Token]) -> Result<(), BackendError>;
+    /// Appends one token and evaluates it (one decode step).
+    fn decode(&mut self, token: Token) -> Result<(), BackendError>;
+    /// Logits of the last evaluated position (length [`ModelInfo::n_vocab`]).
+    fn logits(&self) -> Result<&[f32], BackendError>;
+    /// Empties the KV cache: the next prefill starts at position 0.
+    fn clear(&mut self) -> Result<(), BackendError>;
+    /// Number of positions the context can hold.
+    fn n_ctx(&self) -> usize;
+    /// Number of positions currently in the context.
+    fn n_past(&self) -> usize;
+    /// Beginning-of-sequence token, if the model uses one.
+    fn bos(&self) -> Option<Token>;
+}
+
+/// Index of the largest logit: melt's greedy sampler, the same for every backend.
+/// Ties go to the lowest index so that results are deterministic.
+pub fn argmax(logits: &[f32]) -> Token {
+    let mut best = 0usize;
+    let mut best_value = f32::NEG_INFINITY;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > best_value {
+            best_value = v;
+            best = i;
+        }
+    }
+    best as Token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argmax_picks_first_of_ties_and_skips_nan() {
+        assert_eq!(argmax(&[0.1, 3.0, 3.0, -1.0]), 1);
+        assert_eq!(argmax(&[f32::NAN, 0.5, 0.2]), 1);
+        assert_eq!(argmax(&[-2.0]), 0);
+    }
+}

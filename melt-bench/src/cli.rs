@@ -1,0 +1,348 @@
+//! Arguments of a bench binary: criterion's where criterion has one, so `cargo bench -- ...`
+//! habits carry over, plus melt's own. Parsing only validates; nothing is probed here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::criterion_format::BaselineMode;
+
+/// How a case decides it has enough samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    pub warm_up: Duration,
+    /// Time budget for measuring one case (after warm-up).
+    pub measurement_time: Duration,
+    /// Exactly this many samples (criterion's `--sample-size`); disables adaptive stopping.
+    pub fixed_samples: Option<usize>,
+    pub min_samples: usize,
+    pub max_samples: usize,
+    /// Stop once the 95% CI half-width of mean tok/s is within this fraction of the mean.
+    pub target_rel_ci: f64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            warm_up: Duration::from_secs(1),
+            measurement_time: Duration::from_secs(20),
+            fixed_samples: None,
+            min_samples: 5,
+            max_samples: 100,
+            target_rel_ci: 0.02,
+        }
+    }
+}
+
+impl Sampling {
+    /// criterion's `--quick`: fewer samples, a looser target, short budgets.
+    pub fn quick() -> Sampling {
+        Sampling {
+            warm_up: Duration::from_millis(300),
+            measurement_time: Duration::from_secs(5),
+            fixed_samples: None,
+            min_samples: 3,
+            max_samples: 20,
+            target_rel_ci: 0.05,
+        }
+    }
+}
+
+/// Parsed arguments.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Args {
+    /// Regex over case ids (`group/function/value`); criterion's positional filter.
+    pub filter: Option<String>,
+    pub exact: bool,
+    pub list: bool,
+    pub help: bool,
+    pub baseline: BaselineMode,
+    pub sampling: Sampling,
+    /// Local model files that replace the suite's models.
+    pub models: Vec<PathBuf>,
+    pub nresamples: Option<usize>,
+    pub confidence_level: Option<f64>,
+    pub significance_level: Option<f64>,
+    pub noise_threshold: Option<f64>,
+    /// Overrides where `criterion/` and `melt/` are written.
+    pub target_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CliError {
+    #[error("unknown option `{0}` (see --help)")]
+    Unknown(String),
+    #[error("option `{0}` needs a value")]
+    MissingValue(String),
+    #[error("option `{flag}`: `{value}` is not {expected}")]
+    BadValue {
+        flag: String,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("more than one filter given: `{0}` and `{1}`")]
+    TwoFilters(String, String),
+}
+
+pub const HELP: &str = "\
+A melt bench target. Usage: cargo bench --bench <target> -- [OPTIONS] [FILTER]
+
+  FILTER                       regex over case ids (model/workload/backend params)
+  --list                       list the cases and exit
+  --exact                      FILTER is an exact case id
+  --model PATH                 bench this local model file instead of the suite's (repeatable)
+  --save-baseline NAME         compare with NAME if present, then save this run as NAME [base]
+  --baseline NAME              compare with NAME, which must exist; save nothing but new/
+  --baseline-lenient NAME      compare with NAME if it exists
+  --discard-baseline           save nothing but new/
+  --quick                      fewer samples, 5% target, short budgets
+  --sample-size N              exactly N samples per case (no adaptive stopping)
+  --warm-up-time SECS          warm-up per case [1]
+  --measurement-time SECS      time budget per case [20]
+  --min-samples N              adaptive stopping: at least N samples [5]
+  --max-samples N              adaptive stopping: at most N samples [100]
+  --target-ci PCT              adaptive stopping: 95% CI half-width of tok/s, % of mean [2]
+  --nresamples N               bootstrap resamples [100000]
+  --confidence-level X         [0.95]
+  --significance-level X       [0.05]
+  --noise-threshold X          [0.01]
+  --target-dir DIR             write criterion/ and melt/ under DIR [the cargo target dir]
+  --bench, --noplot, --color C, --verbose, --quiet   accepted for criterion compatibility
+";
+
+fn parse_num<T: std::str::FromStr>(
+    flag: &str,
+    value: &str,
+    expected: &'static str,
+) -> Result<T, CliError> {
+    value.parse().map_err(|_| CliError::BadValue {
+        flag: flag.into(),
+        value: value.into(),
+        expected,
+    })
+}
+
+fn secs(flag: &str, value: &str) -> Result<Duration, CliError> {
+    let s: f64 = parse_num(flag, value, "a number of seconds")?;
+    if !(s.is_finite() && s >= 0.0) {
+        return Err(CliError::BadValue {
+            flag: flag.into(),
+            value: value.into(),
+            expected: "a non-negative number of seconds",
+        });
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+fn fraction(flag: &str, value: &str) -> Result<f64, CliError> {
+    let x: f64 = parse_num(flag, value, "a number between 0 and 1")?;
+    if !(x > 0.0 && x < 1.0) {
+        return Err(CliError::BadValue {
+            flag: flag.into(),
+            value: value.into(),
+            expected: "a number between 0 and 1",
+        });
+    }
+    Ok(x)
+}
+
+fn count(flag: &str, value: &str) -> Result<usize, CliError> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(CliError::BadValue {
+            flag: flag.into(),
+            value: value.into(),
+            expected: "a positive whole number",
+        }),
+    }
+}
+
+impl Args {
+    /// Parses arguments without the program name.
+    pub fn parse<I, S>(args: I) -> Result<Args, CliError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut out = Args::default();
+        let mut quick = false;
+        let mut sampling = Sampling::default();
+        let mut explicit: Vec<&'static str> = Vec::new();
+        let mut it = args.into_iter().map(Into::into).peekable();
+        while let Some(arg) = it.next() {
+            // `--flag=value` is the same as `--flag value`.
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+                _ => (arg.clone(), None),
+            };
+            let mut value = |name: &str| -> Result<String, CliError> {
+                match inline.clone() {
+                    Some(v) => Ok(v),
+                    None => it.next().ok_or_else(|| CliError::MissingValue(name.into())),
+                }
+            };
+            match flag.as_str() {
+                "--bench" | "--noplot" | "--verbose" | "-v" | "--quiet" | "--nocapture" => {}
+                "--color" | "--colour" | "--format" | "--plotting-backend" | "--output-format" => {
+                    value(&flag)?;
+                }
+                "--help" | "-h" => out.help = true,
+                "--list" => out.list = true,
+                "--exact" => out.exact = true,
+                "--quick" => quick = true,
+                "--model" => out.models.push(PathBuf::from(value(&flag)?)),
+                "--save-baseline" | "-s" => out.baseline = BaselineMode::Save(value(&flag)?),
+                "--baseline" | "-b" => out.baseline = BaselineMode::CompareStrict(value(&flag)?),
+                "--baseline-lenient" => out.baseline = BaselineMode::CompareLenient(value(&flag)?),
+                "--discard-baseline" => out.baseline = BaselineMode::Discard,
+                "--sample-size" => {
+                    sampling.fixed_samples = Some(count(&flag, &value(&flag)?)?);
+                    explicit.push("fixed");
+                }
+                "--warm-up-time" => {
+                    sampling.warm_up = secs(&flag, &value(&flag)?)?;
+                    explicit.push("warm_up");
+                }
+                "--measurement-time" => {
+                    sampling.measurement_time = secs(&flag, &value(&flag)?)?;
+                    explicit.push("measurement_time");
+                }
+                "--min-samples" => {
+                    sampling.min_samples = count(&flag, &value(&flag)?)?;
+                    explicit.push("min");
+                }
+                "--max-samples" => {
+                    sampling.max_samples = count(&flag, &value(&flag)?)?;
+                    explicit.push("max");
+                }
+                "--target-ci" => {
+                    let v = value(&flag)?;
+                    let pct: f64 = parse_num(&flag, &v, "a percentage")?;
+                    if !(pct > 0.0 && pct < 100.0) {
+                        return Err(CliError::BadValue {
+                            flag,
+                            value: v,
+                            expected: "a percentage between 0 and 100",
+                        });
+                    }
+                    sampling.target_rel_ci = pct / 100.0;
+                    explicit.push("target");
+                }
+                "--nresamples" => out.nresamples = Some(count(&flag, &value(&flag)?)?),
+                "--confidence-level" => {
+                    out.confidence_level = Some(fraction(&flag, &value(&flag)?)?)
+                }
+                "--significance-level" => {
+                    out.significance_level = Some(fraction(&flag, &value(&flag)?)?)
+                }
+                "--noise-threshold" => {
+                    let v = value(&flag)?;
+                    let x: f64 = parse_num(&flag, &v, "a non-negative number")?;
+                    if !(x >= 0.0 && x.is_finite()) {
+                        return Err(CliError::BadValue {
+                            flag,
+                            value: v,
+                            expected: "a non-negative number",
+                        });
+                    }
+                    out.noise_threshold = Some(x);
+                }
+                "--target-dir" => out.target_dir = Some(PathBuf::from(value(&flag)?)),
+                f if f.starts_with('-') => return Err(CliError::Unknown(arg)),
+                _ => match &out.filter {
+                    Some(prev) => return Err(CliError::TwoFilters(prev.clone(), arg)),
+                    None => out.filter = Some(arg),
+                },
+            }
+        }
+        if quick {
+            // --quick sets the defaults; explicit options still win.
+            let q = Sampling::quick();
+            if !explicit.contains(&"warm_up") {
+                sampling.warm_up = q.warm_up;
+            }
+            if !explicit.contains(&"measurement_time") {
+                sampling.measurement_time = q.measurement_time;
+            }
+            if !explicit.contains(&"min") {
+                sampling.min_samples = q.min_samples;
+            }
+            if !explicit.contains(&"max") {
+                sampling.max_samples = q.max_samples;
+            }
+            if !explicit.contains(&"target") {
+                sampling.target_rel_ci = q.target_rel_ci;
+            }
+        }
+        if sampling.min_samples > sampling.max_samples {
+            return Err(CliError::BadValue {
+                flag: "--min-samples".into(),
+                value: sampling.min_samples.to_string(),
+                expected: "at most --max-samples",
+            });
+        }
+        out.sampling = sampling;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn criterion_style_arguments() {
+        let a = Args::parse([
+            "--bench",
+            "pp512",
+            "--save-baseline",
+            "main",
+            "--sample-size=12",
+            "--warm-up-time",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(a.filter.as_deref(), Some("pp512"));
+        assert_eq!(a.baseline, BaselineMode::Save("main".into()));
+        assert_eq!(a.sampling.fixed_samples, Some(12));
+        assert_eq!(a.sampling.warm_up, Duration::from_millis(500));
+        let a = Args::parse(["--baseline", "main", "--model", "/m/x.gguf", "--list"]).unwrap();
+        assert_eq!(a.baseline, BaselineMode::CompareStrict("main".into()));
+        assert_eq!(a.models, vec![PathBuf::from("/m/x.gguf")]);
+        assert!(a.list);
+        assert_eq!(
+            Args::parse(Vec::<String>::new()).unwrap().baseline,
+            BaselineMode::default()
+        );
+    }
+
+    #[test]
+    fn quick_changes_defaults_but_not_explicit_options() {
+        let a = Args::parse(["--quick", "--target-ci", "1"]).unwrap();
+        assert_eq!(a.sampling.min_samples, Sampling::quick().min_samples);
+        assert!((a.sampling.target_rel_ci - 0.01).abs() < 1e-12);
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        assert_eq!(
+            Args::parse(["--sample-sise", "3"]).unwrap_err(),
+            CliError::Unknown("--sample-sise".into())
+        );
+        let e = Args::parse(["--sample-size", "zero"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--sample-size") && e.contains("zero"), "{e}");
+        let e = Args::parse(["--baseline"]).unwrap_err();
+        assert_eq!(e, CliError::MissingValue("--baseline".into()));
+        let e = Args::parse(["--warm-up-time", "-1"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("non-negative"), "{e}");
+        assert!(matches!(
+            Args::parse(["a", "b"]),
+            Err(CliError::TwoFilters(..))
+        ));
+        let e = Args::parse(["--min-samples", "9", "--max-samples", "3"]).unwrap_err();
+        assert!(e.to_string().contains("at most --max-samples"));
+    }
+}

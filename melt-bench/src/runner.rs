@@ -1,0 +1,447 @@
+//! Runs a suite: plans the cases, loads each model as rarely as possible, warms up, samples
+//! until the confidence interval is tight enough or the budget is spent, and logs every sample
+//! as it is taken. Analysis and reports come after, from what this module returns.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::backend::{Backend, LoadedModel, ModelInfo};
+use crate::cli::Sampling;
+use crate::criterion_format::BenchmarkId;
+use crate::memory;
+use crate::model::{detect_format, Cache, ModelError, ModelFormat, ModelSpec, Registry};
+use crate::params::{Params, Point, Sweep};
+use crate::stats;
+use crate::store::{Event, EventLog};
+use crate::workload::{run_once, Measured, Workload};
+
+/// A bench target: what `melt_bench!` declares.
+pub struct Suite {
+    /// Model names from the registry (or paths to local files).
+    pub models: Vec<String>,
+    pub backends: Vec<Box<dyn Backend>>,
+    pub sweep: Sweep,
+    pub workloads: Vec<Workload>,
+    /// The bench target's package directory, where `melt.toml` is looked for first.
+    pub manifest_dir: Option<PathBuf>,
+}
+
+/// A model as named by the suite or `--model`, resolved to a file only when it is run.
+#[derive(Debug, Clone)]
+pub struct ModelRef {
+    pub name: String,
+    pub format: Option<ModelFormat>,
+    source: ModelSource,
+}
+
+#[derive(Debug, Clone)]
+enum ModelSource {
+    Path(PathBuf),
+    Registry(Box<crate::model::RegistryEntry>),
+    /// Neither a file nor a registry entry: planning goes on, running reports this error.
+    Unresolved(String),
+}
+
+impl ModelRef {
+    /// A local file (given with `--model`).
+    pub fn path(path: PathBuf) -> ModelRef {
+        ModelRef {
+            name: path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string()),
+            format: detect_format(&path).ok(),
+            source: ModelSource::Path(path),
+        }
+    }
+
+    /// A registry name, or a path if a file of that name exists.
+    pub fn named(name: &str, registry: Option<&Registry>) -> ModelRef {
+        let as_path = PathBuf::from(name);
+        if as_path.is_file() {
+            return ModelRef::path(as_path);
+        }
+        let source = match registry {
+            Some(r) => match r.get(name) {
+                Ok(e) => ModelSource::Registry(Box::new(e.clone())),
+                Err(e) => ModelSource::Unresolved(e.to_string()),
+            },
+            None => ModelSource::Unresolved(format!(
+                "unknown model `{name}`: no such file, and no melt.toml registry found (set MELT_CONFIG)"
+            )),
+        };
+        let format = match &source {
+            ModelSource::Registry(e) => Some(e.format),
+            _ => None,
+        };
+        ModelRef {
+            name: name.to_string(),
+            format,
+            source,
+        }
+    }
+
+    /// The verified file: hashed (a local file) or looked up in the cache (a registry model).
+    pub fn resolve(&self, cache: &Cache) -> Result<ModelSpec, String> {
+        match &self.source {
+            ModelSource::Path(p) => ModelSpec::from_path(p).map_err(|e| e.to_string()),
+            ModelSource::Registry(entry) => cache
+                .lookup(&self.name, entry)
+                .map_err(|e: ModelError| e.to_string()),
+            ModelSource::Unresolved(why) => Err(why.clone()),
+        }
+    }
+
+    pub fn quantization_hint(&self) -> Option<String> {
+        match &self.source {
+            ModelSource::Registry(e) => e.quantization.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// One case of the plan: indices into the suite plus its criterion id.
+#[derive(Debug, Clone)]
+pub struct PlannedCase {
+    pub model: usize,
+    pub backend: usize,
+    pub point: usize,
+    pub workload: Workload,
+    pub id: BenchmarkId,
+}
+
+/// Every (model, backend, point, workload) whose backend accepts the model's format, in run
+/// order: model, backend, model parameters, session parameters, workload.
+pub fn plan(
+    models: &[ModelRef],
+    backends: &[Box<dyn Backend>],
+    points: &[Point],
+    workloads: &[Workload],
+) -> Vec<PlannedCase> {
+    let mut cases = Vec::new();
+    for (mi, m) in models.iter().enumerate() {
+        for (bi, b) in backends.iter().enumerate() {
+            // A model whose format is unknown is planned for every backend, so that running
+            // it reports why it cannot be used instead of silently skipping it.
+            if m.format.is_some_and(|f| !b.accepts(f)) {
+                continue;
+            }
+            for (pi, p) in points.iter().enumerate() {
+                for w in workloads {
+                    let value = format!("{} {}", b.name(), p.label);
+                    let id = BenchmarkId::new(&m.name, &w.name(), &value, w.tokens() as u64);
+                    cases.push(PlannedCase {
+                        model: mi,
+                        backend: bi,
+                        point: pi,
+                        workload: *w,
+                        id,
+                    });
+                }
+            }
+        }
+    }
+    cases
+}
+
+/// Everything measured for one case, before analysis.
+#[derive(Debug, Clone)]
+pub struct CaseRecord {
+    pub id: BenchmarkId,
+    pub backend: String,
+    pub backend_version: String,
+    pub model: ModelSpec,
+    pub model_info: ModelInfo,
+    pub params: Params,
+    pub workload: Workload,
+    pub load: Duration,
+    pub context: Duration,
+    pub samples: Vec<Measured>,
+    pub peak_rss_bytes: Option<u64>,
+    /// Whether the peak is this case's own (VmHWM reset) or the process's.
+    pub peak_rss_per_case: bool,
+    pub stop_reason: String,
+}
+
+/// Why a case (or a model's cases) could not be measured.
+#[derive(Debug, Clone)]
+pub struct CaseFailure {
+    pub case: Option<String>,
+    pub message: String,
+}
+
+/// Decides, after each sample, whether a case has enough.
+pub fn should_stop(sampling: &Sampling, tok_s: &[f64], elapsed: Duration) -> Option<&'static str> {
+    let n = tok_s.len();
+    if let Some(fixed) = sampling.fixed_samples {
+        return (n >= fixed).then_some("sample_size");
+    }
+    if n >= sampling.max_samples {
+        return Some("max_samples");
+    }
+    if n < sampling.min_samples {
+        return None;
+    }
+    if stats::relative_ci_half_width(tok_s, 0.95) <= sampling.target_rel_ci {
+        return Some("ci_target");
+    }
+    (elapsed >= sampling.measurement_time).then_some("time_budget")
+}
+
+/// Drives the cases of a plan, streaming events to `log` and progress to stderr.
+pub struct Runner<'a> {
+    pub models: &'a [ModelRef],
+    pub backends: &'a [Box<dyn Backend>],
+    pub points: &'a [Point],
+    pub sampling: Sampling,
+    pub cache: Cache,
+    pub log: &'a mut EventLog,
+}
+
+const PROMPT_SEED: u64 = 0x5eed;
+
+impl Runner<'_> {
+    fn emit(&mut self, event: Event) {
+        if let Err(e) = self.log.write(&event) {
+            eprintln!("melt: cannot append to {}: {e}", self.log.path().display());
+        }
+    }
+
+    fn fail(&mut self, failures: &mut Vec<CaseFailure>, case: Option<String>, message: String) {
+        eprintln!(
+            "melt: error{}: {message}",
+            case.as_deref()
+                .map(|c| format!(" in {c}"))
+                .unwrap_or_default()
+        );
+        self.emit(Event::Error {
+            case: case.clone(),
+            message: message.clone(),
+        });
+        failures.push(CaseFailure { case, message });
+    }
+
+    /// Runs `cases` (in plan order). A failing model or case is recorded and the rest go on.
+    pub fn run(&mut self, cases: &[PlannedCase]) -> (Vec<CaseRecord>, Vec<CaseFailure>) {
+        let mut records = Vec::new();
+        let mut failures = Vec::new();
+        let mut i = 0;
+        while i < cases.len() {
+            // Cases sharing a model file.
+            let model_idx = cases[i].model;
+            let end = cases[i..]
+                .iter()
+                .position(|c| c.model != model_idx)
+                .map_or(cases.len(), |n| i + n);
+            let group = &cases[i..end];
+            i = end;
+            let spec = match self.models[model_idx].resolve(&self.cache) {
+                Ok(s) => s,
+                Err(message) => {
+                    for c in group {
+                        self.fail(&mut failures, Some(c.id.full_id.clone()), message.clone());
+                    }
+                    continue;
+                }
+            };
+            self.run_model(&spec, group, &mut records, &mut failures);
+        }
+        (records, failures)
+    }
+
+    fn run_model(
+        &mut self,
+        spec: &ModelSpec,
+        cases: &[PlannedCase],
+        records: &mut Vec<CaseRecord>,
+        failures: &mut Vec<CaseFailure>,
+    ) {
+        let mut i = 0;
+        while i < cases.len() {
+            // Consecutive cases with the same backend and model parameters share one load.
+            let (b, mp) = (
+                cases[i].backend,
+                self.points[cases[i].point].params.model.clone(),
+            );
+            let end = cases[i..]
+                .iter()
+                .position(|c| c.backend != b || self.points[c.point].params.model != mp)
+                .map_or(cases.len(), |n| i + n);
+            let group = &cases[i..end];
+            i = end;
+            let backend = &self.backends[b];
+            eprintln!(
+                "melt: loading {} with {}",
+                spec.path.display(),
+                backend.name()
+            );
+            let start = Instant::now();
+            let loaded = match backend.load(spec, &mp) {
+                Ok(l) => l,
+                Err(e) => {
+                    for c in group {
+                        self.fail(failures, Some(c.id.full_id.clone()), e.to_string());
+                    }
+                    continue;
+                }
+            };
+            let load = start.elapsed();
+            for case in group {
+                match self.run_case(spec, loaded.as_ref(), load, case) {
+                    Ok(r) => records.push(r),
+                    Err(message) => self.fail(failures, Some(case.id.full_id.clone()), message),
+                }
+            }
+        }
+    }
+
+    fn run_case(
+        &mut self,
+        spec: &ModelSpec,
+        loaded: &dyn LoadedModel,
+        load: Duration,
+        case: &PlannedCase,
+    ) -> Result<CaseRecord, String> {
+        let backend = &self.backends[case.backend];
+        let mut params = self.points[case.point].params.clone();
+        let w = case.workload;
+        let needed = w.n_ctx_needed();
+        let n_ctx = params.session.n_ctx.unwrap_or(needed as u32);
+        if (n_ctx as usize) < needed {
+            return Err(format!(
+                "workload {w} needs {needed} context positions but n_ctx is {n_ctx}"
+            ));
+        }
+        params.session.n_ctx = Some(n_ctx);
+        let info = loaded.info();
+        self.emit(Event::CaseStart {
+            case: case.id.full_id.clone(),
+            backend: backend.name().to_string(),
+            model: spec.name.clone(),
+            params: params.clone(),
+            workload: w,
+        });
+
+        let per_case = memory::reset_peak();
+        let start = Instant::now();
+        let mut session = loaded.session(&params.session).map_err(|e| e.to_string())?;
+        let context = start.elapsed();
+        let n_vocab = info.n_vocab;
+        let label = &case.id.full_id;
+
+        // Warm-up: at least one run, then until the warm-up time is spent.
+        let warm_start = Instant::now();
+        let mut index = 0;
+        loop {
+            let m =
+                run_once(&w, session.as_mut(), n_vocab, PROMPT_SEED).map_err(|e| e.to_string())?;
+            self.emit(Event::Sample {
+                case: label.clone(),
+                index,
+                warmup: true,
+                measured: m,
+            });
+            index += 1;
+            if warm_start.elapsed() >= self.sampling.warm_up {
+                break;
+            }
+        }
+
+        let mut samples = Vec::new();
+        let mut tok_s = Vec::new();
+        let measure_start = Instant::now();
+        let stop_reason = loop {
+            let m =
+                run_once(&w, session.as_mut(), n_vocab, PROMPT_SEED).map_err(|e| e.to_string())?;
+            tok_s.push(w.tokens() as f64 / (m.ns.max(1) as f64 / 1e9));
+            self.emit(Event::Sample {
+                case: label.clone(),
+                index,
+                warmup: false,
+                measured: m.clone(),
+            });
+            index += 1;
+            samples.push(m);
+            let half = stats::relative_ci_half_width(&tok_s, 0.95);
+            eprint!(
+                "\r\x1b[2Kmelt: {label}: {} samples, {:.2} tok/s ±{}",
+                tok_s.len(),
+                stats::mean(&tok_s),
+                if half.is_finite() {
+                    format!("{:.1}%", half * 100.0)
+                } else {
+                    "?".into()
+                }
+            );
+            let _ = std::io::stderr().flush();
+            if let Some(reason) = should_stop(&self.sampling, &tok_s, measure_start.elapsed()) {
+                break reason;
+            }
+        };
+        eprintln!(" ({stop_reason})");
+        let peak_rss_bytes = memory::peak_rss_bytes();
+        drop(session);
+        self.emit(Event::CaseEnd {
+            case: label.clone(),
+            samples: samples.len(),
+            stop_reason: stop_reason.to_string(),
+        });
+        Ok(CaseRecord {
+            id: case.id.clone(),
+            backend: backend.name().to_string(),
+            backend_version: backend.version(),
+            model: spec.clone(),
+            model_info: info,
+            params,
+            workload: w,
+            load,
+            context,
+            samples,
+            peak_rss_bytes,
+            peak_rss_per_case: per_case,
+            stop_reason: stop_reason.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stopping_rule() {
+        let s = Sampling {
+            min_samples: 3,
+            max_samples: 6,
+            target_rel_ci: 0.02,
+            ..Sampling::default()
+        };
+        let zero = Duration::ZERO;
+        assert_eq!(
+            should_stop(&s, &[100.0, 100.0], zero),
+            None,
+            "below the minimum"
+        );
+        assert_eq!(
+            should_stop(&s, &[100.0, 100.1, 99.9], zero),
+            Some("ci_target")
+        );
+        let noisy = [100.0, 120.0, 80.0, 110.0];
+        assert_eq!(should_stop(&s, &noisy, zero), None);
+        assert_eq!(
+            should_stop(&s, &noisy, Duration::from_secs(60)),
+            Some("time_budget")
+        );
+        assert_eq!(
+            should_stop(&s, &[100.0, 150.0, 50.0, 120.0, 80.0, 100.0], zero),
+            Some("max_samples")
+        );
+        let fixed = Sampling {
+            fixed_samples: Some(2),
+            ..s
+        };
+        assert_eq!(should_stop(&fixed, &[1.0], Duration::from_secs(99)), None);
+        assert_eq!(should_stop(&fixed, &[1.0, 1.0], zero), Some("sample_size"));
+    }
+}

@@ -1,0 +1,288 @@
+//! melt's own on-disk format: one directory per run under `<target>/melt/runs/<run-id>/`.
+//!
+//! # Format
+//!
+//! - `samples.jsonl` — one JSON object per line, appended and flushed as it happens, so a crash
+//!   or a lost device loses nothing already measured. Each line has an `event` field:
+//!   `run_start` (run id, host, schema version), `case_start` (case id, backend, model,
+//!   params, workload), `sample` (case id, index, `warmup`, and the [`Measured`] fields:
+//!   `ns`, `prefill_ns`, `decode_ns`, `ttft_ns`, `token_ns`), `case_end` (stop reason) and
+//!   `error` (case id, message).
+//! - `summary.json` — a [`Summary`]: `schema_version`, run id, host, and per case the backend
+//!   and its version, the model (name, sha256, size, quantization, parameter count), all
+//!   parameters, every metric with its estimate, 95% CI and sample count, outliers and the
+//!   comparison with the baseline when there was one.
+//!
+//! `SCHEMA_VERSION` changes whenever a field changes meaning or disappears; adding fields
+//! does not change it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::ModelInfo;
+use crate::host::HostInfo;
+use crate::model::ModelSpec;
+use crate::params::Params;
+use crate::stats::{Comparison, OutlierCounts};
+use crate::workload::{Measured, Workload};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Where a bench run writes: `<target>/criterion` and `<target>/melt`.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub target_dir: PathBuf,
+}
+
+impl Layout {
+    /// `$MELT_TARGET_DIR`, else `$CARGO_TARGET_DIR`, else the cargo target directory that
+    /// holds this executable (cargo marks it with `CACHEDIR.TAG`), else `./target`.
+    pub fn discover() -> Layout {
+        for var in ["MELT_TARGET_DIR", "CARGO_TARGET_DIR"] {
+            if let Some(p) = std::env::var_os(var) {
+                return Layout {
+                    target_dir: PathBuf::from(p),
+                };
+            }
+        }
+        let from_exe = std::env::current_exe().ok().and_then(|exe| {
+            exe.ancestors()
+                .find(|d| d.join("CACHEDIR.TAG").is_file())
+                .map(Path::to_path_buf)
+        });
+        Layout {
+            target_dir: from_exe.unwrap_or_else(|| PathBuf::from("target")),
+        }
+    }
+
+    pub fn criterion_dir(&self) -> PathBuf {
+        self.target_dir.join("criterion")
+    }
+
+    pub fn runs_dir(&self) -> PathBuf {
+        self.target_dir.join("melt").join("runs")
+    }
+}
+
+/// UTC timestamp `YYYY-MM-DDTHH-MM-SSZ` (file-name safe), from the system clock.
+pub fn timestamp_id() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}-{:02}-{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// One line of `samples.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStart {
+        run_id: String,
+        schema_version: u32,
+        host: HostInfo,
+    },
+    CaseStart {
+        case: String,
+        backend: String,
+        model: String,
+        params: Params,
+        workload: Workload,
+    },
+    Sample {
+        case: String,
+        index: usize,
+        warmup: bool,
+        #[serde(flatten)]
+        measured: Measured,
+    },
+    CaseEnd {
+        case: String,
+        samples: usize,
+        stop_reason: String,
+    },
+    Error {
+        case: Option<String>,
+        message: String,
+    },
+}
+
+/// Appends events to `samples.jsonl`, flushing each line.
+pub struct EventLog {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl EventLog {
+    pub fn create(path: &Path) -> io::Result<EventLog> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(EventLog {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write(&mut self, event: &Event) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, event)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+}
+
+/// Reads every event back (for tests, `--resume` and report regeneration).
+pub fn read_events(path: &Path) -> Result<Vec<Event>, String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+/// A metric over a case's samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    pub unit: String,
+    /// Point estimate (mean over samples unless the name says otherwise).
+    pub estimate: f64,
+    /// 95% confidence interval of the estimate; absent for a single observation.
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+    /// Number of observations behind the estimate.
+    pub n: usize,
+    /// Extra context, e.g. "process-wide peak" when VmHWM could not be reset per case.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub note: Option<String>,
+}
+
+/// Everything known about one case after analysis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseSummary {
+    pub id: String,
+    pub group: String,
+    pub function: String,
+    pub value: String,
+    pub backend: String,
+    pub backend_version: String,
+    pub model: ModelSpec,
+    pub model_info: ModelInfo,
+    pub params: Params,
+    pub workload: Workload,
+    pub samples: usize,
+    pub stop_reason: String,
+    /// Metric name → metric: `tokens_per_second`, `prefill_tokens_per_second`,
+    /// `decode_tokens_per_second`, `ttft_ms`, `itl_p50_ms`, `itl_p90_ms`, `itl_p99_ms`,
+    /// `load_ms`, `context_ms`, `peak_rss_bytes`.
+    pub metrics: std::collections::BTreeMap<String, Metric>,
+    pub outliers: OutlierCounts,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub comparison: Option<BaselineComparison>,
+    /// Directory of this case under `target/criterion`.
+    pub criterion_dir: PathBuf,
+}
+
+/// The comparison against a criterion baseline directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineComparison {
+    pub baseline: String,
+    #[serde(flatten)]
+    pub result: Comparison,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub host: HostInfo,
+    pub cases: Vec<CaseSummary>,
+    /// Cases that failed, with the reason; their samples (if any) are in samples.jsonl.
+    pub errors: Vec<CaseError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseError {
+    pub case: Option<String>,
+    pub message: String,
+}
+
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    // Write then rename, so a reader never sees half a file.
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, serde_json::to_vec_pretty(value)?)?;
+    fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_has_fixed_shape() {
+        let t = timestamp_id();
+        assert_eq!(t.len(), "2026-11-24T10-56-00Z".len(), "{t}");
+        assert!(t.starts_with("20") && t.ends_with('Z'));
+    }
+
+    #[test]
+    fn events_round_trip_line_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs/x/samples.jsonl");
+        let mut log = EventLog::create(&path).unwrap();
+        let sample = Event::Sample {
+            case: "m/pp4/b t=1".into(),
+            index: 0,
+            warmup: false,
+            measured: Measured {
+                ns: 10,
+                prefill_ns: 10,
+                decode_ns: 0,
+                ttft_ns: None,
+                token_ns: vec![],
+            },
+        };
+        log.write(&sample).unwrap();
+        log.write(&Event::Error {
+            case: None,
+            message: "boom".into(),
+        })
+        .unwrap();
+        // Flushed as written: readable before the log is dropped.
+        let events = read_events(&path).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0], sample);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("{\"event\":\"sample\""), "{text}");
+    }
+}
