@@ -59,6 +59,8 @@ pub struct Args {
     pub sampling: Sampling,
     /// Local model files that replace the suite's models.
     pub models: Vec<PathBuf>,
+    /// Only these backends (by name); empty means all of the suite's.
+    pub backends: Vec<String>,
     pub nresamples: Option<usize>,
     pub confidence_level: Option<f64>,
     pub significance_level: Option<f64>,
@@ -90,6 +92,7 @@ A melt bench target. Usage: cargo bench --bench <target> -- [OPTIONS] [FILTER]
   --list                       list the cases and exit
   --exact                      FILTER is an exact case id
   --model PATH                 bench this local model file instead of the suite's (repeatable)
+  --backend NAME               only this backend, e.g. llama.cpp (repeatable)
   --save-baseline NAME         compare with NAME if present, then save this run as NAME [base]
   --baseline NAME              compare with NAME, which must exist; save nothing but new/
   --baseline-lenient NAME      compare with NAME if it exists
@@ -190,6 +193,7 @@ impl Args {
                 "--exact" => out.exact = true,
                 "--quick" => quick = true,
                 "--model" => out.models.push(PathBuf::from(value(&flag)?)),
+                "--backend" => out.backends.push(value(&flag)?),
                 "--save-baseline" | "-s" => out.baseline = BaselineMode::Save(value(&flag)?),
                 "--baseline" | "-b" => out.baseline = BaselineMode::CompareStrict(value(&flag)?),
                 "--baseline-lenient" => out.baseline = BaselineMode::CompareLenient(value(&flag)?),

@@ -44,6 +44,8 @@ pub enum DriverError {
     RunDir { path: PathBuf, reason: String },
     #[error("the suite declares no model, backend or workload")]
     EmptySuite,
+    #[error("unknown backend `{name}` (this build has: {known})")]
+    UnknownBackend { name: String, known: String },
 }
 
 fn select(cases: Vec<PlannedCase>, args: &Args) -> Result<Vec<PlannedCase>, DriverError> {
@@ -107,12 +109,26 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
     {
         return Err(DriverError::EmptySuite);
     }
+    let known: Vec<&str> = suite.backends.iter().map(|b| b.name()).collect();
+    if let Some(name) = args.backends.iter().find(|n| !known.contains(&n.as_str())) {
+        return Err(DriverError::UnknownBackend {
+            name: name.clone(),
+            known: known.join(", "),
+        });
+    }
     let models = model_refs(suite, args);
     let points = suite.sweep.points();
-    let cases = select(
-        plan(&models, &suite.backends, &points, &suite.workloads),
-        args,
-    )?;
+    let cases: Vec<PlannedCase> = plan(&models, &suite.backends, &points, &suite.workloads)
+        .into_iter()
+        .filter(|c| {
+            args.backends.is_empty()
+                || args
+                    .backends
+                    .iter()
+                    .any(|n| n == suite.backends[c.backend].name())
+        })
+        .collect();
+    let cases = select(cases, args)?;
     if args.list {
         for c in &cases {
             println!("{}: benchmark", c.id.full_id);

@@ -35,6 +35,23 @@ pub mod __private {
     pub use crate::params::Sweep;
     pub use crate::runner::Suite;
     pub use crate::workload;
+
+    /// Lets `backends: [...]` take single backends and lists such as `melt::backends::enabled()`.
+    pub trait IntoBackends {
+        fn into_backends(self) -> Vec<Box<dyn crate::Backend>>;
+    }
+
+    impl<B: crate::Backend + 'static> IntoBackends for B {
+        fn into_backends(self) -> Vec<Box<dyn crate::Backend>> {
+            vec![Box::new(self)]
+        }
+    }
+
+    impl IntoBackends for Vec<Box<dyn crate::Backend>> {
+        fn into_backends(self) -> Vec<Box<dyn crate::Backend>> {
+            self
+        }
+    }
 }
 
 /// Declares a bench target: models × backends × parameter sweep × workloads, and a `main`
@@ -56,8 +73,8 @@ pub mod __private {
 /// or paths to local files. `--model PATH` on the command line replaces them.
 ///
 /// ## `backends`
-/// Expressions producing [`Backend`]s; a model is only paired with backends that accept its
-/// format.
+/// Expressions producing a [`Backend`] or a `Vec<Box<dyn Backend>>` (such as
+/// `melt::backends::enabled()`); a model is only paired with backends that accept its format.
 ///
 /// ## `sweep`
 /// Lists of values per parameter — `threads`, `threads_batch`, `n_batch`, `n_ubatch`,
@@ -92,7 +109,11 @@ macro_rules! melt_bench {
             };
             let suite = $crate::__private::Suite {
                 models: vec![$(::std::string::String::from($model)),*],
-                backends: vec![$(::std::boxed::Box::new($backend) as ::std::boxed::Box<dyn $crate::Backend>),*],
+                backends: {
+                    let mut all = ::std::vec::Vec::new();
+                    $( all.extend($crate::__private::IntoBackends::into_backends($backend)); )*
+                    all
+                },
                 sweep,
                 workloads,
                 manifest_dir: ::core::option::Option::Some(::std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))),

