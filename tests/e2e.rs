@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use melt::backends::LlamaCpp;
 use melt::cli::Args;
 use melt::driver::{run_suite, DriverError, Outcome};
 use melt::store::{read_events, Event, Summary};

@@ -17,7 +17,9 @@ pub mod llama_cpp;
 pub use llama_cpp::LlamaCpp;
 
 /// Every backend compiled into this build, for suites that run "all enabled backends".
+#[allow(clippy::vec_init_then_push)]
 pub fn enabled() -> Vec<Box<dyn Backend>> {
+    // One cfg-gated push per engine: `vec![]` cannot hold the cfgs.
     #[allow(unused_mut)]
     let mut v: Vec<Box<dyn Backend>> = Vec::new();
     #[cfg(feature = "llama-cpp")]

@@ -63,7 +63,7 @@ fn pooled_percentile(per_sample: &[Vec<f64>], p: f64, config: &AnalysisConfig) -
     let (mut lower, mut upper) = (None, None);
     if per_sample.len() >= 2 {
         let n_res = config.nresamples.min(1_000);
-        let mut rng = Rng::new(0x6974_6c);
+        let mut rng = Rng::new(0x0069_746c);
         let mut dist = Vec::with_capacity(n_res);
         let mut buf = Vec::with_capacity(pooled.len());
         for _ in 0..n_res {

@@ -97,27 +97,79 @@ pub trait Session {
 }
 
 /// Index of the largest logit: melt's greedy sampler, the same for every backend.
-/// Ties go to the lowest index so that results are deterministic.
+/// Ties go to the lowest index so that results are deterministic; NaN is never chosen.
+///
+/// It runs inside the timed decode loop over vocabularies of up to ~260k entries, so it keeps
+/// 16 independent lanes (value and index) that the compiler turns into vector max/blend
+/// instructions, instead of one serial dependency chain.
 pub fn argmax(logits: &[f32]) -> Token {
-    let mut best = 0usize;
-    let mut best_value = f32::NEG_INFINITY;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > best_value {
-            best_value = v;
-            best = i;
+    const LANES: usize = 16;
+    let mut best = [f32::NEG_INFINITY; LANES];
+    let mut index = [usize::MAX; LANES];
+    let chunks = logits.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for (k, chunk) in chunks.enumerate() {
+        for i in 0..LANES {
+            // Strictly greater: each lane keeps its first occurrence of its maximum.
+            if chunk[i] > best[i] {
+                best[i] = chunk[i];
+                index[i] = k * LANES + i;
+            }
         }
     }
-    best as Token
+    let offset = logits.len() - tail.len();
+    let (mut best_value, mut best_index) = (f32::NEG_INFINITY, usize::MAX);
+    let lanes = best.iter().zip(index).chain(tail.iter().zip(offset..));
+    for (&v, i) in lanes {
+        if i != usize::MAX && (v > best_value || (v == best_value && i < best_index)) {
+            best_value = v;
+            best_index = i;
+        }
+    }
+    if best_index == usize::MAX {
+        0
+    } else {
+        best_index as Token
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn naive(xs: &[f32]) -> Token {
+        let mut best = 0;
+        for (i, &x) in xs.iter().enumerate() {
+            if x > xs[best] || xs[best].is_nan() && !x.is_nan() {
+                best = i;
+            }
+        }
+        best as Token
+    }
+
     #[test]
     fn argmax_picks_first_of_ties_and_skips_nan() {
         assert_eq!(argmax(&[0.1, 3.0, 3.0, -1.0]), 1);
         assert_eq!(argmax(&[f32::NAN, 0.5, 0.2]), 1);
         assert_eq!(argmax(&[-2.0]), 0);
+        assert_eq!(argmax(&[]), 0);
+        // Ties across lanes and in the tail: still the first index.
+        let mut v = vec![0.0f32; 100];
+        v[37] = 5.0;
+        v[5] = 5.0;
+        v[99] = 5.0;
+        assert_eq!(argmax(&v), 5);
+        v[5] = 1.0;
+        assert_eq!(argmax(&v), 37);
+    }
+
+    #[test]
+    fn argmax_matches_a_naive_scan_on_random_logits() {
+        let mut rng = crate::stats::Rng::new(5);
+        for len in [1, 15, 16, 17, 255, 4096, 262_145] {
+            // Coarse values make ties common.
+            let v: Vec<f32> = (0..len).map(|_| (rng.below(50) as f32) - 25.0).collect();
+            assert_eq!(argmax(&v), naive(&v), "len {len}");
+        }
     }
 }

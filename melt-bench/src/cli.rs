@@ -26,7 +26,9 @@ impl Default for Sampling {
             warm_up: Duration::from_secs(1),
             measurement_time: Duration::from_secs(20),
             fixed_samples: None,
-            min_samples: 5,
+            // The stopping rule is a t-interval, honest at n = 3 (it then needs CV <~ 0.8%
+            // for a 2% target); more samples are taken whenever the noise asks for them.
+            min_samples: 3,
             max_samples: 100,
             target_rel_ci: 0.02,
         }
@@ -101,7 +103,7 @@ A melt bench target. Usage: cargo bench --bench <target> -- [OPTIONS] [FILTER]
   --sample-size N              exactly N samples per case (no adaptive stopping)
   --warm-up-time SECS          warm-up per case [1]
   --measurement-time SECS      time budget per case [20]
-  --min-samples N              adaptive stopping: at least N samples [5]
+  --min-samples N              adaptive stopping: at least N samples [3]
   --max-samples N              adaptive stopping: at most N samples [100]
   --target-ci PCT              adaptive stopping: 95% CI half-width of tok/s, % of mean [2]
   --nresamples N               bootstrap resamples [100000]
@@ -322,7 +324,14 @@ mod tests {
     #[test]
     fn quick_changes_defaults_but_not_explicit_options() {
         let a = Args::parse(["--quick", "--target-ci", "1"]).unwrap();
-        assert_eq!(a.sampling.min_samples, Sampling::quick().min_samples);
+        assert_eq!(
+            a.sampling.measurement_time,
+            Sampling::quick().measurement_time
+        );
+        assert_ne!(
+            a.sampling.measurement_time,
+            Sampling::default().measurement_time
+        );
         assert!((a.sampling.target_rel_ci - 0.01).abs() < 1e-12);
     }
 

@@ -241,6 +241,8 @@ pub fn write_benchmark(
     let mut comparison = None;
     if let Some(baseline) = mode.compare_with() {
         match load_baseline_times(criterion_dir, id, baseline)? {
+            // One sample has no variance: Welch's t would be NaN and the p-value meaningless.
+            Some(_) if times_ns.len() < 2 => {}
             Some(base_times) => {
                 let c = stats::compare(times_ns, &base_times, config);
                 save(&dir.join("change").join("estimates.json"), &c.change)?;
@@ -321,6 +323,33 @@ mod tests {
             .unwrap();
         assert_eq!(c.verdict, stats::Verdict::Regressed);
         assert!(case.join("change/estimates.json").is_file());
+    }
+
+    #[test]
+    fn a_single_sample_is_saved_but_not_compared() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = BenchmarkId::new("m", "pp4", "b t=1", 4);
+        let t = [100.0, 101.0, 99.0];
+        let mode = BaselineMode::default();
+        write_benchmark(
+            dir.path(),
+            &id,
+            &t,
+            &stats::estimates(&t, &cfg()),
+            &mode,
+            &cfg(),
+        )
+        .unwrap();
+        let one = [150.0];
+        let c = write_benchmark(
+            dir.path(),
+            &id,
+            &one,
+            &stats::estimates(&one, &cfg()),
+            &mode,
+            &cfg(),
+        );
+        assert!(c.unwrap().is_none(), "no verdict from one sample");
     }
 
     #[test]

@@ -21,6 +21,7 @@ const HELP: &str = "\
 cargo xtask <command>
 
   setup                          install build prerequisites, fetch the default model
+  setup-prereqs                  only install llama.cpp's build prerequisites if missing
   models list                    registry models and whether they are cached
   models fetch [NAME...]         fetch models into the cache (default: gemma-3-270m-q4_k_m)
   bench [--target host] [-- ARGS]  run the shipped suite (ARGS go to the bench binary,
@@ -85,6 +86,7 @@ fn bench(args: &[String]) -> Result<ExitCode> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("setup-prereqs") => prereq::ensure().map(|_| ExitCode::SUCCESS),
         Some("setup") => prereq::ensure().and_then(|_| {
             models::fetch(&models::registry()?, &models::cache(), DEFAULT_MODEL)?;
             Ok(ExitCode::SUCCESS)
