@@ -6,7 +6,9 @@
 //!   the shipped suite, print the table and where the reports are.
 //! - `test [-- CARGO-TEST-ARGS]`: every test of the workspace (release profile, so llama.cpp
 //!   is compiled once for tests and benches alike).
+//! - `gate --baseline NAME`: exit 1 when tok/s regressed for real against a saved baseline.
 
+mod gate;
 mod models;
 mod prereq;
 
@@ -27,6 +29,8 @@ cargo xtask <command>
   bench [--target host] [-- ARGS]  run the shipped suite (ARGS go to the bench binary,
                                  e.g. -- --quick, -- --save-baseline main, -- --help)
   test [-- ARGS]                 run every test (cargo test --workspace --release)
+  gate --baseline NAME [--threshold PCT] [--lenient] [--target-dir DIR]
+                                 exit 1 if tok/s regressed for real against baseline NAME
 ";
 
 fn cargo() -> Command {
@@ -113,6 +117,10 @@ fn main() -> ExitCode {
             )),
         },
         Some("bench") => bench(&args[1..]),
+        Some("gate") => gate::parse(&args[1..]).and_then(|o| {
+            let code = gate::run(&o, gate::config()?)?;
+            Ok(ExitCode::from(code as u8))
+        }),
         Some("test") => prereq::ensure().and_then(|_| {
             let rest = args[1..].iter().skip_while(|a| *a == "--");
             let mut cmd = cargo();

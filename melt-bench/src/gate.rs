@@ -1,0 +1,467 @@
+//! The CI gate: does the current run regress against a baseline, for real?
+//!
+//! criterion exits 0 after a regression and calls a 1% change significant; on real devices
+//! runs drift by several percent, so a gate built on that would cry wolf. melt's rule: a case
+//! *regresses* only when the change in tok/s is statistically significant (bootstrapped Welch
+//! t-test, p < 0.05, criterion's) **and** its whole confidence interval lies beyond the
+//! threshold (default 5% slower). A point estimate past the threshold without that is reported
+//! as a warning, not a failure.
+//!
+//! Input is what the bench run wrote under `target/criterion`: each case's `new/` sample
+//! against its baseline directory (a name given to `--save-baseline`, or `base`).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::criterion_format::{load_baseline_times, BenchmarkId, ReportError, SavedSample};
+use crate::stats::{self, AnalysisConfig};
+
+/// Thresholds: a default relative tok/s drop and overrides for cases matching a substring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateConfig {
+    /// Fractional tok/s drop that counts (0.05 = 5%).
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    /// `(substring of the case id, threshold)`: the last match wins.
+    #[serde(default)]
+    pub cases: Vec<CaseThreshold>,
+    #[serde(default = "default_significance")]
+    pub significance_level: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseThreshold {
+    pub matching: String,
+    pub threshold: f64,
+}
+
+fn default_threshold() -> f64 {
+    0.05
+}
+fn default_significance() -> f64 {
+    0.05
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        GateConfig {
+            threshold: default_threshold(),
+            cases: Vec::new(),
+            significance_level: default_significance(),
+        }
+    }
+}
+
+impl GateConfig {
+    pub fn threshold_for(&self, case: &str) -> f64 {
+        self.cases
+            .iter()
+            .rev()
+            .find(|c| case.contains(&c.matching))
+            .map_or(self.threshold, |c| c.threshold)
+    }
+}
+
+/// The gate's word on one case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Pass,
+    /// The point estimate is past the threshold, but noise does not allow a verdict.
+    Warning,
+    Regressed,
+    Improved,
+    /// No baseline for this case.
+    Missing,
+}
+
+/// One case's comparison, in throughput terms (+0.05 = 5% more tok/s).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseGate {
+    pub case: String,
+    pub outcome: Outcome,
+    pub threshold: f64,
+    pub base_tok_s: Option<f64>,
+    pub new_tok_s: f64,
+    pub change: Option<f64>,
+    pub change_lower: Option<f64>,
+    pub change_upper: Option<f64>,
+    pub p_value: Option<f64>,
+}
+
+/// Converts a relative change of time per iteration into one of throughput.
+fn thrpt(time_change: f64) -> f64 {
+    1.0 / (1.0 + time_change) - 1.0
+}
+
+/// Judges one case from per-iteration times (ns) and the tokens per iteration.
+pub fn judge(
+    case: &str,
+    new_ns: &[f64],
+    base_ns: Option<&[f64]>,
+    tokens: u64,
+    config: &GateConfig,
+    analysis: &AnalysisConfig,
+) -> CaseGate {
+    let threshold = config.threshold_for(case);
+    let tok_s = |xs: &[f64]| tokens as f64 / (stats::mean(xs) / 1e9);
+    let mut g = CaseGate {
+        case: case.to_string(),
+        outcome: Outcome::Missing,
+        threshold,
+        base_tok_s: None,
+        new_tok_s: tok_s(new_ns),
+        change: None,
+        change_lower: None,
+        change_upper: None,
+        p_value: None,
+    };
+    let Some(base) = base_ns else {
+        return g;
+    };
+    g.base_tok_s = Some(tok_s(base));
+    if new_ns.len() < 2 || base.len() < 2 {
+        // Without variance there is no test; only say whether the point moved a lot.
+        let change = g.new_tok_s / tok_s(base) - 1.0;
+        g.change = Some(change);
+        g.outcome = if change < -threshold {
+            Outcome::Warning
+        } else {
+            Outcome::Pass
+        };
+        return g;
+    }
+    let c = stats::compare(new_ns, base, analysis);
+    let ci = c.change.mean.confidence_interval;
+    // Time going up is throughput going down: the bounds swap.
+    let (lo, hi) = (thrpt(ci.upper_bound), thrpt(ci.lower_bound));
+    let change = thrpt(c.change.mean.point_estimate);
+    g.change = Some(change);
+    g.change_lower = Some(lo);
+    g.change_upper = Some(hi);
+    g.p_value = Some(c.p_value);
+    let significant = c.p_value < config.significance_level;
+    g.outcome = if significant && hi < -threshold {
+        Outcome::Regressed
+    } else if significant && lo > threshold {
+        Outcome::Improved
+    } else if change < -threshold {
+        Outcome::Warning
+    } else {
+        Outcome::Pass
+    };
+    g
+}
+
+/// Every benchmark directory (holding `new/benchmark.json`) under a criterion directory.
+pub fn find_benchmarks(criterion_dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![criterion_dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if !p.is_dir() {
+                continue;
+            }
+            if p.join("benchmark.json").is_file() && p.file_name().is_some_and(|n| n == "new") {
+                out.push(dir.clone());
+            } else {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("no benchmark results under {0}: run the benches first")]
+    NoResults(PathBuf),
+    #[error("{path}: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Baseline(#[from] ReportError),
+}
+
+/// The criterion directories of the cases of the latest run under `runs_dir` (its
+/// `summary.json`), so the gate judges what was just measured and not stale results of cases
+/// that run did not include. `None` when there is no run.
+pub fn latest_run_cases(
+    runs_dir: &Path,
+    criterion_dir: &Path,
+) -> Result<Option<(String, Vec<PathBuf>)>, GateError> {
+    let Ok(entries) = std::fs::read_dir(runs_dir) else {
+        return Ok(None);
+    };
+    // Run ids start with a UTC timestamp, so the greatest name is the latest run.
+    let Some(latest) = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("summary.json").is_file())
+        .max()
+    else {
+        return Ok(None);
+    };
+    let path = latest.join("summary.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| GateError::Unreadable {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let summary: crate::store::Summary =
+        serde_json::from_str(&text).map_err(|e| GateError::Unreadable {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    let dirs = summary
+        .cases
+        .iter()
+        .map(|c| {
+            let id = BenchmarkId::new(&c.group, &c.function, &c.value, c.workload.tokens() as u64);
+            crate::criterion_format::case_dir(criterion_dir, &id)
+        })
+        .collect();
+    Ok(Some((summary.run_id, dirs)))
+}
+
+/// Judges the benchmarks in `dirs` (criterion case directories; every one under
+/// `criterion_dir` when `None`) against `baseline`.
+pub fn run(
+    criterion_dir: &Path,
+    dirs: Option<Vec<PathBuf>>,
+    baseline: &str,
+    config: &GateConfig,
+    analysis: &AnalysisConfig,
+) -> Result<Vec<CaseGate>, GateError> {
+    let dirs = dirs.unwrap_or_else(|| find_benchmarks(criterion_dir));
+    if dirs.is_empty() {
+        return Err(GateError::NoResults(criterion_dir.to_path_buf()));
+    }
+    let read = |path: PathBuf| -> Result<String, GateError> {
+        std::fs::read_to_string(&path).map_err(|e| GateError::Unreadable {
+            path: path.clone(),
+            reason: e.to_string(),
+        })
+    };
+    let mut out = Vec::new();
+    for dir in dirs {
+        let id_path = dir.join("new/benchmark.json");
+        let id: BenchmarkId =
+            serde_json::from_str(&read(id_path.clone())?).map_err(|e| GateError::Unreadable {
+                path: id_path,
+                reason: e.to_string(),
+            })?;
+        let sample_path = dir.join("new/sample.json");
+        let sample: SavedSample =
+            serde_json::from_str(&read(sample_path.clone())?).map_err(|e| {
+                GateError::Unreadable {
+                    path: sample_path,
+                    reason: e.to_string(),
+                }
+            })?;
+        let new_ns: Vec<f64> = sample
+            .iters
+            .iter()
+            .zip(&sample.times)
+            .map(|(i, t)| t / i)
+            .collect();
+        let base = load_baseline_times(criterion_dir, &id, baseline)?;
+        let tokens = match id.throughput {
+            Some(crate::criterion_format::Throughput::Elements(n)) => n,
+            None => 1,
+        };
+        out.push(judge(
+            &id.full_id,
+            &new_ns,
+            base.as_deref(),
+            tokens,
+            config,
+            analysis,
+        ));
+    }
+    Ok(out)
+}
+
+/// Exit code of the gate: 0 pass, 1 a case regressed, 2 nothing could be compared (or a
+/// case has no baseline, unless `lenient`).
+pub fn exit_code(results: &[CaseGate], lenient: bool) -> i32 {
+    if results.iter().any(|r| r.outcome == Outcome::Regressed) {
+        1
+    } else if results.iter().all(|r| r.outcome == Outcome::Missing)
+        || (!lenient && results.iter().any(|r| r.outcome == Outcome::Missing))
+    {
+        2
+    } else {
+        0
+    }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:+.1}%", x * 100.0)
+}
+
+/// A markdown summary for people and for `$GITHUB_STEP_SUMMARY`.
+pub fn markdown(results: &[CaseGate], baseline: &str, lenient: bool) -> String {
+    let code = exit_code(results, lenient);
+    let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
+    let mut s = String::new();
+    let head = match code {
+        0 => "passed",
+        1 => "FAILED: tok/s regressed",
+        _ => "could not compare",
+    };
+    let _ = writeln!(s, "### melt gate against `{baseline}`: {head}\n");
+    let _ = writeln!(
+        s,
+        "{} regressed, {} warning, {} improved, {} passed, {} without baseline\n",
+        count(Outcome::Regressed),
+        count(Outcome::Warning),
+        count(Outcome::Improved),
+        count(Outcome::Pass),
+        count(Outcome::Missing)
+    );
+    let _ = writeln!(
+        s,
+        "| case | baseline tok/s | new tok/s | change (95% CI) | p | threshold | verdict |"
+    );
+    let _ = writeln!(s, "| --- | ---: | ---: | --- | ---: | ---: | --- |");
+    for r in results {
+        let base = r.base_tok_s.map_or("-".into(), |b| format!("{b:.2}"));
+        let change = match (r.change, r.change_lower, r.change_upper) {
+            (Some(c), Some(lo), Some(hi)) => format!("{} ({} … {})", pct(c), pct(lo), pct(hi)),
+            (Some(c), _, _) => pct(c),
+            _ => "-".into(),
+        };
+        let p = r.p_value.map_or("-".into(), |p| format!("{p:.3}"));
+        let verdict = match r.outcome {
+            Outcome::Pass => "pass",
+            Outcome::Warning => "⚠ slower, but within noise",
+            Outcome::Regressed => "❌ regressed",
+            Outcome::Improved => "improved",
+            Outcome::Missing => "no baseline",
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {base} | {:.2} | {change} | {p} | -{:.0}% | {verdict} |",
+            r.case,
+            r.new_tok_s,
+            r.threshold * 100.0
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Rng;
+
+    fn normal(rng: &mut Rng, n: usize, mu: f64, rel_sigma: f64) -> Vec<f64> {
+        (0..n)
+            .map(|_| {
+                let (u1, u2) = (rng.unit().max(1e-300), rng.unit());
+                let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                mu * (1.0 + rel_sigma * z)
+            })
+            .collect()
+    }
+
+    fn analysis() -> AnalysisConfig {
+        AnalysisConfig {
+            nresamples: 20_000,
+            ..AnalysisConfig::default()
+        }
+    }
+
+    // Times in ns per 128 tokens at ~75 tok/s.
+    const T: f64 = 1.7e9;
+
+    #[test]
+    fn ten_percent_drop_with_tight_cis_fails() {
+        let mut rng = Rng::new(1);
+        let base = normal(&mut rng, 10, T, 0.005);
+        // 10% fewer tok/s = time x 1/0.9.
+        let new = normal(&mut rng, 10, T / 0.9, 0.005);
+        let g = judge(
+            "c",
+            &new,
+            Some(&base),
+            128,
+            &GateConfig::default(),
+            &analysis(),
+        );
+        assert_eq!(g.outcome, Outcome::Regressed, "{g:?}");
+        assert!((g.change.unwrap() + 0.10).abs() < 0.01, "{g:?}");
+        assert_eq!(exit_code(&[g], false), 1);
+    }
+
+    #[test]
+    fn ten_percent_drop_inside_wide_noise_passes_with_a_warning() {
+        let mut rng = Rng::new(2);
+        let base = normal(&mut rng, 5, T, 0.15);
+        let new: Vec<f64> = base.iter().map(|t| t / 0.9).collect::<Vec<_>>();
+        let new: Vec<f64> = new.iter().rev().copied().collect();
+        let g = judge(
+            "c",
+            &new,
+            Some(&base),
+            128,
+            &GateConfig::default(),
+            &analysis(),
+        );
+        assert_eq!(g.outcome, Outcome::Warning, "{g:?}");
+        assert_eq!(exit_code(&[g], false), 0);
+    }
+
+    #[test]
+    fn three_percent_below_a_five_percent_threshold_passes() {
+        let mut rng = Rng::new(3);
+        let base = normal(&mut rng, 20, T, 0.003);
+        let new = normal(&mut rng, 20, T / 0.97, 0.003);
+        let g = judge(
+            "c",
+            &new,
+            Some(&base),
+            128,
+            &GateConfig::default(),
+            &analysis(),
+        );
+        assert!(g.p_value.unwrap() < 0.05, "significant, but small: {g:?}");
+        assert_eq!(g.outcome, Outcome::Pass, "{g:?}");
+        // With a 2% threshold for this case, the same data fails.
+        let strict = GateConfig {
+            cases: vec![CaseThreshold {
+                matching: "tg128".into(),
+                threshold: 0.02,
+            }],
+            ..GateConfig::default()
+        };
+        let g = judge("m/tg128/x", &new, Some(&base), 128, &strict, &analysis());
+        assert_eq!(g.outcome, Outcome::Regressed, "{g:?}");
+    }
+
+    #[test]
+    fn missing_baselines_are_exit_2_unless_lenient() {
+        let g = judge("c", &[T, T], None, 128, &GateConfig::default(), &analysis());
+        assert_eq!(g.outcome, Outcome::Missing);
+        let pass = CaseGate {
+            outcome: Outcome::Pass,
+            ..g.clone()
+        };
+        assert_eq!(
+            exit_code(std::slice::from_ref(&g), true),
+            2,
+            "nothing compared at all"
+        );
+        assert_eq!(exit_code(&[g.clone(), pass.clone()], false), 2);
+        assert_eq!(exit_code(&[g, pass], true), 0);
+        let md = markdown(&[], "main", false);
+        assert!(md.contains("could not compare"), "{md}");
+    }
+}

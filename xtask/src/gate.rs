@@ -1,0 +1,237 @@
+//! `cargo xtask gate --baseline NAME`: fail CI on a real tok/s regression.
+//!
+//! Compares every case's latest results (`target/criterion/**/new`) with the named baseline
+//! using melt_bench::gate's rule, prints a markdown summary (and appends it to
+//! `$GITHUB_STEP_SUMMARY` when set), and exits 0 (pass), 1 (regressed) or 2 (could not
+//! compare). Thresholds come from `[gate]` in melt.toml, `--threshold` overrides the default.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use melt_bench::gate::{self, GateConfig};
+use melt_bench::stats::AnalysisConfig;
+use serde::Deserialize;
+
+#[derive(Deserialize, Default)]
+struct MeltToml {
+    #[serde(default)]
+    gate: GateConfig,
+}
+
+pub struct Options {
+    pub baseline: String,
+    pub threshold: Option<f64>,
+    pub lenient: bool,
+    pub target_dir: PathBuf,
+}
+
+pub fn parse(args: &[String]) -> Result<Options> {
+    let mut baseline = None;
+    let mut threshold = None;
+    let mut lenient = false;
+    let mut target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--baseline" => baseline = Some(value()?.clone()),
+            "--threshold" => {
+                let v = value()?;
+                let pct: f64 = v
+                    .trim_end_matches('%')
+                    .parse()
+                    .with_context(|| format!("--threshold: `{v}` is not a percentage"))?;
+                if !(pct > 0.0 && pct < 100.0) {
+                    bail!("--threshold: {pct} is not between 0 and 100 (percent)");
+                }
+                threshold = Some(pct / 100.0);
+            }
+            "--lenient" => lenient = true,
+            "--target-dir" => target_dir = PathBuf::from(value()?),
+            other => bail!("gate: unknown option `{other}` (use --baseline NAME [--threshold PCT] [--lenient] [--target-dir DIR])"),
+        }
+    }
+    let baseline = baseline.context(
+        "gate: name the baseline to compare with: --baseline NAME (saved earlier with `cargo xtask bench -- --save-baseline NAME`)",
+    )?;
+    Ok(Options {
+        baseline,
+        threshold,
+        lenient,
+        target_dir,
+    })
+}
+
+pub fn config() -> Result<GateConfig> {
+    let cwd = std::env::current_dir()?;
+    let Some(path) = melt_bench::model::Registry::find(&cwd) else {
+        return Ok(GateConfig::default());
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let file: MeltToml =
+        toml::from_str(&text).with_context(|| format!("{}: [gate]", path.display()))?;
+    Ok(file.gate)
+}
+
+/// Runs the gate; returns the process exit code.
+pub fn run(opts: &Options, mut config: GateConfig) -> Result<i32> {
+    if let Some(t) = opts.threshold {
+        config.threshold = t;
+    }
+    let criterion_dir = opts.target_dir.join("criterion");
+    let runs_dir = opts.target_dir.join("melt").join("runs");
+    let dirs = match gate::latest_run_cases(&runs_dir, &criterion_dir) {
+        Ok(Some((run_id, dirs))) => {
+            eprintln!(
+                "xtask: gate: judging the {} cases of run {run_id}",
+                dirs.len()
+            );
+            Some(dirs)
+        }
+        Ok(None) => {
+            eprintln!(
+                "xtask: gate: no run summary under {}; judging every case in {}",
+                runs_dir.display(),
+                criterion_dir.display()
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("xtask: gate: {e}");
+            return Ok(2);
+        }
+    };
+    let results = match gate::run(
+        &criterion_dir,
+        dirs,
+        &opts.baseline,
+        &config,
+        &AnalysisConfig::default(),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("xtask: gate: {e}");
+            return Ok(2);
+        }
+    };
+    let summary = gate::markdown(&results, &opts.baseline, opts.lenient);
+    print!("{summary}");
+    if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| {
+                format!(
+                    "opening $GITHUB_STEP_SUMMARY ({})",
+                    PathBuf::from(&path).display()
+                )
+            })?;
+        writeln!(f, "{summary}")?;
+    }
+    Ok(gate::exit_code(&results, opts.lenient))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use melt_bench::criterion_format::{write_benchmark, BaselineMode, BenchmarkId};
+    use melt_bench::stats;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let e = parse(&s(&[])).err().unwrap().to_string();
+        assert!(e.contains("--baseline NAME"), "{e}");
+        let e = parse(&s(&["--baseline", "main", "--threshold", "x"]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not a percentage"), "{e}");
+        let e = parse(&s(&["--baseline", "main", "--frobnicate"]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("unknown option `--frobnicate`"), "{e}");
+        let o = parse(&s(&[
+            "--baseline",
+            "main",
+            "--threshold",
+            "3%",
+            "--lenient",
+        ]))
+        .unwrap();
+        assert_eq!(o.baseline, "main");
+        assert!((o.threshold.unwrap() - 0.03).abs() < 1e-12 && o.lenient);
+    }
+
+    /// Real files, as a bench run writes them, with known truth: one case 12% slower with
+    /// tight samples, one unchanged. The gate fails, names the case, and writes the summary
+    /// to $GITHUB_STEP_SUMMARY-style file; without the slow case it passes.
+    #[test]
+    fn gate_over_written_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let crit = dir.path().join("criterion");
+        let cfg = stats::AnalysisConfig {
+            nresamples: 5_000,
+            ..Default::default()
+        };
+        let base_times: Vec<f64> = (0..8).map(|i| 1.0e9 + (i as f64) * 2.0e6).collect();
+        let slow: Vec<f64> = base_times.iter().map(|t| t * 1.12).collect();
+        let same: Vec<f64> = base_times.iter().rev().copied().collect();
+        let save = BaselineMode::Save("main".into());
+        let discard = BaselineMode::Discard;
+        let write = |id: &BenchmarkId, t: &[f64], m: &BaselineMode| {
+            write_benchmark(&crit, id, t, &stats::estimates(t, &cfg), m, &cfg).unwrap();
+        };
+        let a = BenchmarkId::new("m", "tg128", "llama.cpp t=2", 128);
+        let b = BenchmarkId::new("m", "pp512", "llama.cpp t=2", 512);
+        write(&a, &base_times, &save);
+        write(&b, &base_times, &save);
+        write(&a, &slow, &discard);
+        write(&b, &same, &discard);
+        let opts = Options {
+            baseline: "main".into(),
+            threshold: None,
+            lenient: false,
+            target_dir: dir.path().to_path_buf(),
+        };
+        assert_eq!(run(&opts, GateConfig::default()).unwrap(), 1);
+        let results = gate::run(&crit, None, "main", &GateConfig::default(), &cfg).unwrap();
+        let md = gate::markdown(&results, "main", false);
+        assert!(
+            md.contains("FAILED")
+                && md.contains("m/tg128/llama.cpp t=2")
+                && md.contains("regressed"),
+            "{md}"
+        );
+        // Raising the threshold for tg above the drop makes it pass.
+        let lax = GateConfig {
+            cases: vec![gate::CaseThreshold {
+                matching: "tg128".into(),
+                threshold: 0.2,
+            }],
+            ..GateConfig::default()
+        };
+        assert_eq!(run(&opts, lax).unwrap(), 0);
+        // A baseline nobody saved: exit 2.
+        let other = Options {
+            baseline: "nope".into(),
+            ..opts
+        };
+        assert_eq!(run(&other, GateConfig::default()).unwrap(), 2);
+        // No results at all: exit 2.
+        let empty = Options {
+            target_dir: dir.path().join("void"),
+            ..other
+        };
+        assert_eq!(run(&empty, GateConfig::default()).unwrap(), 2);
+    }
+}
