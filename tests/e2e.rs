@@ -153,6 +153,30 @@ fn a_run_writes_summary_samples_and_criterion_files() {
     );
     assert_eq!(count(&|e| matches!(e, Event::CaseEnd { .. })), 8);
 
+    // The run is in the history, with its commit (the tests run inside the git checkout)
+    // and every case's per-sample times.
+    let h = melt::history::History::open(&dir.path().join("melt/history.sqlite")).unwrap();
+    let runs = h.runs(10).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (runs[0].run_id.as_str(), runs[0].cases),
+        (s.run_id.as_str(), 8)
+    );
+    assert!(
+        runs[0].git_commit.as_deref().is_some_and(|c| c.len() == 40),
+        "{:?}",
+        runs[0]
+    );
+    let (tokens, times) = h.case_samples(&s.run_id, &s.cases[1].id).unwrap().unwrap();
+    assert_eq!((tokens, times.len()), (16, 4));
+    let tps = h
+        .metric("tg16/llama.cpp t=1", "tokens_per_second", 10)
+        .unwrap();
+    assert_eq!(
+        tps[0].estimate,
+        s.cases[1].metrics["tokens_per_second"].estimate
+    );
+
     // The table has one row per case with t/s ± CI.
     assert_eq!(
         out.table
@@ -473,13 +497,35 @@ fn the_gate_judges_the_latest_run_against_a_saved_baseline() {
         ..Default::default()
     };
     // Baseline of two cases; then a run of only one of them, with the same model.
-    run(&model, dir.path(), &["--sample-size", "10", "--save-baseline", "main", "/(pp32|tg16)/llama.cpp t=1$"]);
+    run(
+        &model,
+        dir.path(),
+        &[
+            "--sample-size",
+            "10",
+            "--save-baseline",
+            "main",
+            "/(pp32|tg16)/llama.cpp t=1$",
+        ],
+    );
     // Run ids have one-second resolution; make the next run's id sort later.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    run(&model, dir.path(), &["--sample-size", "10", "--discard-baseline", "tg16/llama.cpp t=1$"]);
+    run(
+        &model,
+        dir.path(),
+        &[
+            "--sample-size",
+            "10",
+            "--discard-baseline",
+            "tg16/llama.cpp t=1$",
+        ],
+    );
     let (_, dirs) = gate::latest_run_cases(&runs, &crit).unwrap().unwrap();
     assert_eq!(dirs.len(), 1, "only the latest run's case: {dirs:?}");
-    assert!(dirs[0].ends_with("tiny-llama/tg16/llama.cpp t=1"), "{dirs:?}");
+    assert!(
+        dirs[0].ends_with("tiny-llama/tg16/llama.cpp t=1"),
+        "{dirs:?}"
+    );
     let results = gate::run(&crit, Some(dirs), "main", &GateConfig::default(), &cfg).unwrap();
     assert_eq!(results.len(), 1);
     assert_ne!(results[0].outcome, Outcome::Missing);
@@ -496,7 +542,16 @@ fn the_gate_judges_the_latest_run_against_a_saved_baseline() {
     .write(&big)
     .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    run(&big, dir.path(), &["--sample-size", "10", "--discard-baseline", "tg16/llama.cpp t=1$"]);
+    run(
+        &big,
+        dir.path(),
+        &[
+            "--sample-size",
+            "10",
+            "--discard-baseline",
+            "tg16/llama.cpp t=1$",
+        ],
+    );
     let (_, dirs) = gate::latest_run_cases(&runs, &crit).unwrap().unwrap();
     let results = gate::run(&crit, Some(dirs), "main", &GateConfig::default(), &cfg).unwrap();
     assert_eq!(results[0].outcome, Outcome::Regressed, "{:?}", results[0]);

@@ -214,13 +214,39 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
         }
         summaries.push(s);
     }
-    let summary = Summary {
+    let mut summary = Summary {
         schema_version: SCHEMA_VERSION,
         run_id,
         host,
         cases: summaries,
         errors,
     };
+    // Remember the run. A history that cannot be written is an error of this run, reported
+    // beside its results, which are on disk either way.
+    if !summary.cases.is_empty() {
+        let samples: std::collections::BTreeMap<String, Vec<f64>> = records
+            .iter()
+            .map(|r| {
+                let times = r.samples.iter().map(|m| m.ns as f64).collect();
+                (r.id.full_id.clone(), times)
+            })
+            .collect();
+        let git_dir = suite
+            .manifest_dir
+            .clone()
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_default();
+        let git = crate::history::GitState::detect(&git_dir);
+        let recorded = crate::history::History::open(&layout.history_path())
+            .and_then(|mut h| h.record(&summary, &samples, &git, "host"));
+        if let Err(e) = recorded {
+            eprintln!("melt: {e}");
+            summary.errors.push(CaseError {
+                case: None,
+                message: e.to_string(),
+            });
+        }
+    }
     let summary_path = run_dir.join("summary.json");
     if let Err(e) = store::write_json(&summary_path, &summary) {
         eprintln!("melt: cannot write {}: {e}", summary_path.display());

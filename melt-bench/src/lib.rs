@@ -13,6 +13,7 @@ pub mod conformance;
 pub mod criterion_format;
 pub mod driver;
 pub mod gate;
+pub mod history;
 pub mod host;
 pub mod memory;
 pub mod model;

@@ -65,6 +65,10 @@ impl Layout {
     pub fn runs_dir(&self) -> PathBuf {
         self.target_dir.join("melt").join("runs")
     }
+
+    pub fn history_path(&self) -> PathBuf {
+        self.target_dir.join("melt").join("history.sqlite")
+    }
 }
 
 /// UTC timestamp `YYYY-MM-DDTHH-MM-SSZ` (file-name safe), from the system clock.

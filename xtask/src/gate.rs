@@ -13,6 +13,12 @@ use melt_bench::gate::{self, GateConfig};
 use melt_bench::stats::AnalysisConfig;
 use serde::Deserialize;
 
+#[derive(Debug, Clone, PartialEq)]
+pub enum Baseline {
+    Named(String),
+    GitRef(String),
+}
+
 #[derive(Deserialize, Default)]
 struct MeltToml {
     #[serde(default)]
@@ -20,7 +26,9 @@ struct MeltToml {
 }
 
 pub struct Options {
-    pub baseline: String,
+    /// A criterion baseline name (`--baseline`), or a git ref looked up in the history
+    /// (`--baseline-ref`).
+    pub baseline: Baseline,
     pub threshold: Option<f64>,
     pub lenient: bool,
     pub target_dir: PathBuf,
@@ -37,7 +45,8 @@ pub fn parse(args: &[String]) -> Result<Options> {
     while let Some(a) = it.next() {
         let mut value = || it.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
-            "--baseline" => baseline = Some(value()?.clone()),
+            "--baseline" => baseline = Some(Baseline::Named(value()?.clone())),
+            "--baseline-ref" => baseline = Some(Baseline::GitRef(value()?.clone())),
             "--threshold" => {
                 let v = value()?;
                 let pct: f64 = v
@@ -51,11 +60,11 @@ pub fn parse(args: &[String]) -> Result<Options> {
             }
             "--lenient" => lenient = true,
             "--target-dir" => target_dir = PathBuf::from(value()?),
-            other => bail!("gate: unknown option `{other}` (use --baseline NAME [--threshold PCT] [--lenient] [--target-dir DIR])"),
+            other => bail!("gate: unknown option `{other}` (use --baseline NAME | --baseline-ref GIT-REF, [--threshold PCT] [--lenient] [--target-dir DIR])"),
         }
     }
     let baseline = baseline.context(
-        "gate: name the baseline to compare with: --baseline NAME (saved earlier with `cargo xtask bench -- --save-baseline NAME`)",
+        "gate: name the baseline to compare with: --baseline NAME (saved earlier with `cargo xtask bench -- --save-baseline NAME`) or --baseline-ref GIT-REF (a run of that commit in the history)",
     )?;
     Ok(Options {
         baseline,
@@ -77,22 +86,19 @@ pub fn config() -> Result<GateConfig> {
     Ok(file.gate)
 }
 
-/// Runs the gate; returns the process exit code.
-pub fn run(opts: &Options, mut config: GateConfig) -> Result<i32> {
-    if let Some(t) = opts.threshold {
-        config.threshold = t;
-    }
+/// Cases of the latest run (criterion `new/`) against a named criterion baseline.
+fn judge_named(opts: &Options, name: &str, config: &GateConfig) -> Result<Vec<gate::CaseGate>> {
     let criterion_dir = opts.target_dir.join("criterion");
     let runs_dir = opts.target_dir.join("melt").join("runs");
-    let dirs = match gate::latest_run_cases(&runs_dir, &criterion_dir) {
-        Ok(Some((run_id, dirs))) => {
+    let dirs = match gate::latest_run_cases(&runs_dir, &criterion_dir)? {
+        Some((run_id, dirs)) => {
             eprintln!(
                 "xtask: gate: judging the {} cases of run {run_id}",
                 dirs.len()
             );
             Some(dirs)
         }
-        Ok(None) => {
+        None => {
             eprintln!(
                 "xtask: gate: no run summary under {}; judging every case in {}",
                 runs_dir.display(),
@@ -100,25 +106,86 @@ pub fn run(opts: &Options, mut config: GateConfig) -> Result<i32> {
             );
             None
         }
-        Err(e) => {
-            eprintln!("xtask: gate: {e}");
-            return Ok(2);
-        }
     };
-    let results = match gate::run(
+    Ok(gate::run(
         &criterion_dir,
         dirs,
-        &opts.baseline,
-        &config,
+        name,
+        config,
         &AnalysisConfig::default(),
-    ) {
-        Ok(r) => r,
+    )?)
+}
+
+/// The latest recorded run against the latest other run of `git_ref`'s commit, from history.
+fn judge_ref(
+    opts: &Options,
+    git_ref: &str,
+    config: &GateConfig,
+) -> Result<(String, Vec<gate::CaseGate>)> {
+    let out = std::process::Command::new("git")
+        .args([
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{git_ref}^{{commit}}"),
+        ])
+        .output()
+        .context("running git rev-parse")?;
+    if !out.status.success() {
+        bail!("`{git_ref}` is not a git ref or commit here");
+    }
+    let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let short: String = commit.chars().take(10).collect();
+    let h = crate::history::open(&opts.target_dir)?;
+    let latest = h
+        .runs(1)?
+        .into_iter()
+        .next()
+        .context("the history has no runs")?;
+    let base_run = h.latest_run_of_commit(&commit, Some(&latest.run_id))?.with_context(|| {
+        format!(
+            "no run of {git_ref} ({short}) in the history besides the run being judged: run the suite on that commit first"
+        )
+    })?;
+    eprintln!(
+        "xtask: gate: judging run {} against run {base_run} of {git_ref}",
+        latest.run_id
+    );
+    let mut results = Vec::new();
+    for case in h.cases_of_run(&latest.run_id)? {
+        let Some((tokens, new)) = h.case_samples(&latest.run_id, &case)? else {
+            continue;
+        };
+        let base = h.case_samples(&base_run, &case)?.map(|(_, t)| t);
+        results.push(gate::judge(
+            &case,
+            &new,
+            base.as_deref(),
+            tokens,
+            config,
+            &AnalysisConfig::default(),
+        ));
+    }
+    Ok((format!("{git_ref} ({short}, run {base_run})"), results))
+}
+
+/// Runs the gate; returns the process exit code.
+pub fn run(opts: &Options, mut config: GateConfig) -> Result<i32> {
+    if let Some(t) = opts.threshold {
+        config.threshold = t;
+    }
+    let judged = match &opts.baseline {
+        Baseline::Named(name) => judge_named(opts, name, &config).map(|r| (name.clone(), r)),
+        Baseline::GitRef(git_ref) => judge_ref(opts, git_ref, &config),
+    };
+    let (label, results) = match judged {
+        Ok(j) => j,
         Err(e) => {
-            eprintln!("xtask: gate: {e}");
+            eprintln!("xtask: gate: could not compare: {e:#}");
             return Ok(2);
         }
     };
-    let summary = gate::markdown(&results, &opts.baseline, opts.lenient);
+    let summary = gate::markdown(&results, &label, opts.lenient);
     print!("{summary}");
     if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY") {
         let mut f = std::fs::OpenOptions::new()
@@ -168,8 +235,10 @@ mod tests {
             "--lenient",
         ]))
         .unwrap();
-        assert_eq!(o.baseline, "main");
+        assert_eq!(o.baseline, Baseline::Named("main".into()));
         assert!((o.threshold.unwrap() - 0.03).abs() < 1e-12 && o.lenient);
+        let o = parse(&s(&["--baseline-ref", "origin/main"])).unwrap();
+        assert_eq!(o.baseline, Baseline::GitRef("origin/main".into()));
     }
 
     /// Real files, as a bench run writes them, with known truth: one case 12% slower with
@@ -198,7 +267,7 @@ mod tests {
         write(&a, &slow, &discard);
         write(&b, &same, &discard);
         let opts = Options {
-            baseline: "main".into(),
+            baseline: Baseline::Named("main".into()),
             threshold: None,
             lenient: false,
             target_dir: dir.path().to_path_buf(),
@@ -223,7 +292,7 @@ mod tests {
         assert_eq!(run(&opts, lax).unwrap(), 0);
         // A baseline nobody saved: exit 2.
         let other = Options {
-            baseline: "nope".into(),
+            baseline: Baseline::Named("nope".into()),
             ..opts
         };
         assert_eq!(run(&other, GateConfig::default()).unwrap(), 2);

@@ -9,6 +9,7 @@
 //! - `gate --baseline NAME`: exit 1 when tok/s regressed for real against a saved baseline.
 
 mod gate;
+mod history;
 mod models;
 mod prereq;
 
@@ -29,8 +30,11 @@ cargo xtask <command>
   bench [--target host] [-- ARGS]  run the shipped suite (ARGS go to the bench binary,
                                  e.g. -- --quick, -- --save-baseline main, -- --help)
   test [-- ARGS]                 run every test (cargo test --workspace --release)
-  gate --baseline NAME [--threshold PCT] [--lenient] [--target-dir DIR]
-                                 exit 1 if tok/s regressed for real against baseline NAME
+  gate (--baseline NAME | --baseline-ref GIT-REF) [--threshold PCT] [--lenient] [--target-dir DIR]
+                                 exit 1 if tok/s regressed for real against a saved criterion
+                                 baseline, or against the latest recorded run of a git ref
+  history [--case SUBSTR] [--metric NAME] [--limit N]
+                                 recorded runs, or one metric of matching cases over runs
 ";
 
 fn cargo() -> Command {
@@ -117,6 +121,11 @@ fn main() -> ExitCode {
             )),
         },
         Some("bench") => bench(&args[1..]),
+        Some("history") => {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| "target".into(), std::path::PathBuf::from);
+            history::run(&args[1..], &target).map(|_| ExitCode::SUCCESS)
+        }
         Some("gate") => gate::parse(&args[1..]).and_then(|o| {
             let code = gate::run(&o, gate::config()?)?;
             Ok(ExitCode::from(code as u8))

@@ -1,0 +1,84 @@
+//! `cargo xtask history [--case SUBSTR] [--metric NAME] [--limit N]`: what melt remembers.
+//! Without `--case`, the latest runs; with it, one metric of the matching cases over runs.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use melt_bench::history::History;
+
+pub fn open(target_dir: &Path) -> Result<History> {
+    let path = target_dir.join("melt").join("history.sqlite");
+    if !path.is_file() {
+        bail!(
+            "no history yet at {}: run `cargo xtask bench` first",
+            path.display()
+        );
+    }
+    Ok(History::open(&path)?)
+}
+
+pub fn run(args: &[String], target_dir: &Path) -> Result<()> {
+    let (mut case, mut metric, mut limit) = (None, "tokens_per_second".to_string(), 20usize);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--case" => case = Some(value()?.clone()),
+            "--metric" => metric = value()?.clone(),
+            "--limit" => {
+                let v = value()?;
+                limit = v
+                    .parse()
+                    .with_context(|| format!("--limit: `{v}` is not a count"))?
+            }
+            other => bail!(
+                "history: unknown option `{other}` (use --case SUBSTR, --metric NAME, --limit N)"
+            ),
+        }
+    }
+    let h = open(target_dir)?;
+    let short = |c: &Option<String>| {
+        c.as_deref()
+            .map_or("-".to_string(), |c| c.chars().take(10).collect())
+    };
+    match case {
+        None => {
+            println!("| run | commit | dirty | device | cases |");
+            println!("| --- | --- | --- | --- | ---: |");
+            for r in h.runs(limit)? {
+                let dirty = r.git_dirty.map_or("-", |d| if d { "yes" } else { "no" });
+                println!(
+                    "| {} | {} | {dirty} | {} | {} |",
+                    r.run_id,
+                    short(&r.git_commit),
+                    r.device,
+                    r.cases
+                );
+            }
+        }
+        Some(case) => {
+            let rows = h.metric(&case, &metric, limit)?;
+            if rows.is_empty() {
+                bail!("no `{metric}` recorded for cases matching `{case}`");
+            }
+            println!("| run | commit | case | {metric} | 95% CI | n |");
+            println!("| --- | --- | --- | ---: | --- | ---: |");
+            for m in rows {
+                let ci = match (m.lower, m.upper) {
+                    (Some(lo), Some(hi)) => format!("{lo:.2} … {hi:.2}"),
+                    _ => "-".into(),
+                };
+                println!(
+                    "| {} | {} | {} | {:.2} {} | {ci} | {} |",
+                    m.run_id,
+                    short(&m.git_commit),
+                    m.case_id,
+                    m.estimate,
+                    m.unit,
+                    m.n
+                );
+            }
+        }
+    }
+    Ok(())
+}
