@@ -89,7 +89,15 @@ pub struct CaseGate {
     pub change_lower: Option<f64>,
     pub change_upper: Option<f64>,
     pub p_value: Option<f64>,
+    /// Why the verdict is weaker than the numbers alone suggest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
+
+/// The fewest samples on each side for a regressed/improved verdict: below it the bootstrapped
+/// t-test has too few distinct resamples to be trusted (criterion insists on 10), and a
+/// `--quick` run must not fail CI on its own.
+pub const MIN_SAMPLES_FOR_VERDICT: usize = 5;
 
 /// Converts a relative change of time per iteration into one of throughput.
 fn thrpt(time_change: f64) -> f64 {
@@ -117,6 +125,7 @@ pub fn judge(
         change_lower: None,
         change_upper: None,
         p_value: None,
+        note: None,
     };
     let Some(base) = base_ns else {
         return g;
@@ -126,6 +135,7 @@ pub fn judge(
         // Without variance there is no test; only say whether the point moved a lot.
         let change = g.new_tok_s / tok_s(base) - 1.0;
         g.change = Some(change);
+        g.note = Some("a single sample has no variance: no test".into());
         g.outcome = if change < -threshold {
             Outcome::Warning
         } else {
@@ -142,7 +152,15 @@ pub fn judge(
     g.change_lower = Some(lo);
     g.change_upper = Some(hi);
     g.p_value = Some(c.p_value);
-    let significant = c.p_value < config.significance_level;
+    let enough = new_ns.len().min(base.len()) >= MIN_SAMPLES_FOR_VERDICT;
+    if !enough {
+        g.note = Some(format!(
+            "{} vs {} samples: at least {MIN_SAMPLES_FOR_VERDICT} each are needed for a verdict",
+            new_ns.len(),
+            base.len()
+        ));
+    }
+    let significant = enough && c.p_value < config.significance_level;
     g.outcome = if significant && hi < -threshold {
         Outcome::Regressed
     } else if significant && lo > threshold {
@@ -339,13 +357,17 @@ pub fn markdown(results: &[CaseGate], baseline: &str, lenient: bool) -> String {
             _ => "-".into(),
         };
         let p = r.p_value.map_or("-".into(), |p| format!("{p:.3}"));
-        let verdict = match r.outcome {
+        let mut verdict = match r.outcome {
             Outcome::Pass => "pass",
             Outcome::Warning => "⚠ slower, but within noise",
             Outcome::Regressed => "❌ regressed",
             Outcome::Improved => "improved",
             Outcome::Missing => "no baseline",
-        };
+        }
+        .to_string();
+        if let Some(note) = &r.note {
+            verdict = format!("{verdict} ({note})");
+        }
         let _ = writeln!(
             s,
             "| {} | {base} | {:.2} | {change} | {p} | -{:.0}% | {verdict} |",
@@ -444,6 +466,24 @@ mod tests {
         };
         let g = judge("m/tg128/x", &new, Some(&base), 128, &strict, &analysis());
         assert_eq!(g.outcome, Outcome::Regressed, "{g:?}");
+    }
+
+    #[test]
+    fn too_few_samples_never_fail_the_gate() {
+        let mut rng = Rng::new(4);
+        let base = normal(&mut rng, 3, T, 0.002);
+        let new = normal(&mut rng, 3, T / 0.8, 0.002);
+        let g = judge(
+            "c",
+            &new,
+            Some(&base),
+            128,
+            &GateConfig::default(),
+            &analysis(),
+        );
+        assert_eq!(g.outcome, Outcome::Warning, "{g:?}");
+        assert!(g.note.as_deref().unwrap().contains("at least 5"), "{g:?}");
+        assert!(markdown(&[g], "main", false).contains("at least 5"));
     }
 
     #[test]
