@@ -206,6 +206,18 @@ impl History {
         tx.commit().map_err(err)
     }
 
+    /// Runs a query and maps every row.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, HistoryError> {
+        let mut st = self.conn.prepare(sql).map_err(|e| self.sql(e))?;
+        let rows = st.query_map(params, map).map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+
     pub fn schema_version(&self) -> Result<i64, HistoryError> {
         self.conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -286,16 +298,12 @@ impl History {
 
     /// The most recent runs first.
     pub fn runs(&self, limit: usize) -> Result<Vec<RunRow>, HistoryError> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT r.run_id, r.recorded_at, r.git_commit, r.git_dirty, r.device,
-                        (SELECT COUNT(*) FROM cases c WHERE c.run_id = r.run_id)
-                 FROM runs r ORDER BY r.run_id DESC LIMIT ?1",
-            )
-            .map_err(|e| self.sql(e))?;
-        let rows = st
-            .query_map(params![limit as i64], |r| {
+        self.rows(
+            "SELECT r.run_id, r.recorded_at, r.git_commit, r.git_dirty, r.device,
+                    (SELECT COUNT(*) FROM cases c WHERE c.run_id = r.run_id)
+             FROM runs r ORDER BY r.run_id DESC LIMIT ?1",
+            params![limit as i64],
+            |r| {
                 Ok(RunRow {
                     run_id: r.get(0)?,
                     recorded_at: r.get(1)?,
@@ -304,9 +312,8 @@ impl History {
                     device: r.get(4)?,
                     cases: r.get::<_, i64>(5)? as usize,
                 })
-            })
-            .map_err(|e| self.sql(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+            },
+        )
     }
 
     /// A metric of the cases whose id contains `case_filter`, most recent run first.
@@ -316,17 +323,13 @@ impl History {
         metric: &str,
         limit: usize,
     ) -> Result<Vec<MetricRow>, HistoryError> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT m.run_id, r.git_commit, m.case_id, m.metric, m.unit, m.estimate, m.lower, m.upper, m.n
-                 FROM metrics m JOIN runs r ON r.run_id = m.run_id
-                 WHERE instr(m.case_id, ?1) > 0 AND m.metric = ?2
-                 ORDER BY m.run_id DESC, m.case_id LIMIT ?3",
-            )
-            .map_err(|e| self.sql(e))?;
-        let rows = st
-            .query_map(params![case_filter, metric, limit as i64], |r| {
+        self.rows(
+            "SELECT m.run_id, r.git_commit, m.case_id, m.metric, m.unit, m.estimate, m.lower, m.upper, m.n
+             FROM metrics m JOIN runs r ON r.run_id = m.run_id
+             WHERE instr(m.case_id, ?1) > 0 AND m.metric = ?2
+             ORDER BY m.run_id DESC, m.case_id LIMIT ?3",
+            params![case_filter, metric, limit as i64],
+            |r| {
                 Ok(MetricRow {
                     run_id: r.get(0)?,
                     git_commit: r.get(1)?,
@@ -338,9 +341,8 @@ impl History {
                     upper: r.get(7)?,
                     n: r.get::<_, i64>(8)? as usize,
                 })
-            })
-            .map_err(|e| self.sql(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+            },
+        )
     }
 
     /// The latest run of `commit` other than `except` (clean runs preferred over dirty ones).
@@ -362,14 +364,11 @@ impl History {
 
     /// The case ids of a run.
     pub fn cases_of_run(&self, run_id: &str) -> Result<Vec<String>, HistoryError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT case_id FROM cases WHERE run_id = ?1 ORDER BY case_id")
-            .map_err(|e| self.sql(e))?;
-        let rows = st
-            .query_map(params![run_id], |r| r.get(0))
-            .map_err(|e| self.sql(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+        self.rows(
+            "SELECT case_id FROM cases WHERE run_id = ?1 ORDER BY case_id",
+            params![run_id],
+            |r| r.get(0),
+        )
     }
 
     /// A case's tokens per iteration and per-sample times in a run.
