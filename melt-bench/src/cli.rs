@@ -49,9 +49,21 @@ impl Sampling {
     }
 }
 
+/// What goes to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// The markdown table at the end (progress on stderr).
+    #[default]
+    Table,
+    /// One JSON event per line as it happens (the `samples.jsonl` events, then `run_end`),
+    /// for hosts driving remote devices; nothing else on stdout.
+    JsonStream,
+}
+
 /// Parsed arguments.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Args {
+    pub output_format: OutputFormat,
     /// Regex over case ids (`group/function/value`); criterion's positional filter.
     pub filter: Option<String>,
     pub exact: bool,
@@ -111,6 +123,8 @@ A melt bench target. Usage: cargo bench --bench <target> -- [OPTIONS] [FILTER]
   --significance-level X       [0.05]
   --noise-threshold X          [0.01]
   --target-dir DIR             write criterion/ and melt/ under DIR [the cargo target dir]
+  --output-format F            `table` [default] or `json-stream`: one JSON event per line on
+                               stdout as it happens (case_start, sample, case_end, error, run_end)
   --bench, --noplot, --color C, --verbose, --quiet   accepted for criterion compatibility
 ";
 
@@ -187,8 +201,22 @@ impl Args {
             };
             match flag.as_str() {
                 "--bench" | "--noplot" | "--verbose" | "-v" | "--quiet" | "--nocapture" => {}
-                "--color" | "--colour" | "--format" | "--plotting-backend" | "--output-format" => {
+                "--color" | "--colour" | "--format" | "--plotting-backend" => {
                     value(&flag)?;
+                }
+                "--output-format" => {
+                    let v = value(&flag)?;
+                    out.output_format = match v.as_str() {
+                        "table" => OutputFormat::Table,
+                        "json-stream" => OutputFormat::JsonStream,
+                        _ => {
+                            return Err(CliError::BadValue {
+                                flag,
+                                value: v,
+                                expected: "`table` or `json-stream`",
+                            })
+                        }
+                    };
                 }
                 "--help" | "-h" => out.help = true,
                 "--list" => out.list = true,
@@ -319,6 +347,20 @@ mod tests {
             Args::parse(Vec::<String>::new()).unwrap().baseline,
             BaselineMode::default()
         );
+    }
+
+    #[test]
+    fn output_formats() {
+        assert_eq!(
+            Args::parse(Vec::<String>::new()).unwrap().output_format,
+            OutputFormat::Table
+        );
+        let a = Args::parse(["--output-format", "json-stream"]).unwrap();
+        assert_eq!(a.output_format, OutputFormat::JsonStream);
+        let e = Args::parse(["--output-format=xml"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("xml") && e.contains("json-stream"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use regex::Regex;
 
 use crate::analysis;
-use crate::cli::{Args, HELP};
+use crate::cli::{Args, OutputFormat, HELP};
 use crate::criterion_format::{BaselineMode, ReportError};
 use crate::host::HostInfo;
 use crate::model::{Cache, Registry};
@@ -165,6 +165,9 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
             path: run_dir.clone(),
             reason: e.to_string(),
         })?;
+    if args.output_format == OutputFormat::JsonStream {
+        log.echo_to(Box::new(std::io::stdout()));
+    }
     let host = HostInfo::detect();
     let _ = log.write(&Event::RunStart {
         run_id: run_id.clone(),
@@ -251,6 +254,13 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
     if let Err(e) = store::write_json(&summary_path, &summary) {
         eprintln!("melt: cannot write {}: {e}", summary_path.display());
     }
+    let _ = log.write(&Event::RunEnd {
+        run_id: summary.run_id.clone(),
+        run_dir: run_dir.clone(),
+        criterion_dir: criterion_dir.clone(),
+        cases: summary.cases.len(),
+        errors: summary.errors.len(),
+    });
     let table = analysis::table(&summary.cases);
     Ok(Some(Outcome {
         summary,
@@ -273,12 +283,18 @@ pub fn main(suite: Suite) -> i32 {
     match run_suite(&suite, &args) {
         Ok(None) => 0,
         Ok(Some(out)) => {
-            println!("\n{}", out.table);
-            println!(
+            let written = format!(
                 "melt: reports written to {} and {}",
                 out.criterion_dir.display(),
                 out.run_dir.display()
             );
+            // In json-stream mode stdout carries only the events.
+            if args.output_format == OutputFormat::Table {
+                println!("\n{}", out.table);
+                println!("{written}");
+            } else {
+                eprintln!("{written}");
+            }
             for e in &out.summary.errors {
                 eprintln!(
                     "melt: FAILED {}: {}",

@@ -128,12 +128,21 @@ pub enum Event {
         case: Option<String>,
         message: String,
     },
+    RunEnd {
+        run_id: String,
+        run_dir: PathBuf,
+        criterion_dir: PathBuf,
+        cases: usize,
+        errors: usize,
+    },
 }
 
 /// Appends events to `samples.jsonl`, flushing each line.
 pub struct EventLog {
     path: PathBuf,
     out: BufWriter<File>,
+    /// Also write each event here (stdout for `--output-format json-stream`).
+    echo: Option<Box<dyn Write + Send>>,
 }
 
 impl EventLog {
@@ -145,7 +154,13 @@ impl EventLog {
         Ok(EventLog {
             path: path.to_path_buf(),
             out: BufWriter::new(file),
+            echo: None,
         })
+    }
+
+    /// Echo every event to `out` as well, one JSON object per line, flushed.
+    pub fn echo_to(&mut self, out: Box<dyn Write + Send>) {
+        self.echo = Some(out);
     }
 
     pub fn path(&self) -> &Path {
@@ -153,9 +168,15 @@ impl EventLog {
     }
 
     pub fn write(&mut self, event: &Event) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, event)?;
-        self.out.write_all(b"\n")?;
-        self.out.flush()
+        let mut line = serde_json::to_vec(event)?;
+        line.push(b'\n');
+        self.out.write_all(&line)?;
+        self.out.flush()?;
+        if let Some(echo) = &mut self.echo {
+            echo.write_all(&line)?;
+            echo.flush()?;
+        }
+        Ok(())
     }
 }
 
@@ -251,6 +272,46 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `Write` whose bytes the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_stream_echo_is_the_log_line_for_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("samples.jsonl");
+        let mut log = EventLog::create(&path).unwrap();
+        let echo = Shared::default();
+        log.echo_to(Box::new(echo.clone()));
+        log.write(&Event::Error {
+            case: Some("c".into()),
+            message: "x".into(),
+        })
+        .unwrap();
+        log.write(&Event::RunEnd {
+            run_id: "r".into(),
+            run_dir: "/r".into(),
+            criterion_dir: "/c".into(),
+            cases: 0,
+            errors: 1,
+        })
+        .unwrap();
+        let streamed = String::from_utf8(echo.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(streamed, fs::read_to_string(&path).unwrap());
+        let last: Event = serde_json::from_str(streamed.lines().last().unwrap()).unwrap();
+        assert!(matches!(last, Event::RunEnd { errors: 1, .. }));
+    }
 
     #[test]
     fn timestamp_has_fixed_shape() {
