@@ -526,7 +526,15 @@ fn the_gate_judges_the_latest_run_against_a_saved_baseline() {
         dirs[0].ends_with("tiny-llama/tg16/llama.cpp t=1"),
         "{dirs:?}"
     );
-    let results = gate::run(&crit, Some(dirs), "main", &GateConfig::default(), &cfg).unwrap();
+    let results = gate::run(
+        &crit,
+        Some(dirs),
+        "main",
+        &|_| None,
+        &GateConfig::default(),
+        &cfg,
+    )
+    .unwrap();
     assert_eq!(results.len(), 1);
     assert_ne!(results[0].outcome, Outcome::Missing);
     assert!(results[0].base_tok_s.unwrap() > 0.0 && results[0].change.is_some());
@@ -553,7 +561,15 @@ fn the_gate_judges_the_latest_run_against_a_saved_baseline() {
         ],
     );
     let (_, dirs) = gate::latest_run_cases(&runs, &crit).unwrap().unwrap();
-    let results = gate::run(&crit, Some(dirs), "main", &GateConfig::default(), &cfg).unwrap();
+    let results = gate::run(
+        &crit,
+        Some(dirs),
+        "main",
+        &|_| None,
+        &GateConfig::default(),
+        &cfg,
+    )
+    .unwrap();
     assert_eq!(results[0].outcome, Outcome::Regressed, "{:?}", results[0]);
     assert_eq!(gate::exit_code(&results, false), 1);
 }

@@ -89,9 +89,26 @@ pub struct CaseGate {
     pub change_lower: Option<f64>,
     pub change_upper: Option<f64>,
     pub p_value: Option<f64>,
+    /// Run-to-run spread used to widen the CI (relative standard deviation of run means).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<f64>,
     /// Why the verdict is weaker than the numbers alone suggest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+/// Fewest earlier runs of a case from which its run-to-run drift is estimated.
+pub const MIN_RUNS_FOR_DRIFT: usize = 3;
+
+/// Run-to-run drift of a case from the tok/s means of earlier runs: the median absolute
+/// deviation (scaled to a standard deviation) relative to the median — robust to the odd run
+/// that really was faster or slower. `None` with fewer than [`MIN_RUNS_FOR_DRIFT`] runs.
+pub fn drift_from_run_means(means: &[f64]) -> Option<f64> {
+    if means.len() < MIN_RUNS_FOR_DRIFT {
+        return None;
+    }
+    let med = stats::median(means);
+    Some(stats::median_abs_dev(means, med) / med)
 }
 
 /// The fewest samples on each side for a regressed/improved verdict: below it the bootstrapped
@@ -105,11 +122,17 @@ fn thrpt(time_change: f64) -> f64 {
 }
 
 /// Judges one case from per-iteration times (ns) and the tokens per iteration.
+///
+/// `drift` is the case's run-to-run spread ([`drift_from_run_means`]): each run carries its own
+/// offset, so the difference of two runs has √2 times that spread, and the CI of the change is
+/// widened by ±1.96·√2·drift before it is held against the threshold. Within-run samples cannot
+/// see this component; without it two identical runs on a drifting machine can "regress".
 pub fn judge(
     case: &str,
     new_ns: &[f64],
     base_ns: Option<&[f64]>,
     tokens: u64,
+    drift: Option<f64>,
     config: &GateConfig,
     analysis: &AnalysisConfig,
 ) -> CaseGate {
@@ -125,6 +148,7 @@ pub fn judge(
         change_lower: None,
         change_upper: None,
         p_value: None,
+        drift: None,
         note: None,
     };
     let Some(base) = base_ns else {
@@ -146,7 +170,13 @@ pub fn judge(
     let c = stats::compare(new_ns, base, analysis);
     let ci = c.change.mean.confidence_interval;
     // Time going up is throughput going down: the bounds swap.
-    let (lo, hi) = (thrpt(ci.upper_bound), thrpt(ci.lower_bound));
+    let (mut lo, mut hi) = (thrpt(ci.upper_bound), thrpt(ci.lower_bound));
+    if let Some(d) = drift {
+        let widen = 1.96 * std::f64::consts::SQRT_2 * d;
+        lo -= widen;
+        hi += widen;
+        g.drift = Some(d);
+    }
     let change = thrpt(c.change.mean.point_estimate);
     g.change = Some(change);
     g.change_lower = Some(lo);
@@ -254,6 +284,7 @@ pub fn run(
     criterion_dir: &Path,
     dirs: Option<Vec<PathBuf>>,
     baseline: &str,
+    drift: &dyn Fn(&str) -> Option<f64>,
     config: &GateConfig,
     analysis: &AnalysisConfig,
 ) -> Result<Vec<CaseGate>, GateError> {
@@ -299,6 +330,7 @@ pub fn run(
             &new_ns,
             base.as_deref(),
             tokens,
+            drift(&id.full_id),
             config,
             analysis,
         ));
@@ -357,6 +389,13 @@ pub fn markdown(results: &[CaseGate], baseline: &str, lenient: bool) -> String {
             _ => "-".into(),
         };
         let p = r.p_value.map_or("-".into(), |p| format!("{p:.3}"));
+        let change = match r.drift {
+            Some(d) => format!(
+                "{change} incl. drift ±{:.1}%",
+                1.96 * std::f64::consts::SQRT_2 * d * 100.0
+            ),
+            None => change,
+        };
         let mut verdict = match r.outcome {
             Outcome::Pass => "pass",
             Outcome::Warning => "⚠ slower, but within noise",
@@ -415,6 +454,7 @@ mod tests {
             &new,
             Some(&base),
             128,
+            None,
             &GateConfig::default(),
             &analysis(),
         );
@@ -434,6 +474,7 @@ mod tests {
             &new,
             Some(&base),
             128,
+            None,
             &GateConfig::default(),
             &analysis(),
         );
@@ -451,6 +492,7 @@ mod tests {
             &new,
             Some(&base),
             128,
+            None,
             &GateConfig::default(),
             &analysis(),
         );
@@ -464,8 +506,47 @@ mod tests {
             }],
             ..GateConfig::default()
         };
-        let g = judge("m/tg128/x", &new, Some(&base), 128, &strict, &analysis());
+        let g = judge(
+            "m/tg128/x",
+            &new,
+            Some(&base),
+            128,
+            None,
+            &strict,
+            &analysis(),
+        );
         assert_eq!(g.outcome, Outcome::Regressed, "{g:?}");
+    }
+
+    #[test]
+    fn run_to_run_drift_widens_the_interval() {
+        // Two identical setups, runs a minute apart on a drifting machine: 9% apart with
+        // tight samples. Earlier runs of the case spread by ~4%.
+        let mut rng = Rng::new(6);
+        let base = normal(&mut rng, 10, T, 0.004);
+        let new = normal(&mut rng, 10, T / 0.91, 0.004);
+        let earlier = [70.0, 73.5, 67.0, 71.0, 74.0, 68.5, 72.5];
+        let drift = drift_from_run_means(&earlier).unwrap();
+        assert!((0.02..0.07).contains(&drift), "{drift}");
+        let cfg = GateConfig::default();
+        let without = judge("c", &new, Some(&base), 128, None, &cfg, &analysis());
+        assert_eq!(
+            without.outcome,
+            Outcome::Regressed,
+            "within-run CIs alone: {without:?}"
+        );
+        let with = judge("c", &new, Some(&base), 128, Some(drift), &cfg, &analysis());
+        assert_eq!(
+            with.outcome,
+            Outcome::Warning,
+            "drift explains it: {with:?}"
+        );
+        assert!(markdown(&[with], "main", false).contains("incl. drift"));
+        // A real slowdown is still caught.
+        let slow = normal(&mut rng, 10, T / 0.5, 0.004);
+        let g = judge("c", &slow, Some(&base), 128, Some(drift), &cfg, &analysis());
+        assert_eq!(g.outcome, Outcome::Regressed, "{g:?}");
+        assert_eq!(drift_from_run_means(&earlier[..2]), None);
     }
 
     #[test]
@@ -478,6 +559,7 @@ mod tests {
             &new,
             Some(&base),
             128,
+            None,
             &GateConfig::default(),
             &analysis(),
         );
@@ -488,7 +570,15 @@ mod tests {
 
     #[test]
     fn missing_baselines_are_exit_2_unless_lenient() {
-        let g = judge("c", &[T, T], None, 128, &GateConfig::default(), &analysis());
+        let g = judge(
+            "c",
+            &[T, T],
+            None,
+            128,
+            None,
+            &GateConfig::default(),
+            &analysis(),
+        );
         assert_eq!(g.outcome, Outcome::Missing);
         let pass = CaseGate {
             outcome: Outcome::Pass,

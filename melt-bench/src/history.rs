@@ -362,6 +362,29 @@ impl History {
             .map_err(|e| self.sql(e))
     }
 
+    /// tok/s (or another metric's) estimates of a case in its most recent runs, excluding
+    /// `except` — the run-level observations the gate's drift estimate is made from.
+    pub fn recent_estimates(
+        &self,
+        case_id: &str,
+        metric: &str,
+        except: &[&str],
+        limit: usize,
+    ) -> Result<Vec<f64>, HistoryError> {
+        let rows = self.rows(
+            "SELECT run_id, estimate FROM metrics WHERE case_id = ?1 AND metric = ?2
+             ORDER BY run_id DESC",
+            params![case_id, metric],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)),
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter(|(run, _)| !except.contains(&run.as_str()))
+            .map(|(_, e)| e)
+            .take(limit)
+            .collect())
+    }
+
     /// The case ids of a run.
     pub fn cases_of_run(&self, run_id: &str) -> Result<Vec<String>, HistoryError> {
         self.rows(

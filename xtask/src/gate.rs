@@ -31,6 +31,8 @@ pub struct Options {
     pub baseline: Baseline,
     pub threshold: Option<f64>,
     pub lenient: bool,
+    /// Do not widen CIs by the run-to-run drift estimated from the history.
+    pub ignore_drift: bool,
     pub target_dir: PathBuf,
 }
 
@@ -38,6 +40,7 @@ pub fn parse(args: &[String]) -> Result<Options> {
     let mut baseline = None;
     let mut threshold = None;
     let mut lenient = false;
+    let mut ignore_drift = false;
     let mut target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target"));
@@ -59,8 +62,9 @@ pub fn parse(args: &[String]) -> Result<Options> {
                 threshold = Some(pct / 100.0);
             }
             "--lenient" => lenient = true,
+            "--ignore-drift" => ignore_drift = true,
             "--target-dir" => target_dir = PathBuf::from(value()?),
-            other => bail!("gate: unknown option `{other}` (use --baseline NAME | --baseline-ref GIT-REF, [--threshold PCT] [--lenient] [--target-dir DIR])"),
+            other => bail!("gate: unknown option `{other}` (use --baseline NAME | --baseline-ref GIT-REF, [--threshold PCT] [--lenient] [--ignore-drift] [--target-dir DIR])"),
         }
     }
     let baseline = baseline.context(
@@ -70,6 +74,7 @@ pub fn parse(args: &[String]) -> Result<Options> {
         baseline,
         threshold,
         lenient,
+        ignore_drift,
         target_dir,
     })
 }
@@ -86,16 +91,39 @@ pub fn config() -> Result<GateConfig> {
     Ok(file.gate)
 }
 
+/// How many earlier runs of a case the drift estimate looks at.
+const DRIFT_RUNS: usize = 10;
+
+/// The case's run-to-run drift from the history (earlier runs than `judged`), if there is a
+/// history, enough runs, and the user did not switch it off.
+fn drift_of(opts: &Options, judged: &str) -> impl Fn(&str) -> Option<f64> {
+    let history = if opts.ignore_drift {
+        None
+    } else {
+        crate::history::open(&opts.target_dir).ok()
+    };
+    let judged = judged.to_string();
+    move |case: &str| {
+        let h = history.as_ref()?;
+        let means = h
+            .recent_estimates(case, "tokens_per_second", &[judged.as_str()], DRIFT_RUNS)
+            .ok()?;
+        gate::drift_from_run_means(&means)
+    }
+}
+
 /// Cases of the latest run (criterion `new/`) against a named criterion baseline.
 fn judge_named(opts: &Options, name: &str, config: &GateConfig) -> Result<Vec<gate::CaseGate>> {
     let criterion_dir = opts.target_dir.join("criterion");
     let runs_dir = opts.target_dir.join("melt").join("runs");
+    let mut judged = String::new();
     let dirs = match gate::latest_run_cases(&runs_dir, &criterion_dir)? {
         Some((run_id, dirs)) => {
             eprintln!(
                 "xtask: gate: judging the {} cases of run {run_id}",
                 dirs.len()
             );
+            judged = run_id;
             Some(dirs)
         }
         None => {
@@ -107,10 +135,12 @@ fn judge_named(opts: &Options, name: &str, config: &GateConfig) -> Result<Vec<ga
             None
         }
     };
+    let drift = drift_of(opts, &judged);
     Ok(gate::run(
         &criterion_dir,
         dirs,
         name,
+        &drift,
         config,
         &AnalysisConfig::default(),
     )?)
@@ -151,6 +181,7 @@ fn judge_ref(
         "xtask: gate: judging run {} against run {base_run} of {git_ref}",
         latest.run_id
     );
+    let drift = drift_of(opts, &latest.run_id);
     let mut results = Vec::new();
     for case in h.cases_of_run(&latest.run_id)? {
         let Some((tokens, new)) = h.case_samples(&latest.run_id, &case)? else {
@@ -162,6 +193,7 @@ fn judge_ref(
             &new,
             base.as_deref(),
             tokens,
+            drift(&case),
             config,
             &AnalysisConfig::default(),
         ));
@@ -270,10 +302,12 @@ mod tests {
             baseline: Baseline::Named("main".into()),
             threshold: None,
             lenient: false,
+            ignore_drift: false,
             target_dir: dir.path().to_path_buf(),
         };
         assert_eq!(run(&opts, GateConfig::default()).unwrap(), 1);
-        let results = gate::run(&crit, None, "main", &GateConfig::default(), &cfg).unwrap();
+        let results =
+            gate::run(&crit, None, "main", &|_| None, &GateConfig::default(), &cfg).unwrap();
         let md = gate::markdown(&results, "main", false);
         assert!(
             md.contains("FAILED")
