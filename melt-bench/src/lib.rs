@@ -12,6 +12,7 @@ pub mod cli;
 pub mod conformance;
 pub mod criterion_format;
 pub mod driver;
+pub mod export;
 pub mod gate;
 pub mod history;
 pub mod host;

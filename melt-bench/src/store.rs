@@ -269,6 +269,63 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
     fs::rename(&tmp, path)
 }
 
+/// A hand-built summary for tests of what consumes summaries (history, exports, gate).
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use crate::model::ModelFormat;
+    use crate::stats::OutlierCounts;
+    use crate::workload::tg;
+
+    pub(crate) fn summary(run_id: &str, case_ids: &[&str], tok_s: f64) -> Summary {
+        let cases = case_ids
+            .iter()
+            .map(|id| CaseSummary {
+                id: id.to_string(),
+                group: "m".into(),
+                function: "tg128".into(),
+                value: "llama.cpp t=2".into(),
+                backend: "llama.cpp".into(),
+                backend_version: "test".into(),
+                model: ModelSpec {
+                    name: "m".into(),
+                    path: "/m.gguf".into(),
+                    format: ModelFormat::Gguf,
+                    sha256: "ab".repeat(32),
+                    size_bytes: 1,
+                },
+                model_info: ModelInfo::default(),
+                params: Params::default(),
+                workload: tg(128),
+                samples: 3,
+                stop_reason: "sample_size".into(),
+                metrics: [(
+                    "tokens_per_second".to_string(),
+                    Metric {
+                        unit: "tok/s".into(),
+                        estimate: tok_s,
+                        lower: Some(tok_s - 1.0),
+                        upper: Some(tok_s + 1.0),
+                        n: 3,
+                        note: None,
+                    },
+                )]
+                .into(),
+                outliers: OutlierCounts::default(),
+                comparison: None,
+                criterion_dir: "/c".into(),
+            })
+            .collect();
+        Summary {
+            schema_version: 1,
+            run_id: run_id.into(),
+            host: HostInfo::default(),
+            cases,
+            errors: vec![],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ mod gate;
 mod history;
 mod models;
 mod prereq;
+mod runs;
 
 use std::process::{Command, ExitCode};
 
@@ -35,7 +36,15 @@ cargo xtask <command>
                                  baseline, or against the latest recorded run of a git ref
   history [--case SUBSTR] [--metric NAME] [--limit N]
                                  recorded runs, or one metric of matching cases over runs
+  report [--run ID]...           the table of stored runs (default: the latest), merged
+  export --format csv|jsonl|bmf|github|llama-bench [--run ID] [--output FILE]
+                                 a stored run in another tool's format
 ";
+
+/// The cargo target directory (where `criterion/` and `melt/` are).
+fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), std::path::PathBuf::from)
+}
 
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
@@ -121,11 +130,12 @@ fn main() -> ExitCode {
             )),
         },
         Some("bench") => bench(&args[1..]),
-        Some("history") => {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map_or_else(|| "target".into(), std::path::PathBuf::from);
-            history::run(&args[1..], &target).map(|_| ExitCode::SUCCESS)
-        }
+        Some("history") => history::run(&args[1..], &target_dir()).map(|_| ExitCode::SUCCESS),
+        Some("report") => runs::report(&args[1..], &target_dir()).map(|t| {
+            print!("{t}");
+            ExitCode::SUCCESS
+        }),
+        Some("export") => runs::export(&args[1..], &target_dir()).map(|_| ExitCode::SUCCESS),
         Some("gate") => gate::parse(&args[1..]).and_then(|o| {
             let code = gate::run(&o, gate::config()?)?;
             Ok(ExitCode::from(code as u8))

@@ -1,0 +1,149 @@
+//! Stored runs: `cargo xtask report` (re-render the table of one or more runs) and
+//! `cargo xtask export` (a run in another tool's format), without re-running anything.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use melt_bench::export::{self, Format};
+use melt_bench::store::{read_events, Summary};
+
+/// The directory of run `id`, or of the latest run.
+pub fn run_dir(target_dir: &Path, id: Option<&str>) -> Result<PathBuf> {
+    let runs = target_dir.join("melt").join("runs");
+    let dir = match id {
+        Some(id) => runs.join(id),
+        None => std::fs::read_dir(&runs)
+            .with_context(|| {
+                format!(
+                    "no runs under {}: run `cargo xtask bench` first",
+                    runs.display()
+                )
+            })?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("summary.json").is_file())
+            .max()
+            .with_context(|| format!("no finished run under {}", runs.display()))?,
+    };
+    if !dir.join("summary.json").is_file() {
+        bail!(
+            "{} has no summary.json (unknown run, or one that did not finish)",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+pub fn load_summary(dir: &Path) -> Result<Summary> {
+    let path = dir.join("summary.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a melt summary", path.display()))
+}
+
+fn values(args: &[String], flag: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == flag {
+            out.push(
+                it.next()
+                    .with_context(|| format!("{flag} needs a value"))?
+                    .clone(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn check_flags(args: &[String], known: &[&str]) -> Result<()> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if !known.contains(&a.as_str()) {
+            bail!("unknown option `{a}` (known: {})", known.join(", "));
+        }
+        it.next();
+    }
+    Ok(())
+}
+
+/// `report [--run ID]...`: the table of the given runs (default: the latest), merged.
+pub fn report(args: &[String], target_dir: &Path) -> Result<String> {
+    check_flags(args, &["--run"])?;
+    let ids = values(args, "--run")?;
+    let dirs: Vec<PathBuf> = if ids.is_empty() {
+        vec![run_dir(target_dir, None)?]
+    } else {
+        ids.iter()
+            .map(|id| run_dir(target_dir, Some(id)))
+            .collect::<Result<_>>()?
+    };
+    let mut cases = Vec::new();
+    let mut runs = Vec::new();
+    for d in &dirs {
+        let s = load_summary(d)?;
+        runs.push(s.run_id.clone());
+        cases.extend(s.cases);
+    }
+    Ok(format!(
+        "{}\nmelt: {} case(s) from run(s) {}\n",
+        melt_bench::analysis::table(&cases),
+        cases.len(),
+        runs.join(", ")
+    ))
+}
+
+/// `export --format F [--run ID] [--output FILE]`.
+pub fn export(args: &[String], target_dir: &Path) -> Result<()> {
+    check_flags(args, &["--format", "--run", "--output"])?;
+    let format: Format = values(args, "--format")?
+        .pop()
+        .context("export needs --format (csv, jsonl, bmf, github, llama-bench)")?
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    let dir = run_dir(target_dir, values(args, "--run")?.pop().as_deref())?;
+    let summary = load_summary(&dir)?;
+    let events = read_events(&dir.join("samples.jsonl")).map_err(anyhow::Error::msg)?;
+    let text = export::render(format, &summary, &export::samples_by_case(&events));
+    match values(args, "--output")?.pop() {
+        Some(path) => {
+            std::fs::write(&path, text).with_context(|| format!("writing {path}"))?;
+            eprintln!("xtask: wrote {path}");
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn missing_runs_and_bad_options_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = run_dir(dir.path(), None).unwrap_err().to_string();
+        assert!(e.contains("cargo xtask bench"), "{e}");
+        std::fs::create_dir_all(dir.path().join("melt/runs/half-finished")).unwrap();
+        let e = run_dir(dir.path(), Some("half-finished"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no summary.json"), "{e}");
+        let e = report(&s(&["--runs", "x"]), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown option `--runs`"), "{e}");
+        let e = export(&s(&["--run", "x"]), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs --format"), "{e}");
+        let e = export(&s(&["--format", "pdf"]), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown export format `pdf`"), "{e}");
+    }
+}
