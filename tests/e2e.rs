@@ -573,3 +573,54 @@ fn the_gate_judges_the_latest_run_against_a_saved_baseline() {
     assert_eq!(results[0].outcome, Outcome::Regressed, "{:?}", results[0]);
     assert_eq!(gate::exit_code(&results, false), 1);
 }
+
+#[test]
+fn the_html_report_opens_in_chromium_with_every_plot_and_the_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let out = run(&model, dir.path(), &["--sample-size", "3"]);
+    let page = dir.path().join("melt/report/index.html");
+    assert!(page.is_file());
+    let profile = tempfile::tempdir().unwrap();
+    // The flags the workplace's own probe uses: no network, no first-run work.
+    let dom = Command::new("chromium")
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+        ])
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--virtual-time-budget=5000", "--dump-dom"])
+        .arg(format!("file://{}", page.display()))
+        .output();
+    let dom = match dom {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) => panic!("chromium failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("chromium must be installed in CI: {e}")
+        }
+        Err(e) => {
+            eprintln!("chromium not installed ({e}); `apt-get install chromium` to check this");
+            return;
+        }
+    };
+    // One comparison chart, a violin per case, a latency plot per decode case (3 of 4
+    // workloads, at 2 thread counts): all decoded by the browser.
+    assert!(
+        dom.contains("data-images=\"15\""),
+        "{}",
+        &dom[..dom.len().min(400)]
+    );
+    assert!(dom.contains("data-broken-images=\"0\""));
+    for c in &out.summary.cases {
+        let tps = format!("{:.2}", c.metrics["tokens_per_second"].estimate);
+        assert!(dom.contains(&tps), "{} shows {tps}", c.id);
+    }
+}

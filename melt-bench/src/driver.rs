@@ -250,6 +250,23 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
             });
         }
     }
+    // The HTML report of this run.
+    let by_case: std::collections::BTreeMap<String, Vec<crate::workload::Measured>> = records
+        .iter()
+        .map(|r| (r.id.full_id.clone(), r.samples.clone()))
+        .collect();
+    let report = layout.report_path();
+    let page = crate::html::render(std::slice::from_ref(&summary), &by_case);
+    if let Err(e) = report
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|_| std::fs::write(&report, page))
+    {
+        summary.errors.push(CaseError {
+            case: None,
+            message: format!("cannot write the HTML report {}: {e}", report.display()),
+        });
+    }
     let summary_path = run_dir.join("summary.json");
     if let Err(e) = store::write_json(&summary_path, &summary) {
         eprintln!("melt: cannot write {}: {e}", summary_path.display());

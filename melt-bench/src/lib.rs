@@ -16,6 +16,7 @@ pub mod export;
 pub mod gate;
 pub mod history;
 pub mod host;
+pub mod html;
 pub mod memory;
 pub mod model;
 pub mod params;

@@ -66,6 +66,13 @@ impl Layout {
         self.target_dir.join("melt").join("runs")
     }
 
+    pub fn report_path(&self) -> PathBuf {
+        self.target_dir
+            .join("melt")
+            .join("report")
+            .join("index.html")
+    }
+
     pub fn history_path(&self) -> PathBuf {
         self.target_dir.join("melt").join("history.sqlite")
     }

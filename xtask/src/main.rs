@@ -36,7 +36,8 @@ cargo xtask <command>
                                  baseline, or against the latest recorded run of a git ref
   history [--case SUBSTR] [--metric NAME] [--limit N]
                                  recorded runs, or one metric of matching cases over runs
-  report [--run ID]...           the table of stored runs (default: the latest), merged
+  report [--run ID]... [--html]  the table of stored runs (default: the latest), merged;
+                                 --html also writes target/melt/report/index.html
   export --format csv|jsonl|bmf|github|llama-bench [--run ID] [--output FILE]
                                  a stored run in another tool's format
 ";

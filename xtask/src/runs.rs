@@ -67,10 +67,13 @@ fn check_flags(args: &[String], known: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// `report [--run ID]...`: the table of the given runs (default: the latest), merged.
+/// `report [--run ID]... [--html]`: the table of the given runs (default: the latest),
+/// merged; with `--html` also `target/melt/report/index.html` for them.
 pub fn report(args: &[String], target_dir: &Path) -> Result<String> {
-    check_flags(args, &["--run"])?;
-    let ids = values(args, "--run")?;
+    let html = args.iter().any(|a| a == "--html");
+    let args: Vec<String> = args.iter().filter(|a| *a != "--html").cloned().collect();
+    check_flags(&args, &["--run"])?;
+    let ids = values(&args, "--run")?;
     let dirs: Vec<PathBuf> = if ids.is_empty() {
         vec![run_dir(target_dir, None)?]
     } else {
@@ -80,10 +83,24 @@ pub fn report(args: &[String], target_dir: &Path) -> Result<String> {
     };
     let mut cases = Vec::new();
     let mut runs = Vec::new();
+    let mut summaries = Vec::new();
+    let mut samples = std::collections::BTreeMap::new();
     for d in &dirs {
         let s = load_summary(d)?;
         runs.push(s.run_id.clone());
-        cases.extend(s.cases);
+        cases.extend(s.cases.clone());
+        if html {
+            let events = read_events(&d.join("samples.jsonl")).map_err(anyhow::Error::msg)?;
+            samples.extend(export::samples_by_case(&events));
+        }
+        summaries.push(s);
+    }
+    if html {
+        let path = target_dir.join("melt").join("report").join("index.html");
+        std::fs::create_dir_all(path.parent().unwrap_or(target_dir))?;
+        std::fs::write(&path, melt_bench::html::render(&summaries, &samples))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("xtask: wrote {}", path.display());
     }
     Ok(format!(
         "{}\nmelt: {} case(s) from run(s) {}\n",
