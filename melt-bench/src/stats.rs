@@ -93,6 +93,11 @@ impl Rng {
     pub fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
+    /// Standard normal (Box-Muller), for simulations with a known truth.
+    pub fn normal(&mut self) -> f64 {
+        let (u1, u2) = (self.unit().max(1e-300), self.unit());
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
 }
 
 const SEED: u64 = 0x6d65_6c74; // "melt"
@@ -450,13 +455,7 @@ mod tests {
     use super::*;
 
     fn normal_sample(rng: &mut Rng, n: usize, mu: f64, sigma: f64) -> Vec<f64> {
-        (0..n)
-            .map(|_| {
-                // Box-Muller
-                let (u1, u2) = (rng.unit().max(1e-300), rng.unit());
-                mu + sigma * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-            })
-            .collect()
+        (0..n).map(|_| mu + sigma * rng.normal()).collect()
     }
 
     fn quick() -> AnalysisConfig {
