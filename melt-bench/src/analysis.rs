@@ -11,7 +11,12 @@ use crate::store::{BaselineComparison, CaseSummary, Metric};
 
 fn metric(unit: &str, xs: &[f64], config: &AnalysisConfig) -> Metric {
     let (lower, upper) = if xs.len() >= 2 {
-        let (lo, hi) = mean_ci(xs, config);
+        // Criterion's method, fewer resamples: these metrics are secondary and many.
+        let (lo, hi) = stats::mean_confidence_interval(
+            xs,
+            config.nresamples.min(20_000),
+            config.confidence_level,
+        );
         (Some(lo), Some(hi))
     } else {
         (None, None)
@@ -35,24 +40,6 @@ fn single(unit: &str, x: f64, note: Option<String>) -> Metric {
         n: 1,
         note,
     }
-}
-
-/// Percentile bootstrap CI of the mean (criterion's method, fewer resamples: these metrics
-/// are secondary and there are many of them).
-fn mean_ci(xs: &[f64], config: &AnalysisConfig) -> (f64, f64) {
-    let n_res = config.nresamples.min(20_000);
-    let mut rng = Rng::new(0x6369);
-    let mut means = Vec::with_capacity(n_res);
-    for _ in 0..n_res {
-        let s: f64 = (0..xs.len()).map(|_| xs[rng.below(xs.len())]).sum();
-        means.push(s / xs.len() as f64);
-    }
-    means.sort_unstable_by(|a, b| a.total_cmp(b));
-    let cl = config.confidence_level;
-    (
-        stats::percentile_sorted(&means, 50.0 * (1.0 - cl)),
-        stats::percentile_sorted(&means, 50.0 * (1.0 + cl)),
-    )
 }
 
 /// Percentile `p` of the per-token latencies pooled over samples, with a CI from resampling

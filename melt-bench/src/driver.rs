@@ -224,15 +224,17 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
         cases: summaries,
         errors,
     };
+    // The run's samples by case: the history keeps their times, the HTML report plots them.
+    let by_case: std::collections::BTreeMap<String, Vec<crate::workload::Measured>> = records
+        .iter()
+        .map(|r| (r.id.full_id.clone(), r.samples.clone()))
+        .collect();
     // Remember the run. A history that cannot be written is an error of this run, reported
     // beside its results, which are on disk either way.
     if !summary.cases.is_empty() {
-        let samples: std::collections::BTreeMap<String, Vec<f64>> = records
+        let samples: std::collections::BTreeMap<String, Vec<f64>> = by_case
             .iter()
-            .map(|r| {
-                let times = r.samples.iter().map(|m| m.ns as f64).collect();
-                (r.id.full_id.clone(), times)
-            })
+            .map(|(id, ms)| (id.clone(), ms.iter().map(|m| m.ns as f64).collect()))
             .collect();
         let git_dir = suite
             .manifest_dir
@@ -251,10 +253,6 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
         }
     }
     // The HTML report of this run.
-    let by_case: std::collections::BTreeMap<String, Vec<crate::workload::Measured>> = records
-        .iter()
-        .map(|r| (r.id.full_id.clone(), r.samples.clone()))
-        .collect();
     let report = layout.report_path();
     let page = crate::html::render(std::slice::from_ref(&summary), &by_case);
     if let Err(e) = report

@@ -16,11 +16,6 @@ pub fn peak_rss_bytes() -> Option<u64> {
     status_field("VmHWM:")
 }
 
-/// VmRSS in bytes.
-pub fn rss_bytes() -> Option<u64> {
-    status_field("VmRSS:")
-}
-
 fn status_field(name: &str) -> Option<u64> {
     let text = fs::read_to_string("/proc/self/status").ok()?;
     parse_kib(&text, name)

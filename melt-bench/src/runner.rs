@@ -92,13 +92,6 @@ impl ModelRef {
             ModelSource::Unresolved(why) => Err(why.clone()),
         }
     }
-
-    pub fn quantization_hint(&self) -> Option<String> {
-        match &self.source {
-            ModelSource::Registry(e) => e.quantization.clone(),
-            _ => None,
-        }
-    }
 }
 
 /// One case of the plan: indices into the suite plus its criterion id.

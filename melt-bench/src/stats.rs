@@ -218,6 +218,25 @@ pub fn estimates(xs: &[f64], config: &AnalysisConfig) -> Estimates {
     }
 }
 
+/// Percentile-bootstrap CI of the mean alone (`(lower, upper)`), for the many secondary
+/// metrics where the four-statistic [`estimates`] would be wasted work.
+pub fn mean_confidence_interval(
+    xs: &[f64],
+    nresamples: usize,
+    confidence_level: f64,
+) -> (f64, f64) {
+    let mut rng = Rng::new(SEED ^ 0x6369);
+    let mut buf = vec![0.0; xs.len()];
+    let means = (0..nresamples)
+        .map(|_| {
+            resample_into(&mut rng, xs, &mut buf);
+            mean(&buf)
+        })
+        .collect();
+    let ci = estimate_from(mean(xs), means, confidence_level).confidence_interval;
+    (ci.lower_bound, ci.upper_bound)
+}
+
 /// Tukey fences `[low severe, low mild, high mild, high severe]` (criterion's `tukey.json`).
 pub fn tukey_fences(xs: &[f64]) -> [f64; 4] {
     let s = sorted(xs);
@@ -239,12 +258,6 @@ pub struct OutlierCounts {
     pub low_mild: usize,
     pub high_mild: usize,
     pub high_severe: usize,
-}
-
-impl OutlierCounts {
-    pub fn total(&self) -> usize {
-        self.low_severe + self.low_mild + self.high_mild + self.high_severe
-    }
 }
 
 pub fn classify_outliers(xs: &[f64]) -> OutlierCounts {
