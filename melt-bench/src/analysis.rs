@@ -219,12 +219,32 @@ fn plus_minus(m: &Metric) -> String {
 
 /// The llama-bench-like markdown table, with melt's extra columns. `t/s` is the mean over
 /// samples ± the half-width of its 95% CI (llama-bench prints ± one standard deviation).
+/// The device a case ran on, from the ` @DEVICE` its id ends with.
+pub fn device_of(c: &CaseSummary) -> Option<&str> {
+    c.value.rsplit_once(" @").map(|(_, d)| d)
+}
+
 pub fn table(cases: &[CaseSummary]) -> String {
-    let mut out = String::from(
-        "| model | size | params | backend | threads | test | t/s | n | TTFT ms | ITL p50/p99 ms | peak RSS | change |\n\
-         | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
+    // Cases from devices carry ` @DEVICE` in their value; then a first column says where each
+    // case ran ("host" for the rest).
+    let with_device = cases.iter().any(|c| device_of(c).is_some());
+    let mut out = String::new();
+    if with_device {
+        out.push_str("| device ");
+    }
+    out.push_str(
+        "| model | size | params | backend | threads | test | t/s | n | TTFT ms | ITL p50/p99 ms | peak RSS | change |\n",
+    );
+    if with_device {
+        out.push_str("| --- ");
+    }
+    out.push_str(
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
     );
     for c in cases {
+        if with_device {
+            out.push_str(&format!("| {} ", device_of(c).unwrap_or("host")));
+        }
         let get = |k: &str| c.metrics.get(k);
         let tps = get("tokens_per_second").map(plus_minus).unwrap_or_default();
         let ttft = get("ttft_ms")

@@ -81,6 +81,11 @@ pub struct Args {
     pub noise_threshold: Option<f64>,
     /// Overrides where `criterion/` and `melt/` are written.
     pub target_dir: Option<PathBuf>,
+    /// The device this run is on (set by `cargo xtask bench --target`): case ids carry it
+    /// as ` @NAME` at the end of their value, so devices compare side by side.
+    pub device: Option<String>,
+    /// Case ids not to run (exact; repeatable): what `--resume` already has.
+    pub skip: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -123,6 +128,8 @@ A melt bench target. Usage: cargo bench --bench <target> -- [OPTIONS] [FILTER]
   --significance-level X       [0.05]
   --noise-threshold X          [0.01]
   --target-dir DIR             write criterion/ and melt/ under DIR [the cargo target dir]
+  --device NAME                tag every case id with ` @NAME` (set by cargo xtask bench --target)
+  --skip CASE-ID               do not run this case (exact id, repeatable; used by --resume)
   --output-format F            `table` [default] or `json-stream`: one JSON event per line on
                                stdout as it happens (case_start, sample, case_end, error, run_end)
   --bench, --noplot, --color C, --verbose, --quiet   accepted for criterion compatibility
@@ -281,6 +288,8 @@ impl Args {
                     out.noise_threshold = Some(x);
                 }
                 "--target-dir" => out.target_dir = Some(PathBuf::from(value(&flag)?)),
+                "--device" => out.device = Some(value(&flag)?),
+                "--skip" => out.skip.push(value(&flag)?),
                 f if f.starts_with('-') => return Err(CliError::Unknown(arg)),
                 _ => match &out.filter {
                     Some(prev) => return Err(CliError::TwoFilters(prev.clone(), arg)),
@@ -361,6 +370,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("xml") && e.contains("json-stream"), "{e}");
+    }
+
+    #[test]
+    fn device_tag_and_skipped_cases() {
+        let a = Args::parse([
+            "--device",
+            "pixel 7; rm -rf /",
+            "--skip",
+            "m/pp4/b t=1 @x",
+            "--skip=m/tg4/b t=1 @x",
+        ])
+        .unwrap();
+        assert_eq!(a.device.as_deref(), Some("pixel 7; rm -rf /"));
+        assert_eq!(a.skip, ["m/pp4/b t=1 @x", "m/tg4/b t=1 @x"]);
+        assert_eq!(
+            Args::parse(["--skip"]).unwrap_err(),
+            CliError::MissingValue("--skip".into())
+        );
     }
 
     #[test]

@@ -1,18 +1,22 @@
 //! The bench binary's main flow: arguments → plan → run → analysis → reports. `melt_bench!`
 //! expands to a `main` that calls [`main`]; tests call [`run_suite`] directly.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use regex::Regex;
 
 use crate::analysis;
 use crate::cli::{Args, OutputFormat, HELP};
-use crate::criterion_format::{BaselineMode, ReportError};
+use crate::criterion_format::{BaselineMode, BenchmarkId, ReportError, Throughput};
 use crate::host::HostInfo;
 use crate::model::{Cache, Registry};
-use crate::runner::{plan, ModelRef, PlannedCase, Runner, Suite};
+use crate::params::Params;
+use crate::runner::{plan, CaseRecord, ModelRef, PlannedCase, Runner, Suite};
 use crate::stats::AnalysisConfig;
 use crate::store::{self, CaseError, Event, EventLog, Layout, Summary, SCHEMA_VERSION};
+use crate::workload::{Measured, Workload};
 
 /// What a run produced.
 #[derive(Debug)]
@@ -128,7 +132,17 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
                     .any(|n| n == suite.backends[c.backend].name())
         })
         .collect();
+    let cases = tag_device(cases, args.device.as_deref());
     let cases = select(cases, args)?;
+    let cases: Vec<PlannedCase> = cases
+        .into_iter()
+        .filter(|c| !args.skip.contains(&c.id.full_id))
+        .collect();
+    if cases.is_empty() {
+        return Err(DriverError::NothingSelected(
+            "every selected case is in --skip".into(),
+        ));
+    }
     if args.list {
         for c in &cases {
             println!("{}: benchmark", c.id.full_id);
@@ -184,7 +198,33 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
         log: &mut log,
     };
     let (records, failures) = runner.run(&cases);
+    let failures = failures
+        .into_iter()
+        .map(|f| CaseError {
+            case: f.case,
+            message: f.message,
+        })
+        .collect();
+    let git_dir = suite
+        .manifest_dir
+        .clone()
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_default();
+    let finish = Finish {
+        layout,
+        config: analysis_config(args),
+        baseline: args.baseline.clone(),
+        git_dir,
+        device: args.device.clone(),
+        device_props: Default::default(),
+    };
+    Ok(Some(
+        finish.run(run_id, host, run_dir, records, failures, &mut log),
+    ))
+}
 
+/// The analysis settings the arguments ask for.
+pub fn analysis_config(args: &Args) -> AnalysisConfig {
     let mut config = AnalysisConfig::default();
     if let Some(n) = args.nresamples {
         config.nresamples = n;
@@ -198,91 +238,262 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
     if let Some(x) = args.noise_threshold {
         config.noise_threshold = x;
     }
-    let mut errors: Vec<CaseError> = failures
-        .into_iter()
-        .map(|f| CaseError {
-            case: f.case,
-            message: f.message,
-        })
-        .collect();
-    let mut summaries = Vec::new();
-    for r in &records {
-        let (s, problem) = analysis::analyze(r, &config, &criterion_dir, &args.baseline);
-        if let Some(p) = problem {
-            eprintln!("melt: {p}");
-            errors.push(CaseError {
-                case: Some(s.id.clone()),
-                message: p.to_string(),
-            });
-        }
-        summaries.push(s);
-    }
-    let mut summary = Summary {
-        schema_version: SCHEMA_VERSION,
-        run_id,
-        host,
-        cases: summaries,
-        errors,
+    config
+}
+
+/// Appends ` @DEVICE` to every case's value, so the same case on two devices has two ids
+/// (and two criterion directories) that sort side by side.
+fn tag_device(cases: Vec<PlannedCase>, device: Option<&str>) -> Vec<PlannedCase> {
+    let Some(device) = device else {
+        return cases;
     };
-    // The run's samples by case: the history keeps their times, the HTML report plots them.
-    let by_case: std::collections::BTreeMap<String, Vec<crate::workload::Measured>> = records
-        .iter()
-        .map(|r| (r.id.full_id.clone(), r.samples.clone()))
-        .collect();
-    // Remember the run. A history that cannot be written is an error of this run, reported
-    // beside its results, which are on disk either way.
-    if !summary.cases.is_empty() {
-        let samples: std::collections::BTreeMap<String, Vec<f64>> = by_case
+    cases
+        .into_iter()
+        .map(|mut c| {
+            c.id = device_id(&c.id, device);
+            c
+        })
+        .collect()
+}
+
+/// The id of case `id` when run on `device`.
+pub fn device_id(id: &BenchmarkId, device: &str) -> BenchmarkId {
+    let tokens = match id.throughput {
+        Some(Throughput::Elements(n)) => n,
+        None => 0,
+    };
+    BenchmarkId::new(
+        &id.group_id,
+        id.function_id.as_deref().unwrap_or_default(),
+        &format!("{} @{device}", id.value_str.as_deref().unwrap_or_default()),
+        tokens,
+    )
+}
+
+/// What comes after measuring, shared by a local run and by a host merging a device's
+/// event stream: analysis, criterion files, history, HTML report, `summary.json`, `run_end`.
+pub struct Finish {
+    pub layout: Layout,
+    pub config: AnalysisConfig,
+    pub baseline: BaselineMode,
+    /// Where the git commit recorded in the history is read.
+    pub git_dir: PathBuf,
+    pub device: Option<String>,
+    pub device_props: BTreeMap<String, String>,
+}
+
+impl Finish {
+    pub fn run(
+        &self,
+        run_id: String,
+        host: HostInfo,
+        run_dir: PathBuf,
+        records: Vec<CaseRecord>,
+        mut errors: Vec<CaseError>,
+        log: &mut EventLog,
+    ) -> Outcome {
+        let layout = &self.layout;
+        let criterion_dir = layout.criterion_dir();
+        let mut summaries = Vec::new();
+        for r in &records {
+            let (s, problem) = analysis::analyze(r, &self.config, &criterion_dir, &self.baseline);
+            if let Some(p) = problem {
+                eprintln!("melt: {p}");
+                errors.push(CaseError {
+                    case: Some(s.id.clone()),
+                    message: p.to_string(),
+                });
+            }
+            summaries.push(s);
+        }
+        let mut summary = Summary {
+            schema_version: SCHEMA_VERSION,
+            run_id,
+            host,
+            device: self.device.clone(),
+            device_props: self.device_props.clone(),
+            cases: summaries,
+            errors,
+        };
+        // The run's samples by case: the history keeps their times, the HTML report plots them.
+        let by_case: BTreeMap<String, Vec<Measured>> = records
             .iter()
-            .map(|(id, ms)| (id.clone(), ms.iter().map(|m| m.ns as f64).collect()))
+            .map(|r| (r.id.full_id.clone(), r.samples.clone()))
             .collect();
-        let git_dir = suite
-            .manifest_dir
-            .clone()
-            .or_else(|| std::env::current_dir().ok())
-            .unwrap_or_default();
-        let git = crate::history::GitState::detect(&git_dir);
-        let recorded = crate::history::History::open(&layout.history_path())
-            .and_then(|mut h| h.record(&summary, &samples, &git, "host"));
-        if let Err(e) = recorded {
-            eprintln!("melt: {e}");
+        // Remember the run. A history that cannot be written is an error of this run,
+        // reported beside its results, which are on disk either way.
+        if !summary.cases.is_empty() {
+            let samples: BTreeMap<String, Vec<f64>> = by_case
+                .iter()
+                .map(|(id, ms)| (id.clone(), ms.iter().map(|m| m.ns as f64).collect()))
+                .collect();
+            let git = crate::history::GitState::detect(&self.git_dir);
+            let device = self.device.as_deref().unwrap_or("host");
+            let recorded = crate::history::History::open(&layout.history_path())
+                .and_then(|mut h| h.record(&summary, &samples, &git, device));
+            if let Err(e) = recorded {
+                eprintln!("melt: {e}");
+                summary.errors.push(CaseError {
+                    case: None,
+                    message: e.to_string(),
+                });
+            }
+        }
+        // The HTML report of this run.
+        let report = layout.report_path();
+        let page = crate::html::render(std::slice::from_ref(&summary), &by_case);
+        if let Err(e) = report
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|_| std::fs::write(&report, page))
+        {
             summary.errors.push(CaseError {
                 case: None,
-                message: e.to_string(),
+                message: format!("cannot write the HTML report {}: {e}", report.display()),
             });
         }
-    }
-    // The HTML report of this run.
-    let report = layout.report_path();
-    let page = crate::html::render(std::slice::from_ref(&summary), &by_case);
-    if let Err(e) = report
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|_| std::fs::write(&report, page))
-    {
-        summary.errors.push(CaseError {
-            case: None,
-            message: format!("cannot write the HTML report {}: {e}", report.display()),
+        let summary_path = run_dir.join("summary.json");
+        if let Err(e) = store::write_json(&summary_path, &summary) {
+            eprintln!("melt: cannot write {}: {e}", summary_path.display());
+        }
+        let _ = log.write(&Event::RunEnd {
+            run_id: summary.run_id.clone(),
+            run_dir: run_dir.clone(),
+            criterion_dir: criterion_dir.clone(),
+            cases: summary.cases.len(),
+            errors: summary.errors.len(),
         });
+        let table = analysis::table(&summary.cases);
+        Outcome {
+            summary,
+            run_dir,
+            criterion_dir,
+            table,
+        }
     }
-    let summary_path = run_dir.join("summary.json");
-    if let Err(e) = store::write_json(&summary_path, &summary) {
-        eprintln!("melt: cannot write {}: {e}", summary_path.display());
+}
+
+/// A run rebuilt from its events (a device's stream, possibly over several attempts).
+#[derive(Debug, Default)]
+pub struct Replayed {
+    /// The machine that measured, from the last `run_start`.
+    pub host: Option<HostInfo>,
+    /// Finished cases, in the order they finished.
+    pub records: Vec<CaseRecord>,
+    /// Errors of cases that never finished, and cases cut off mid-way.
+    pub errors: Vec<CaseError>,
+}
+
+impl Replayed {
+    pub fn completed(&self) -> BTreeSet<String> {
+        self.records.iter().map(|r| r.id.full_id.clone()).collect()
     }
-    let _ = log.write(&Event::RunEnd {
-        run_id: summary.run_id.clone(),
-        run_dir: run_dir.clone(),
-        criterion_dir: criterion_dir.clone(),
-        cases: summary.cases.len(),
-        errors: summary.errors.len(),
-    });
-    let table = analysis::table(&summary.cases);
-    Ok(Some(Outcome {
-        summary,
-        run_dir,
-        criterion_dir,
-        table,
-    }))
+}
+
+/// Rebuilds the finished cases from `samples.jsonl` events. A case that was started again
+/// (`--resume` after a lost connection) counts from its last start; a case started but never
+/// finished becomes an error that says how many samples it had — those stay in the log.
+pub fn replay(events: &[Event]) -> Replayed {
+    let mut out = Replayed::default();
+    // Case id → (backend, params, workload, measured samples) of its latest start.
+    let mut open: BTreeMap<String, (String, Params, Workload, Vec<Measured>)> = BTreeMap::new();
+    let mut errors: BTreeMap<String, String> = BTreeMap::new();
+    let mut run_errors = Vec::new();
+    for e in events {
+        match e {
+            Event::RunStart { host, .. } => out.host = Some(host.clone()),
+            Event::CaseStart {
+                case,
+                backend,
+                params,
+                workload,
+                ..
+            } => {
+                out.records.retain(|r| &r.id.full_id != case);
+                errors.remove(case);
+                open.insert(
+                    case.clone(),
+                    (backend.clone(), params.clone(), *workload, Vec::new()),
+                );
+            }
+            Event::Sample {
+                case,
+                warmup,
+                measured,
+                ..
+            } => {
+                if let (false, Some(c)) = (*warmup, open.get_mut(case)) {
+                    c.3.push(measured.clone());
+                }
+            }
+            Event::CaseEnd {
+                case,
+                stop_reason,
+                meta,
+                ..
+            } => {
+                let Some((backend, params, workload, samples)) = open.remove(case) else {
+                    continue;
+                };
+                let Some(meta) = meta else {
+                    errors.insert(
+                        case.clone(),
+                        "case_end without its metadata (a log older than device runs)".into(),
+                    );
+                    continue;
+                };
+                let meta = (**meta).clone();
+                out.records.push(CaseRecord {
+                    id: meta.id,
+                    backend,
+                    backend_version: meta.backend_version,
+                    model: meta.model,
+                    model_info: meta.model_info,
+                    params,
+                    workload,
+                    load: Duration::from_nanos(meta.load_ns),
+                    context: Duration::from_nanos(meta.context_ns),
+                    samples,
+                    peak_rss_bytes: meta.peak_rss_bytes,
+                    peak_rss_per_case: meta.peak_rss_per_case,
+                    stop_reason: stop_reason.clone(),
+                });
+            }
+            Event::Error {
+                case: Some(case),
+                message,
+            } => {
+                open.remove(case);
+                errors.insert(case.clone(), message.clone());
+            }
+            Event::Error {
+                case: None,
+                message,
+            } => run_errors.push(message.clone()),
+            Event::RunEnd { .. } => {}
+        }
+    }
+    for (case, (_, _, _, samples)) in open {
+        errors.insert(
+            case,
+            format!(
+                "interrupted after {} samples (kept in samples.jsonl; --resume runs the case again)",
+                samples.len()
+            ),
+        );
+    }
+    out.errors = errors
+        .into_iter()
+        .map(|(case, message)| CaseError {
+            case: Some(case),
+            message,
+        })
+        .chain(run_errors.into_iter().map(|message| CaseError {
+            case: None,
+            message,
+        }))
+        .collect();
+    out
 }
 
 /// Entry point of a bench binary: parses `std::env::args`, runs, prints, returns the exit code
@@ -323,5 +534,123 @@ pub fn main(suite: Suite) -> i32 {
             eprintln!("melt: {e}");
             2
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::ModelInfo;
+    use crate::model::{ModelFormat, ModelSpec};
+    use crate::store::CaseMeta;
+    use crate::workload::tg;
+
+    fn start(case: &str) -> Event {
+        Event::CaseStart {
+            case: case.into(),
+            backend: "llama.cpp".into(),
+            model: "m".into(),
+            params: Params::default(),
+            workload: tg(4),
+        }
+    }
+
+    fn sample(case: &str, ns: u64, warmup: bool) -> Event {
+        Event::Sample {
+            case: case.into(),
+            index: 0,
+            warmup,
+            measured: Measured {
+                ns,
+                prefill_ns: 0,
+                decode_ns: ns,
+                ttft_ns: None,
+                token_ns: vec![],
+            },
+        }
+    }
+
+    fn end(case: &str, n: usize) -> Event {
+        let value = case.rsplit('/').next().unwrap();
+        Event::CaseEnd {
+            case: case.into(),
+            samples: n,
+            stop_reason: "sample_size".into(),
+            meta: Some(Box::new(CaseMeta {
+                id: BenchmarkId::new("m", "tg4", value, 4),
+                backend_version: "v".into(),
+                model: ModelSpec {
+                    name: "m".into(),
+                    path: "/m.gguf".into(),
+                    format: ModelFormat::Gguf,
+                    sha256: "ab".repeat(32),
+                    size_bytes: 1,
+                },
+                model_info: ModelInfo::default(),
+                load_ns: 5,
+                context_ns: 6,
+                peak_rss_bytes: Some(7),
+                peak_rss_per_case: true,
+            })),
+        }
+    }
+
+    #[test]
+    fn replay_rebuilds_finished_cases_across_a_resume() {
+        let (a, b) = ("m/tg4/x @d", "m/tg4/y @d");
+        let events = vec![
+            Event::RunStart {
+                run_id: "1".into(),
+                schema_version: 1,
+                host: HostInfo::default(),
+            },
+            start(a),
+            sample(a, 99, true),
+            sample(a, 10, false),
+            sample(a, 11, false),
+            end(a, 2),
+            start(b),
+            sample(b, 20, false),
+            // The connection dies here: b is cut off.
+        ];
+        let cut = replay(&events);
+        assert_eq!(cut.completed(), [a.to_string()].into());
+        assert_eq!(cut.records[0].samples.len(), 2, "warm-up left out");
+        assert_eq!(cut.records[0].load, Duration::from_nanos(5));
+        assert_eq!(cut.records[0].backend, "llama.cpp");
+        assert_eq!(cut.errors.len(), 1);
+        assert!(
+            cut.errors[0]
+                .message
+                .contains("interrupted after 1 samples"),
+            "{:?}",
+            cut.errors
+        );
+
+        // --resume: b starts over and finishes; its cut-off sample does not count.
+        let mut resumed = events.clone();
+        resumed.extend([
+            start(b),
+            sample(b, 30, false),
+            sample(b, 31, false),
+            end(b, 2),
+        ]);
+        let r = replay(&resumed);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(r.records.len(), 2);
+        let ns: Vec<u64> = r.records[1].samples.iter().map(|m| m.ns).collect();
+        assert_eq!(ns, [30, 31]);
+
+        // An error for a case that then succeeds on resume is gone; one that stays, stays.
+        let mut failed = vec![
+            start(b),
+            Event::Error {
+                case: Some(b.into()),
+                message: "boom".into(),
+            },
+        ];
+        assert_eq!(replay(&failed).errors[0].message, "boom");
+        failed.extend([start(b), sample(b, 1, false), end(b, 1)]);
+        assert!(replay(&failed).errors.is_empty());
     }
 }

@@ -46,14 +46,18 @@ impl std::str::FromStr for Format {
 pub fn samples_by_case(events: &[Event]) -> BTreeMap<String, Vec<Measured>> {
     let mut out: BTreeMap<String, Vec<Measured>> = BTreeMap::new();
     for e in events {
-        if let Event::Sample {
-            case,
-            warmup: false,
-            measured,
-            ..
-        } = e
-        {
-            out.entry(case.clone()).or_default().push(measured.clone());
+        match e {
+            // A case started again (a resumed device run) counts from its last start.
+            Event::CaseStart { case, .. } => {
+                out.remove(case);
+            }
+            Event::Sample {
+                case,
+                warmup: false,
+                measured,
+                ..
+            } => out.entry(case.clone()).or_default().push(measured.clone()),
+            _ => {}
         }
     }
     out

@@ -13,7 +13,7 @@ use crate::memory;
 use crate::model::{detect_format, Cache, ModelError, ModelFormat, ModelSpec, Registry};
 use crate::params::{Params, Point, Sweep};
 use crate::stats;
-use crate::store::{Event, EventLog};
+use crate::store::{CaseMeta, Event, EventLog};
 use crate::workload::{run_once, Measured, Workload};
 
 /// A bench target: what `melt_bench!` declares.
@@ -197,6 +197,16 @@ const PROMPT_SEED: u64 = 0x5eed;
 impl Runner<'_> {
     fn emit(&mut self, event: Event) {
         if let Err(e) = self.log.write(&event) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                // json-stream: whoever read the events is gone (a lost device connection).
+                // Measuring on for nobody would only keep the device busy; every sample is
+                // in this run's own samples.jsonl, which the line above has just flushed.
+                eprintln!(
+                    "melt: the event stream's reader went away; stopping (samples kept in {})",
+                    self.log.path().display()
+                );
+                std::process::exit(3);
+            }
             eprintln!("melt: cannot append to {}: {e}", self.log.path().display());
         }
     }
@@ -388,6 +398,16 @@ impl Runner<'_> {
             case: label.clone(),
             samples: samples.len(),
             stop_reason: stop_reason.to_string(),
+            meta: Some(Box::new(CaseMeta {
+                id: case.id.clone(),
+                backend_version: backend.version(),
+                model: spec.clone(),
+                model_info: info.clone(),
+                load_ns: load.as_nanos() as u64,
+                context_ns: context.as_nanos() as u64,
+                peak_rss_bytes,
+                peak_rss_per_case: per_case,
+            })),
         });
         Ok(CaseRecord {
             id: case.id.clone(),

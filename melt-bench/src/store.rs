@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::ModelInfo;
+use crate::criterion_format::BenchmarkId;
 use crate::host::HostInfo;
 use crate::model::ModelSpec;
 use crate::params::Params;
@@ -130,6 +131,10 @@ pub enum Event {
         case: String,
         samples: usize,
         stop_reason: String,
+        /// Everything else the analysis needs, so a host rebuilds the case from the stream
+        /// alone (a device run). Absent in logs written before it existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        meta: Option<Box<CaseMeta>>,
     },
     Error {
         case: Option<String>,
@@ -142,6 +147,19 @@ pub enum Event {
         cases: usize,
         errors: usize,
     },
+}
+
+/// What a finished case knows besides its samples (see [`Event::CaseEnd`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseMeta {
+    pub id: BenchmarkId,
+    pub backend_version: String,
+    pub model: ModelSpec,
+    pub model_info: ModelInfo,
+    pub load_ns: u64,
+    pub context_ns: u64,
+    pub peak_rss_bytes: Option<u64>,
+    pub peak_rss_per_case: bool,
 }
 
 /// Appends events to `samples.jsonl`, flushing each line.
@@ -255,6 +273,12 @@ pub struct Summary {
     pub schema_version: u32,
     pub run_id: String,
     pub host: HostInfo,
+    /// The device from melt.toml when the run was driven by `cargo xtask bench --target`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// What probing the device found (model, SoC, Android version, governor...).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub device_props: std::collections::BTreeMap<String, String>,
     pub cases: Vec<CaseSummary>,
     /// Cases that failed, with the reason; their samples (if any) are in samples.jsonl.
     pub errors: Vec<CaseError>,
@@ -327,6 +351,8 @@ pub(crate) mod test_support {
             schema_version: 1,
             run_id: run_id.into(),
             host: HostInfo::default(),
+            device: None,
+            device_props: Default::default(),
             cases,
             errors: vec![],
         }

@@ -2,12 +2,14 @@
 //!
 //! - `setup`: install llama.cpp's build prerequisites if missing, fetch the default model.
 //! - `models list` / `models fetch [NAME...]`: the `melt.toml` registry and the model cache.
-//! - `bench [--target host] [-- BENCH-ARGS]`: fetch the default model if missing, build and run
-//!   the shipped suite, print the table and where the reports are.
+//! - `bench [--target T] [-- BENCH-ARGS]`: fetch the default model if missing, build and run
+//!   the shipped suite here or on devices (see `devices`), print the table and the reports.
+//! - `devices`: the `[[device]]` inventory of melt.toml, each probed.
 //! - `test [-- CARGO-TEST-ARGS]`: every test of the workspace (release profile, so llama.cpp
 //!   is compiled once for tests and benches alike).
 //! - `gate --baseline NAME`: exit 1 when tok/s regressed for real against a saved baseline.
 
+mod devices;
 mod gate;
 mod history;
 mod models;
@@ -28,8 +30,14 @@ cargo xtask <command>
   setup-prereqs                  only install llama.cpp's build prerequisites if missing
   models list                    registry models and whether they are cached
   models fetch [NAME...]         fetch models into the cache (default: gemma-3-270m-q4_k_m)
-  bench [--target host] [-- ARGS]  run the shipped suite (ARGS go to the bench binary,
+  bench [--target T] [-- ARGS]   run the shipped suite here (T = host, the default) or on
+                                 devices: a [[device]] name, a tag, `android`, `ssh`, `local`,
+                                 or several, comma-separated (ARGS go to the bench binary,
                                  e.g. -- --quick, -- --save-baseline main, -- --help)
+        [--resume]               device runs: continue the device's unfinished run
+        [--case-timeout SECS]    device runs: kill a case silent this long [300]
+        [--cross] [--bench-bin PATH]  build with `cross` / use a binary built already
+  devices                        the [[device]]s of melt.toml, probed
   test [-- ARGS]                 run every test (cargo test --workspace --release)
   gate (--baseline NAME | --baseline-ref GIT-REF) [--threshold PCT] [--lenient] [--target-dir DIR]
                                  exit 1 if tok/s regressed for real against a saved criterion
@@ -60,44 +68,118 @@ fn run(mut cmd: Command) -> Result<ExitCode> {
     })
 }
 
-/// Splits `[--target T] [--] rest...`.
-fn parse_target(args: &[String]) -> Result<(String, Vec<String>)> {
-    let mut target = "host".to_string();
-    let mut rest = Vec::new();
+/// `bench` options: `[--target T] [--resume] [--case-timeout SECS] [--cross]
+/// [--bench-bin PATH] [--] rest...`; unknown options go to the bench binary.
+fn parse_bench(args: &[String]) -> Result<devices::run::Options> {
+    let mut o = devices::run::Options {
+        target: "host".into(),
+        resume: false,
+        case_timeout: std::time::Duration::from_secs(300),
+        cross: false,
+        bench_bin: None,
+        bench: "suite".into(),
+        args: Vec::new(),
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        match a.as_str() {
-            "--target" => target = it.next().context("--target needs a device name")?.clone(),
-            s if s.starts_with("--target=") => target = s["--target=".len()..].to_string(),
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (a.as_str(), None),
+        };
+        let mut value = |what: &str| -> Result<String> {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .with_context(|| format!("{flag} needs {what}"))
+        };
+        match flag {
+            "--target" => o.target = value("a device name")?,
+            "--resume" => o.resume = true,
+            "--cross" => o.cross = true,
+            "--bench-bin" => o.bench_bin = Some(value("a path")?.into()),
+            "--case-timeout" => {
+                let v = value("a number of seconds")?;
+                let secs: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                    .with_context(|| {
+                        format!("--case-timeout: `{v}` is not a positive number of seconds")
+                    })?;
+                o.case_timeout = std::time::Duration::from_secs_f64(secs);
+            }
             "--" => {
-                rest.extend(it.cloned());
+                o.args.extend(it.by_ref().cloned());
                 break;
             }
-            _ => rest.push(a.clone()),
+            _ => o.args.push(a.clone()),
         }
     }
-    Ok((target, rest))
+    Ok(o)
+}
+
+/// The melt.toml xtask reads (models and devices).
+fn config_path() -> Result<std::path::PathBuf> {
+    let cwd = std::env::current_dir()?;
+    melt_bench::model::Registry::find(&cwd)
+        .context("no melt.toml found here or above (set MELT_CONFIG to its path)")
+}
+
+fn inventory() -> Result<Vec<devices::Device>> {
+    let host = devices::build::Toolchain::detect()?.host_triple;
+    devices::load(&config_path()?, &host)
 }
 
 fn bench(args: &[String]) -> Result<ExitCode> {
-    let (target, rest) = parse_target(args)?;
-    if target != "host" {
-        bail!(
-            "unknown device `{target}`: melt.toml has no [[device]] of that name or kind (only `host` runs in this version)"
-        );
-    }
-    prereq::ensure()?;
+    let opts = parse_bench(args)?;
+    let rest = &opts.args;
     let wants_local_model = rest
         .iter()
         .any(|a| a == "--model" || a.starts_with("--model="));
     let asks_help = rest
         .iter()
         .any(|a| a == "--help" || a == "-h" || a == "--list");
+    if opts.target != "host" {
+        if opts.target.split(',').any(|t| t.trim() == "host") {
+            bail!(
+                "--target host runs here, in-process; name it alone (or add a `local` [[device]])"
+            );
+        }
+        let all = inventory()?;
+        let selected = devices::select(&all, &opts.target)?;
+        // Models are fetched on the host (registry, hash-verified) and pushed by hash.
+        let mut registry_models = Vec::new();
+        if !wants_local_model && !asks_help {
+            let registry = models::registry()?;
+            let path = models::fetch(&registry, &models::cache(), DEFAULT_MODEL)?;
+            let entry = registry.get(DEFAULT_MODEL)?;
+            registry_models.push(devices::run::ModelFile {
+                local: path,
+                sha256: entry.sha256.clone(),
+                file: entry.file.clone(),
+            });
+        }
+        if !opts.resume && opts.bench_bin.is_none() {
+            prereq::ensure()?;
+        }
+        let code = devices::run::bench_devices(
+            &opts,
+            &selected,
+            &config_path()?,
+            registry_models,
+            &target_dir(),
+        )?;
+        return Ok(ExitCode::from(code as u8));
+    }
+    if opts.resume || opts.cross || opts.bench_bin.is_some() {
+        bail!("--resume, --cross and --bench-bin are for device runs (--target DEVICE)");
+    }
+    prereq::ensure()?;
     if !wants_local_model && !asks_help {
         models::fetch(&models::registry()?, &models::cache(), DEFAULT_MODEL)?;
     }
     let mut cmd = cargo();
-    cmd.args(["bench", "--bench", "suite", "--"]).args(&rest);
+    cmd.args(["bench", "--bench", "suite", "--"]).args(rest);
     run(cmd)
 }
 
@@ -131,6 +213,10 @@ fn main() -> ExitCode {
             )),
         },
         Some("bench") => bench(&args[1..]),
+        Some("devices") => inventory().map(|d| {
+            print!("{}", devices::list(&d));
+            ExitCode::SUCCESS
+        }),
         Some("history") => history::run(&args[1..], &target_dir()).map(|_| ExitCode::SUCCESS),
         Some("report") => runs::report(&args[1..], &target_dir()).map(|t| {
             print!("{t}");
@@ -142,9 +228,17 @@ fn main() -> ExitCode {
             Ok(ExitCode::from(code as u8))
         }),
         Some("test") => prereq::ensure().and_then(|_| {
+            // The device tests push the shipped bench binary to their devices; a test cannot
+            // build it (cargo holds the build lock while tests run), so it is built first —
+            // the same release build the tests use, so nothing compiles twice.
+            let tc = devices::build::Toolchain::detect()?;
+            let plan = devices::build::plan(&tc, &tc.host_triple, "suite", 0, false)?;
+            let (bin, _) = devices::build::run(&plan, "suite")?;
             let rest = args[1..].iter().skip_while(|a| *a == "--");
             let mut cmd = cargo();
-            cmd.args(["test", "--workspace", "--release"]).args(rest);
+            cmd.env("MELT_TEST_SUITE_BIN", bin)
+                .args(["test", "--workspace", "--release"])
+                .args(rest);
             run(cmd)
         }),
         Some("help" | "--help" | "-h") | None => {
@@ -164,19 +258,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn target_and_pass_through_arguments() {
+    fn bench_options_and_pass_through_arguments() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(parse_target(&s(&[])).unwrap(), ("host".into(), vec![]));
+        let o = parse_bench(&s(&[])).unwrap();
         assert_eq!(
-            parse_target(&s(&["--target", "pixel", "--", "--quick"])).unwrap(),
-            ("pixel".into(), s(&["--quick"]))
+            (o.target.as_str(), o.args.len(), o.resume),
+            ("host", 0, false)
         );
-        assert_eq!(
-            parse_target(&s(&["--target=host", "--quick"])).unwrap(),
-            ("host".into(), s(&["--quick"]))
-        );
-        assert!(parse_target(&s(&["--target"])).is_err());
+        let o = parse_bench(&s(&[
+            "--target",
+            "pixel",
+            "--resume",
+            "--case-timeout=30",
+            "--",
+            "--quick",
+            "--resume",
+        ]))
+        .unwrap();
+        assert_eq!(o.target, "pixel");
+        assert!(o.resume);
+        assert_eq!(o.case_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(o.args, s(&["--quick", "--resume"]));
+        assert!(parse_bench(&s(&["--target"])).is_err());
+        let e = parse_bench(&s(&["--case-timeout", "-1"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--case-timeout"), "{e}");
         let err = bench(&s(&["--target", "pixel9"])).unwrap_err().to_string();
         assert!(err.contains("unknown device `pixel9`"), "{err}");
+        let err = bench(&s(&["--resume"])).unwrap_err().to_string();
+        assert!(err.contains("for device runs"), "{err}");
     }
 }

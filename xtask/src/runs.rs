@@ -34,6 +34,28 @@ pub fn run_dir(target_dir: &Path, id: Option<&str>) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The latest finished run of each device (the host counts as one), oldest device first:
+/// what `report` shows when no run is named, so devices appear side by side.
+pub fn latest_per_device(target_dir: &Path) -> Result<Vec<PathBuf>> {
+    let newest = run_dir(target_dir, None)?;
+    let runs = newest.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&runs)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("summary.json").is_file())
+        .collect();
+    dirs.sort();
+    let mut latest: std::collections::BTreeMap<String, PathBuf> = Default::default();
+    for d in dirs {
+        if let Ok(s) = load_summary(&d) {
+            latest.insert(s.device.unwrap_or_else(|| "host".into()), d);
+        }
+    }
+    let mut out: Vec<PathBuf> = latest.into_values().collect();
+    out.sort();
+    Ok(out)
+}
+
 pub fn load_summary(dir: &Path) -> Result<Summary> {
     let path = dir.join("summary.json");
     let text =
@@ -67,7 +89,8 @@ fn check_flags(args: &[String], known: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// `report [--run ID]... [--html]`: the table of the given runs (default: the latest),
+/// `report [--run ID]... [--html]`: the table of the given runs (default: the latest of
+/// each device),
 /// merged; with `--html` also `target/melt/report/index.html` for them.
 pub fn report(args: &[String], target_dir: &Path) -> Result<String> {
     let html = args.iter().any(|a| a == "--html");
@@ -75,7 +98,7 @@ pub fn report(args: &[String], target_dir: &Path) -> Result<String> {
     check_flags(&args, &["--run"])?;
     let ids = values(&args, "--run")?;
     let dirs: Vec<PathBuf> = if ids.is_empty() {
-        vec![run_dir(target_dir, None)?]
+        latest_per_device(target_dir)?
     } else {
         ids.iter()
             .map(|id| run_dir(target_dir, Some(id)))

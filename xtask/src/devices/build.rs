@@ -1,0 +1,456 @@
+//! Building the bench binary for a device's target triple.
+//!
+//! - The host's own triple: plain `cargo bench --no-run`, the very build `cargo xtask bench`
+//!   and `cargo xtask test` use (no second llama.cpp build).
+//! - `*-linux-android`: plain cargo with the NDK's clang as linker, C and C++ compiler, and
+//!   `ANDROID_NDK` / `ANDROID_API_LEVEL` for llama-cpp-sys-2's cmake build (its Android
+//!   toolchain file, ABI and platform), as cargo-ndk does; `libc++_shared.so` ships beside the
+//!   binary because the NDK build links the shared C++ runtime.
+//! - Other Linux triples: plain cargo with the GNU cross toolchain named in
+//!   `.cargo/config.toml` (e.g. `aarch64-linux-gnu-gcc` from Debian's `gcc-aarch64-linux-gnu`).
+//! - `--cross`: the `cross` tool, when a docker engine answers.
+//!
+//! Everything missing is named with the command that installs it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// A build to run: program, arguments, extra environment, and libraries to ship.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildPlan {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Shared libraries the binary needs on the device that the device does not have.
+    pub libs: Vec<PathBuf>,
+}
+
+/// What a build needs to know about this machine (read from the real one in [`Toolchain::detect`],
+/// made up in tests).
+pub struct Toolchain {
+    pub host_triple: String,
+    /// `rustc --print sysroot`.
+    pub sysroot: PathBuf,
+    pub env: BTreeMap<String, String>,
+    /// Whether a program is on PATH.
+    pub has_program: Box<dyn Fn(&str) -> bool>,
+}
+
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
+impl Toolchain {
+    pub fn detect() -> Result<Toolchain> {
+        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+        let vv = Command::new(&rustc)
+            .arg("-vV")
+            .output()
+            .context("cannot run rustc")?;
+        let vv = String::from_utf8_lossy(&vv.stdout);
+        let host_triple = vv
+            .lines()
+            .find_map(|l| l.strip_prefix("host: "))
+            .context("rustc -vV printed no host triple")?
+            .to_string();
+        let sysroot = Command::new(&rustc)
+            .args(["--print", "sysroot"])
+            .output()
+            .context("cannot run rustc")?;
+        Ok(Toolchain {
+            host_triple,
+            sysroot: PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim()),
+            env: std::env::vars().collect(),
+            has_program: Box::new(on_path),
+        })
+    }
+
+    fn has_rust_std(&self, triple: &str) -> bool {
+        self.sysroot
+            .join("lib/rustlib")
+            .join(triple)
+            .join("lib")
+            .is_dir()
+    }
+}
+
+/// NDK clang's target prefix for a Rust Android triple.
+fn ndk_clang_target(triple: &str) -> Option<&'static str> {
+    match triple {
+        "aarch64-linux-android" => Some("aarch64-linux-android"),
+        "armv7-linux-androideabi" => Some("armv7a-linux-androideabi"),
+        "x86_64-linux-android" => Some("x86_64-linux-android"),
+        "i686-linux-android" => Some("i686-linux-android"),
+        _ => None,
+    }
+}
+
+/// The NDK sysroot's library directory name for a Rust Android triple.
+fn ndk_lib_dir(triple: &str) -> &str {
+    match triple {
+        "armv7-linux-androideabi" => "arm-linux-androideabi",
+        t => t,
+    }
+}
+
+/// The GNU cross compiler prefix `.cargo/config.toml` names as linker for a Linux triple.
+fn gnu_prefix(triple: &str) -> Option<&'static str> {
+    match triple {
+        "aarch64-unknown-linux-gnu" => Some("aarch64-linux-gnu"),
+        "armv7-unknown-linux-gnueabihf" => Some("arm-linux-gnueabihf"),
+        "riscv64gc-unknown-linux-gnu" => Some("riscv64-linux-gnu"),
+        "x86_64-unknown-linux-gnu" => Some("x86_64-linux-gnu"),
+        _ => None,
+    }
+}
+
+/// `CC_aarch64_linux_android`-style variable names (cc and cmake crates read these).
+fn target_var(prefix: &str, triple: &str) -> String {
+    format!("{prefix}_{}", triple.replace('-', "_"))
+}
+
+fn cargo_linker_var(triple: &str) -> String {
+    format!(
+        "CARGO_TARGET_{}_LINKER",
+        triple.replace(['-', '.'], "_").to_uppercase()
+    )
+}
+
+/// The build of the bench target `bench` for `triple`.
+pub fn plan(
+    tc: &Toolchain,
+    triple: &str,
+    bench: &str,
+    api_level: u32,
+    cross: bool,
+) -> Result<BuildPlan> {
+    let mut p = BuildPlan {
+        program: tc
+            .env
+            .get("CARGO")
+            .cloned()
+            .unwrap_or_else(|| "cargo".into()),
+        args: vec![
+            "bench".into(),
+            "--no-run".into(),
+            "--bench".into(),
+            bench.into(),
+            "--message-format".into(),
+            "json-render-diagnostics".into(),
+        ],
+        env: BTreeMap::new(),
+        libs: Vec::new(),
+    };
+    if triple == tc.host_triple && !cross {
+        // No `--target`: the host build's own directory, so nothing is compiled twice.
+        return Ok(p);
+    }
+    p.args.extend(["--target".into(), triple.into()]);
+    if cross {
+        if !(tc.has_program)("cross") {
+            bail!("--cross needs the `cross` tool: cargo install cross --locked");
+        }
+        let engine = Command::new("docker")
+            .arg("info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output();
+        match engine {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => bail!(
+                "--cross needs a running docker engine, and `docker info` failed: {}\n\
+                 (without --cross, melt builds with the target's own toolchain)",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => bail!("--cross needs docker (or podman), which cannot run here: {e}"),
+        }
+        p.program = "cross".into();
+        return Ok(p);
+    }
+    if !tc.has_rust_std(triple) {
+        bail!(
+            "the Rust standard library for {triple} is not installed: rustup target add {triple}"
+        );
+    }
+    if let Some(clang_target) = ndk_clang_target(triple) {
+        let ndk = ["ANDROID_NDK_HOME", "ANDROID_NDK_ROOT", "ANDROID_NDK"]
+            .iter()
+            .find_map(|v| tc.env.get(*v))
+            .with_context(|| {
+                format!(
+                    "building for {triple} needs the Android NDK: install it (Android Studio's SDK \
+                     manager, or `sdkmanager \"ndk;27.2.12479018\"`) and set ANDROID_NDK_HOME to it"
+                )
+            })?;
+        let ndk = PathBuf::from(ndk);
+        let bin = ndk.join("toolchains/llvm/prebuilt/linux-x86_64/bin");
+        let clang = bin.join(format!("{clang_target}{api_level}-clang"));
+        if !clang.is_file() {
+            bail!(
+                "the NDK at {} has no {} (is ANDROID_NDK_HOME an NDK, and does it support API level {api_level}? set api_level in the [[device]])",
+                ndk.display(),
+                clang.display()
+            );
+        }
+        let toolchain_file = ndk.join("build/cmake/android.toolchain.cmake");
+        if !toolchain_file.is_file() {
+            bail!(
+                "the NDK at {} has no {}",
+                ndk.display(),
+                toolchain_file.display()
+            );
+        }
+        let clangxx = bin.join(format!("{clang_target}{api_level}-clang++"));
+        let s = |p: &Path| p.display().to_string();
+        p.env.insert(cargo_linker_var(triple), s(&clang));
+        p.env.insert(target_var("CC", triple), s(&clang));
+        p.env.insert(target_var("CXX", triple), s(&clangxx));
+        p.env
+            .insert(target_var("AR", triple), s(&bin.join("llvm-ar")));
+        // llama-cpp-sys-2 reads these to configure llama.cpp's cmake for Android.
+        p.env.insert("ANDROID_NDK".into(), s(&ndk));
+        p.env
+            .insert("ANDROID_API_LEVEL".into(), api_level.to_string());
+        p.env
+            .insert("ANDROID_PLATFORM".into(), format!("android-{api_level}"));
+        let cxx_shared = ndk
+            .join("toolchains/llvm/prebuilt/linux-x86_64/sysroot/usr/lib")
+            .join(ndk_lib_dir(triple))
+            .join("libc++_shared.so");
+        if !cxx_shared.is_file() {
+            bail!(
+                "the NDK at {} has no {}",
+                ndk.display(),
+                cxx_shared.display()
+            );
+        }
+        p.libs.push(cxx_shared);
+        return Ok(p);
+    }
+    if let Some(prefix) = gnu_prefix(triple) {
+        let gcc = format!("{prefix}-gcc");
+        let gxx = format!("{prefix}-g++");
+        for prog in [&gcc, &gxx] {
+            if !(tc.has_program)(prog) {
+                bail!(
+                    "building for {triple} needs the {prefix} cross compilers: \
+                     apt-get install gcc-{prefix} g++-{prefix}"
+                );
+            }
+        }
+        p.env.insert(cargo_linker_var(triple), gcc.clone());
+        p.env.insert(target_var("CC", triple), gcc);
+        p.env.insert(target_var("CXX", triple), gxx);
+        return Ok(p);
+    }
+    bail!(
+        "melt does not know how to build for {triple} without --cross \
+         (known: the host, *-linux-android, aarch64/armv7/riscv64 Linux GNU)"
+    )
+}
+
+/// The bench executable a cargo JSON message stream names.
+pub fn executable_from_messages(stdout: &str, bench: &str) -> Option<PathBuf> {
+    stdout.lines().rev().find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        (v["reason"] == "compiler-artifact" && v["target"]["name"] == bench)
+            .then(|| v["executable"].as_str().map(PathBuf::from))
+            .flatten()
+    })
+}
+
+/// Runs the build; the bench executable and the libraries to ship.
+pub fn run(plan: &BuildPlan, bench: &str) -> Result<(PathBuf, Vec<PathBuf>)> {
+    eprintln!(
+        "xtask: {}{} {}",
+        plan.env
+            .iter()
+            .map(|(k, v)| format!("{k}={v} "))
+            .collect::<String>(),
+        plan.program,
+        plan.args.join(" ")
+    );
+    let out = Command::new(&plan.program)
+        .args(&plan.args)
+        .envs(&plan.env)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", plan.program))?;
+    if !out.status.success() {
+        bail!("the build for the device failed (see the compiler output above)");
+    }
+    let exe = executable_from_messages(&String::from_utf8_lossy(&out.stdout), bench)
+        .with_context(|| format!("cargo built no executable for the bench target `{bench}`"))?;
+    Ok((exe, plan.libs.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toolchain(
+        sysroot: &Path,
+        env: &[(&str, &Path)],
+        programs: &'static [&'static str],
+    ) -> Toolchain {
+        Toolchain {
+            host_triple: "x86_64-unknown-linux-gnu".into(),
+            sysroot: sysroot.to_path_buf(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.display().to_string()))
+                .collect(),
+            has_program: Box::new(move |p| programs.contains(&p)),
+        }
+    }
+
+    fn touch(p: &Path) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, "").unwrap();
+    }
+
+    #[test]
+    fn host_triple_reuses_the_host_build() {
+        let tc = toolchain(Path::new("/nowhere"), &[], &[]);
+        let p = plan(&tc, "x86_64-unknown-linux-gnu", "suite", 28, false).unwrap();
+        assert_eq!(
+            p.args,
+            [
+                "bench",
+                "--no-run",
+                "--bench",
+                "suite",
+                "--message-format",
+                "json-render-diagnostics"
+            ]
+        );
+        assert!(p.env.is_empty() && p.libs.is_empty());
+    }
+
+    #[test]
+    fn android_build_from_the_ndk() {
+        let dir = tempfile::tempdir().unwrap();
+        let sysroot = dir.path().join("rust");
+        let ndk = dir.path().join("ndk r27");
+        let tc = toolchain(&sysroot, &[("ANDROID_NDK_HOME", &ndk)], &[]);
+        let e = plan(&tc, "aarch64-linux-android", "suite", 30, false)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "the Rust standard library for aarch64-linux-android is not installed: rustup target add aarch64-linux-android"
+        );
+        std::fs::create_dir_all(sysroot.join("lib/rustlib/aarch64-linux-android/lib")).unwrap();
+        let e = plan(&tc, "aarch64-linux-android", "suite", 30, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("aarch64-linux-android30-clang"), "{e}");
+        let bin = ndk.join("toolchains/llvm/prebuilt/linux-x86_64/bin");
+        touch(&bin.join("aarch64-linux-android30-clang"));
+        touch(&ndk.join("build/cmake/android.toolchain.cmake"));
+        let libcxx = ndk.join(
+            "toolchains/llvm/prebuilt/linux-x86_64/sysroot/usr/lib/aarch64-linux-android/libc++_shared.so",
+        );
+        touch(&libcxx);
+        let p = plan(&tc, "aarch64-linux-android", "suite", 30, false).unwrap();
+        assert_eq!(p.program, "cargo");
+        assert_eq!(
+            p.args[p.args.len() - 2..],
+            ["--target", "aarch64-linux-android"]
+        );
+        let clang = bin
+            .join("aarch64-linux-android30-clang")
+            .display()
+            .to_string();
+        assert_eq!(p.env["CARGO_TARGET_AARCH64_LINUX_ANDROID_LINKER"], clang);
+        assert_eq!(p.env["CC_aarch64_linux_android"], clang);
+        assert_eq!(p.env["CXX_aarch64_linux_android"], format!("{clang}++"));
+        assert_eq!(
+            p.env["AR_aarch64_linux_android"],
+            bin.join("llvm-ar").display().to_string()
+        );
+        assert_eq!(p.env["ANDROID_NDK"], ndk.display().to_string());
+        assert_eq!(p.env["ANDROID_API_LEVEL"], "30");
+        assert_eq!(p.env["ANDROID_PLATFORM"], "android-30");
+        assert_eq!(p.libs, [libcxx]);
+    }
+
+    #[test]
+    fn missing_toolchains_say_how_to_install_them() {
+        let dir = tempfile::tempdir().unwrap();
+        for t in [
+            "aarch64-linux-android",
+            "aarch64-unknown-linux-gnu",
+            "mips-unknown-linux-gnu",
+        ] {
+            std::fs::create_dir_all(dir.path().join("lib/rustlib").join(t).join("lib")).unwrap();
+        }
+        let tc = toolchain(dir.path(), &[], &[]);
+        let e = plan(&tc, "aarch64-linux-android", "suite", 28, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("needs the Android NDK") && e.contains("ANDROID_NDK_HOME"),
+            "{e}"
+        );
+        let e = plan(&tc, "aarch64-unknown-linux-gnu", "suite", 28, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("apt-get install gcc-aarch64-linux-gnu g++-aarch64-linux-gnu"),
+            "{e}"
+        );
+        let e = plan(&tc, "mips-unknown-linux-gnu", "suite", 28, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--cross"), "{e}");
+        let e = plan(&tc, "aarch64-unknown-linux-gnu", "suite", 28, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cargo install cross"), "{e}");
+
+        let gnu = toolchain(
+            dir.path(),
+            &[],
+            &["aarch64-linux-gnu-gcc", "aarch64-linux-gnu-g++"],
+        );
+        let p = plan(&gnu, "aarch64-unknown-linux-gnu", "suite", 28, false).unwrap();
+        assert_eq!(
+            p.env["CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER"],
+            "aarch64-linux-gnu-gcc"
+        );
+        assert_eq!(
+            p.env["CXX_aarch64_unknown_linux_gnu"],
+            "aarch64-linux-gnu-g++"
+        );
+    }
+
+    #[test]
+    fn cross_needs_a_docker_engine() {
+        // This machine has a docker client but no engine: the error says so.
+        if !on_path("docker") {
+            return;
+        }
+        let tc = toolchain(Path::new("/"), &[], &["cross"]);
+        match plan(&tc, "aarch64-unknown-linux-gnu", "suite", 28, true) {
+            Ok(p) => assert_eq!(p.program, "cross"), // an engine answers here after all
+            Err(e) => assert!(e.to_string().contains("docker"), "{e}"),
+        }
+    }
+
+    #[test]
+    fn executable_is_found_in_cargo_messages() {
+        let msgs = r#"{"reason":"compiler-artifact","target":{"name":"melt_bench","kind":["lib"]},"executable":null}
+{"reason":"compiler-artifact","target":{"name":"suite","kind":["bench"]},"executable":"/t/release/deps/suite-abc"}
+{"reason":"build-finished","success":true}"#;
+        assert_eq!(
+            executable_from_messages(msgs, "suite"),
+            Some(PathBuf::from("/t/release/deps/suite-abc"))
+        );
+        assert_eq!(executable_from_messages(msgs, "other"), None);
+    }
+}

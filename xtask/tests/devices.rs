@@ -1,0 +1,603 @@
+//! Device runs end to end, for real: the shipped bench binary goes through `cargo xtask bench
+//! --target` to a `local` device, to an `ssh` device (a real `sshd` this test starts on
+//! loopback with keys it generates), and to an `adb` device (a recording `adb` first on PATH
+//! that runs the device's shell commands here) — and the results come back tagged.
+//!
+//! The bench binary comes from `MELT_TEST_SUITE_BIN`, which `cargo xtask test` sets after
+//! building it (a test cannot run cargo itself while cargo holds the build lock). Without it
+//! these tests say so and pass, unless `MELT_TEST_REQUIRE_DEVICES=1` (CI) makes that a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use melt_bench::store::{read_events, Event, Summary};
+
+fn require() -> bool {
+    std::env::var_os("MELT_TEST_REQUIRE_DEVICES").is_some()
+}
+
+fn suite_bin() -> Option<PathBuf> {
+    match std::env::var_os("MELT_TEST_SUITE_BIN") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            assert!(
+                !require(),
+                "MELT_TEST_SUITE_BIN is not set: run the tests with `cargo xtask test`"
+            );
+            eprintln!("skipped: MELT_TEST_SUITE_BIN not set (run `cargo xtask test`)");
+            None
+        }
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    model: PathBuf,
+}
+
+impl Fixture {
+    fn new(devices_toml: &str) -> Option<Fixture> {
+        let bin = suite_bin()?;
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("tiny-llama.gguf");
+        melt_bench::testkit::TinyLlama::default()
+            .write(&model)
+            .unwrap();
+        std::fs::write(dir.path().join("melt.toml"), devices_toml).unwrap();
+        Some(Fixture { dir, bin, model })
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn target(&self) -> PathBuf {
+        self.path("target")
+    }
+
+    fn xtask(&self, target: &str, extra: &[&str], bench_args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        c.current_dir(self.dir.path())
+            .env("MELT_CONFIG", self.path("melt.toml"))
+            .env("CARGO_TARGET_DIR", self.target())
+            .env_remove("MELT_TARGET_DIR")
+            .args(["bench", "--target", target, "--bench-bin"])
+            .arg(&self.bin)
+            .args(extra)
+            .arg("--")
+            .arg("--model")
+            .arg(&self.model)
+            .args(["--warm-up-time", "0", "--nresamples", "1000"])
+            .args(bench_args);
+        c
+    }
+
+    fn bench(&self, target: &str, extra: &[&str], bench_args: &[&str]) -> Output {
+        self.xtask(target, extra, bench_args).output().unwrap()
+    }
+
+    /// The finished runs, oldest first.
+    fn summaries(&self) -> Vec<Summary> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.target().join("melt/runs"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("summary.json").is_file())
+            .collect();
+        dirs.sort();
+        dirs.iter()
+            .map(|d| {
+                serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap())
+                    .unwrap()
+            })
+            .collect()
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A TOML basic string (a JSON string is one).
+fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+/// Every case of the shipped suite, measured, tagged with the device.
+fn assert_complete(s: &Summary, device: &str) {
+    assert_eq!(s.device.as_deref(), Some(device));
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!(s.cases.len(), 8, "2 thread counts x 4 workloads");
+    for c in &s.cases {
+        assert!(c.id.ends_with(&format!(" @{device}")), "{}", c.id);
+        assert!(c.metrics["tokens_per_second"].estimate > 0.0);
+        assert!(
+            c.criterion_dir.join("new/estimates.json").is_file(),
+            "{}",
+            c.criterion_dir.display()
+        );
+    }
+}
+
+#[test]
+fn local_device_end_to_end() {
+    let Some(f) = Fixture::new(
+        r#"
+[[device]]
+name = "here"
+transport = "local"
+workdir = "dev dir"
+tags = ["mine"]
+"#,
+    ) else {
+        return;
+    };
+    let out = f.bench("mine", &[], &["--sample-size", "3"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let runs = f.summaries();
+    assert_eq!(runs.len(), 1);
+    assert_complete(&runs[0], "here");
+    assert_eq!(runs[0].device_props["arch"], std::env::consts::ARCH);
+    // The model sits in the device's cache by hash.
+    let sha = melt_bench::model::sha256_file(&f.model).unwrap();
+    assert!(f
+        .path("dev dir/cache/models")
+        .join(&sha)
+        .join("tiny-llama.gguf")
+        .is_file());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pushed"), "{err}");
+    // The device's table is printed, the merged report written.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("## here") && stdout.contains("| here | llama"),
+        "{stdout}"
+    );
+    assert!(f.target().join("melt/report/index.html").is_file());
+
+    // Again: nothing is pushed twice.
+    let again = f.bench("here", &[], &["--sample-size", "3", "tg128"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        !String::from_utf8_lossy(&again.stderr).contains("pushed"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(f.summaries().len(), 2);
+}
+
+/// A real sshd on 127.0.0.1, with a host key and user keys made for this test.
+struct Sshd {
+    child: Child,
+    port: u16,
+    key: PathBuf,
+    known_hosts: PathBuf,
+}
+
+impl Sshd {
+    fn start(dir: &Path) -> Option<Sshd> {
+        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file());
+        let Some(sshd) = sshd else {
+            assert!(
+                !require(),
+                "no sshd: apt-get install openssh-server openssh-client"
+            );
+            eprintln!("skipped: no sshd on this machine");
+            return None;
+        };
+        let keygen = |name: &str| {
+            let st = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.join(name))
+                .status()
+                .unwrap();
+            assert!(st.success());
+        };
+        keygen("host_key");
+        keygen("user_key");
+        keygen("stranger_key");
+        std::fs::copy(dir.join("user_key.pub"), dir.join("authorized_keys")).unwrap();
+        // The privilege separation directory sshd insists on when run as root.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\n\
+                 AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
+                 UsePAM no\nStrictModes no\nPidFile {d}/sshd.pid\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "sshd did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Sshd {
+            child,
+            port,
+            key: dir.join("user_key"),
+            known_hosts: dir.join("known_hosts"),
+        })
+    }
+
+    fn device(&self, name: &str, key: &Path, workdir: &Path) -> String {
+        let user = Command::new("id").arg("-un").output().unwrap().stdout;
+        let user = String::from_utf8(user).unwrap();
+        format!(
+            "[[device]]\nname = {}\ntransport = \"ssh\"\nhost = \"127.0.0.1\"\nuser = {}\n\
+             port = {}\nkey = {}\n\
+             ssh_options = [\"-o\", {}, \"-o\", \"StrictHostKeyChecking=accept-new\"]\n\
+             workdir = {}\nenv = {{ MELT_TEST_ENV = \"a b; $(touch /tmp/melt-pwned-ssh)\" }}\n",
+            toml_str(name),
+            toml_str(user.trim()),
+            self.port,
+            toml_str(&key.display().to_string()),
+            toml_str(&format!(
+                "UserKnownHostsFile={}",
+                self.known_hosts.display()
+            )),
+            toml_str(&workdir.display().to_string()),
+        )
+    }
+
+    /// Drops every open connection (the per-session sshd processes); the listener stays.
+    fn cut_connections(&self) {
+        let _ = Command::new("pkill")
+            .arg("-P")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.cut_connections();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ssh_device_end_to_end_with_lost_connection_and_resume() {
+    let Some(f) = Fixture::new("") else {
+        return;
+    };
+    let keys = f.path("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let Some(sshd) = Sshd::start(&keys) else {
+        return;
+    };
+    let workdir = f.path("remote home/melt $(touch /tmp/melt-pwned-workdir)");
+    let inventory = format!(
+        "{}\n{}",
+        sshd.device("jetson", &sshd.key, &workdir),
+        sshd.device("stranger", &keys.join("stranger_key"), &workdir)
+    );
+    std::fs::write(f.path("melt.toml"), inventory).unwrap();
+
+    // A host run first: the merged report must show the device beside it.
+    let host = Command::new(&f.bin)
+        .arg("--model")
+        .arg(&f.model)
+        .args(["--warm-up-time", "0", "--sample-size", "3"])
+        .args(["--nresamples", "1000", "--target-dir"])
+        .arg(f.target())
+        .output()
+        .unwrap();
+    assert!(host.status.success(), "{}", text(&host));
+
+    let out = f.bench("jetson", &[], &["--sample-size", "3"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let runs = f.summaries();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].device, None);
+    assert_complete(&runs[1], "jetson");
+    for p in ["/tmp/melt-pwned-ssh", "/tmp/melt-pwned-workdir"] {
+        assert!(!Path::new(p).exists(), "{p}: injection");
+    }
+    let report = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(f.dir.path())
+        .env("CARGO_TARGET_DIR", f.target())
+        .args(["report", "--html"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&report.stdout);
+    assert!(report.status.success(), "{}", text(&report));
+    assert!(
+        table.contains("| jetson | llama") && table.contains("| host | llama"),
+        "{table}"
+    );
+    let page = std::fs::read_to_string(f.target().join("melt/report/index.html")).unwrap();
+    assert!(page.contains("@jetson"));
+
+    // A wrong key: a clear error, nothing run.
+    let out = f.bench("stranger", &[], &["--sample-size", "3"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`stranger` is not reachable") && err.contains("Permission denied"),
+        "{err}"
+    );
+
+    // The connection dies mid-run: what was streamed stays, --resume finishes the rest.
+    let run = f
+        .xtask("jetson", &[], &["--sample-size", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runs_dir = f.target().join("melt/runs");
+    let start = Instant::now();
+    let log = loop {
+        let live = std::fs::read_dir(&runs_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.join("device.json").is_file() && !p.join("summary.json").is_file());
+        if let Some(dir) = live {
+            let log = dir.join("samples.jsonl");
+            let ended = read_events(&log).map_or(0, |ev| {
+                ev.iter()
+                    .filter(|e| matches!(e, Event::CaseEnd { .. }))
+                    .count()
+            });
+            if ended >= 1 {
+                break log;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no case finished"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    sshd.cut_connections();
+    let lost = run.wait_with_output().unwrap();
+    assert_eq!(lost.status.code(), Some(2), "{}", text(&lost));
+    let err = String::from_utf8_lossy(&lost.stderr);
+    assert!(
+        err.contains("lost `jetson` mid-run") && err.contains("--resume"),
+        "{err}"
+    );
+    let kept = read_events(&log).unwrap();
+    let finished: Vec<String> = kept
+        .iter()
+        .filter_map(|e| match e {
+            Event::CaseEnd { case, .. } => Some(case.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!finished.is_empty() && finished.len() < 8, "{finished:?}");
+    let state = std::fs::read_to_string(log.with_file_name("device.json")).unwrap();
+    assert!(state.contains("\"interrupted\""), "{state}");
+
+    let resumed = f.bench("jetson", &["--resume"], &["--sample-size", "3"]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    let all = read_events(&log).unwrap();
+    for case in &finished {
+        let starts = all
+            .iter()
+            .filter(|e| matches!(e, Event::CaseStart { case: c, .. } if c == case))
+            .count();
+        assert_eq!(starts, 1, "{case} finished before the cut: not run again");
+    }
+    let last = f.summaries().pop().unwrap();
+    assert_complete(&last, "jetson");
+    for c in &last.cases {
+        let expected = if finished.contains(&c.id) { 60 } else { 3 };
+        assert_eq!(c.samples, expected, "{}", c.id);
+    }
+    let nothing = f.bench("jetson", &["--resume"], &[]);
+    assert_eq!(nothing.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&nothing.stderr).contains("nothing to resume"),
+        "{}",
+        text(&nothing)
+    );
+}
+
+/// A recording `adb`: logs its arguments (unit separator between, record separator after), then does to this machine what adb would do to a
+/// phone. Like adb without shell protocol v2, `adb shell` exits 0 whatever the command did.
+const FAKE_ADB: &str = r#"#!/bin/sh
+{ for a in "$@"; do printf '%s\037' "$a"; done; printf '\036'; } >> "$MELT_ADB_LOG"
+if [ "$1" = "-s" ]; then shift 2; fi
+cmd=$1; shift
+case "$cmd" in
+  shell) sh -c "$*"; exit 0 ;;
+  push) cp "$1" "$2" && echo "$1: 1 file pushed" ;;
+  pull) cp "$1" "$2" && echo "$1: 1 file pulled" ;;
+  connect) echo "connected to $1" ;;
+  *) echo "fake adb: $cmd?" >&2; exit 1 ;;
+esac
+"#;
+
+const FAKE_GETPROP: &str = r#"#!/bin/sh
+case "$1" in
+  ro.product.model) echo "Pixel 7" ;;
+  ro.soc.model) echo "Tensor G2" ;;
+  ro.build.version.release) echo 14 ;;
+  ro.build.version.sdk) echo 34 ;;
+  *) echo "" ;;
+esac
+"#;
+
+#[test]
+fn adb_device_command_lines() {
+    let Some(f) = Fixture::new("") else {
+        return;
+    };
+    let tools = f.path("tools");
+    std::fs::create_dir_all(&tools).unwrap();
+    for (name, body) in [("adb", FAKE_ADB), ("getprop", FAKE_GETPROP)] {
+        let p = tools.join(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let workdir = f.path("data local tmp/melt '$(touch /tmp/melt-pwned-adb)'");
+    let vv = Command::new("rustc").arg("-vV").output().unwrap().stdout;
+    let host_triple = String::from_utf8(vv)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .unwrap();
+    std::fs::write(
+        f.path("melt.toml"),
+        format!(
+            "[[device]]\nname = \"pixel 7; reboot\"\ntransport = \"adb\"\n\
+             serial = \"emulator-5554\"\ntriple = {}\nworkdir = {}\n",
+            toml_str(&host_triple),
+            toml_str(&workdir.display().to_string())
+        ),
+    )
+    .unwrap();
+    let adb_log = f.path("adb.log");
+    let path = format!("{}:{}", tools.display(), std::env::var("PATH").unwrap());
+    let run = |bench_args: &[&str]| {
+        f.xtask("android", &[], bench_args)
+            .env("PATH", &path)
+            .env("MELT_ADB_LOG", &adb_log)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--sample-size", "3", "/pp512/"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = f.summaries().pop().unwrap();
+    assert_eq!(s.device.as_deref(), Some("pixel 7; reboot"));
+    assert_eq!(s.cases.len(), 2, "pp512 at two thread counts");
+    assert_eq!(s.device_props["android_model"], "Pixel 7");
+    assert_eq!(s.device_props["android_api"], "34");
+    assert!(!Path::new("/tmp/melt-pwned-adb").exists());
+
+    let calls: Vec<Vec<String>> = std::fs::read_to_string(&adb_log)
+        .unwrap()
+        .split('\u{1e}')
+        .filter(|call| !call.is_empty())
+        .map(|l| {
+            l.split('\u{1f}')
+                .filter(|a| !a.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .collect();
+    assert!(
+        calls.iter().all(|c| c[..2] == ["-s", "emulator-5554"]),
+        "{calls:?}"
+    );
+    let w = workdir.display().to_string();
+    let sha = melt_bench::model::sha256_file(&f.model).unwrap();
+    let bin_sha = melt_bench::model::sha256_file(&f.bin).unwrap();
+    let bin_name = f.bin.file_name().unwrap().to_string_lossy().to_string();
+    let has = |want: &[&str]| calls.iter().any(|c| c[2..] == *want);
+    let model_part = format!("{w}/cache/models/{sha}/tiny-llama.gguf.part");
+    assert!(
+        has(&["push", &f.model.display().to_string(), &model_part]),
+        "{calls:#?}"
+    );
+    let bin_part = format!("{w}/bin/{}/{bin_name}.part", &bin_sha[..16]);
+    assert!(
+        has(&["push", &f.bin.display().to_string(), &bin_part]),
+        "{calls:#?}"
+    );
+    let shells: Vec<&String> = calls
+        .iter()
+        .filter(|c| c[2] == "shell")
+        .map(|c| &c[3])
+        .collect();
+    assert!(
+        shells
+            .iter()
+            .any(|s| s.contains("getprop ro.product.model")),
+        "probe"
+    );
+    let run_line = shells
+        .iter()
+        .find(|s| s.contains("'--output-format' 'json-stream'"))
+        .expect("the run");
+    assert!(
+        run_line.contains("echo \"__MELT_EXIT__=$melt_code\""),
+        "{run_line}"
+    );
+    assert!(
+        run_line.contains("'--device' 'pixel 7; reboot'"),
+        "{run_line}"
+    );
+    assert!(run_line.contains("svc power stayon true"), "{run_line}");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c[2] == "pull" && c[3].ends_with("/samples.jsonl")),
+        "{calls:#?}"
+    );
+
+    // The device's exit status comes back although `adb shell` exits 0: a bad backend is exit
+    // 2 on the device, and named here.
+    let out = run(&["--backend", "nosuch"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown backend `nosuch`"), "{err}");
+}
+
+/// A bench binary that lists one case and then hangs without a word: what a wedged model
+/// load looks like from the host.
+const HANGING_BENCH: &str = r#"#!/bin/sh
+for a in "$@"; do
+  if [ "$a" = "--list" ]; then echo "m/tg1/b t=1 @here: benchmark"; exit 0; fi
+done
+echo $$ > "$MELT_TEST_HANG_PID"
+exec sleep 600
+"#;
+
+#[test]
+fn a_silent_device_is_killed_after_the_case_timeout() {
+    let Some(mut f) = Fixture::new(
+        "[[device]]\nname = \"here\"\ntransport = \"local\"\nworkdir = \"dev\"\n\
+         env = { MELT_TEST_HANG_PID = \"hang.pid\" }\n",
+    ) else {
+        return;
+    };
+    f.bin = f.path("hanging-bench");
+    std::fs::write(&f.bin, HANGING_BENCH).unwrap();
+    std::fs::set_permissions(&f.bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let start = Instant::now();
+    let out = f.bench("here", &["--case-timeout", "2"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(start.elapsed() < Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sent nothing for 2 s"), "{err}");
+    // The process on the device is gone, not left running.
+    let pid = std::fs::read_to_string(f.path("dev/hang.pid")).unwrap();
+    let alive = Path::new("/proc").join(pid.trim()).join("cmdline");
+    let still = std::fs::read_to_string(&alive).unwrap_or_default();
+    assert!(
+        !still.contains("sleep"),
+        "pid {} still runs: {still}",
+        pid.trim()
+    );
+}
