@@ -135,16 +135,27 @@ name = "here"
 transport = "local"
 workdir = "dev dir"
 tags = ["mine"]
+
+[[device]]
+name = "there"
+transport = "local"
+workdir = "other dev"
+tags = ["mine"]
 "#,
     ) else {
         return;
     };
+    // Two devices by their tag: one process each, at the same time.
     let out = f.bench("mine", &[], &["--sample-size", "3"]);
     assert!(out.status.success(), "{}", text(&out));
-    let runs = f.summaries();
-    assert_eq!(runs.len(), 1);
+    let mut runs = f.summaries();
+    assert_eq!(runs.len(), 2);
+    runs.sort_by(|a, b| a.device.cmp(&b.device));
     assert_complete(&runs[0], "here");
+    assert_complete(&runs[1], "there");
     assert_eq!(runs[0].device_props["arch"], std::env::consts::ARCH);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("## there"), "{stdout}");
     // The model sits in the device's cache by hash.
     let sha = melt_bench::model::sha256_file(&f.model).unwrap();
     assert!(f
@@ -170,7 +181,7 @@ tags = ["mine"]
         "{}",
         text(&again)
     );
-    assert_eq!(f.summaries().len(), 2);
+    assert_eq!(f.summaries().len(), 3);
 }
 
 /// A real sshd on 127.0.0.1, with a host key and user keys made for this test.
