@@ -133,6 +133,26 @@ impl Transport {
         }
     }
 
+    /// `adb push|pull FROM TO`, its stderr in the error.
+    fn adb_copy(&self, verb: &str, from: &std::ffi::OsStr, to: &std::ffi::OsStr) -> Result<()> {
+        let out = self
+            .adb_base()
+            .arg(verb)
+            .arg(from)
+            .arg(to)
+            .output()
+            .context("cannot run adb (install the Android platform tools)")?;
+        if !out.status.success() {
+            bail!(
+                "adb {verb} {} {}: {}",
+                from.to_string_lossy(),
+                to.to_string_lossy(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// For adb over TCP: `adb connect host:port` (idempotent).
     pub fn connect(&self) -> Result<()> {
         if let Transport::Adb {
@@ -176,16 +196,7 @@ impl Transport {
         if let Transport::Adb { .. } = self {
             // `adb push` cannot append: an interrupted push starts over (into the same
             // `.part` name, which is only renamed once whole).
-            let mut cmd = self.adb_base();
-            cmd.arg("push").arg(local).arg(remote);
-            let out = cmd.output().context("cannot run adb")?;
-            if !out.status.success() {
-                bail!(
-                    "adb push {} {remote}: {}",
-                    local.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
+            self.adb_copy("push", local.as_os_str(), remote.as_ref())?;
             return Ok(());
         }
         let mut have = self.remote_size(remote)?;
@@ -233,15 +244,7 @@ impl Transport {
     /// Copies the device's `remote` file to `local`.
     pub fn pull(&self, remote: &str, local: &Path) -> Result<()> {
         if let Transport::Adb { .. } = self {
-            let mut cmd = self.adb_base();
-            cmd.arg("pull").arg(remote).arg(local);
-            let out = cmd.output().context("cannot run adb")?;
-            if !out.status.success() {
-                bail!(
-                    "adb pull {remote}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
+            self.adb_copy("pull", remote.as_ref(), local.as_os_str())?;
             return Ok(());
         }
         let mut cmd = self.shell(&format!("cat {}", quote(remote)));
