@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use regex::Regex;
 
@@ -442,22 +441,14 @@ pub fn replay(events: &[Event]) -> Replayed {
                     );
                     continue;
                 };
-                let meta = (**meta).clone();
-                out.records.push(CaseRecord {
-                    id: meta.id,
+                out.records.push(CaseRecord::from_events(
+                    (**meta).clone(),
                     backend,
-                    backend_version: meta.backend_version,
-                    model: meta.model,
-                    model_info: meta.model_info,
                     params,
                     workload,
-                    load: Duration::from_nanos(meta.load_ns),
-                    context: Duration::from_nanos(meta.context_ns),
                     samples,
-                    peak_rss_bytes: meta.peak_rss_bytes,
-                    peak_rss_per_case: meta.peak_rss_per_case,
-                    stop_reason: stop_reason.clone(),
-                });
+                    stop_reason.clone(),
+                ));
             }
             Event::Error {
                 case: Some(case),
@@ -540,9 +531,10 @@ pub fn main(suite: Suite) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use crate::backend::ModelInfo;
-    use crate::model::{ModelFormat, ModelSpec};
-    use crate::store::CaseMeta;
+    use crate::store::{test_support, CaseMeta};
     use crate::workload::tg;
 
     fn start(case: &str) -> Event {
@@ -579,13 +571,7 @@ mod tests {
             meta: Some(Box::new(CaseMeta {
                 id: BenchmarkId::new("m", "tg4", value, 4),
                 backend_version: "v".into(),
-                model: ModelSpec {
-                    name: "m".into(),
-                    path: "/m.gguf".into(),
-                    format: ModelFormat::Gguf,
-                    sha256: "ab".repeat(32),
-                    size_bytes: 1,
-                },
+                model: test_support::model_spec(),
                 model_info: ModelInfo::default(),
                 load_ns: 5,
                 context_ns: 6,

@@ -394,36 +394,59 @@ impl Runner<'_> {
         };
         let peak_rss_bytes = memory::peak_rss_bytes();
         drop(session);
+        let meta = CaseMeta {
+            id: case.id.clone(),
+            backend_version: backend.version(),
+            model: spec.clone(),
+            model_info: info,
+            load_ns: load.as_nanos() as u64,
+            context_ns: context.as_nanos() as u64,
+            peak_rss_bytes,
+            peak_rss_per_case: per_case,
+        };
         self.emit(Event::CaseEnd {
             case: label.clone(),
             samples: samples.len(),
             stop_reason: stop_reason.to_string(),
-            meta: Some(Box::new(CaseMeta {
-                id: case.id.clone(),
-                backend_version: backend.version(),
-                model: spec.clone(),
-                model_info: info.clone(),
-                load_ns: load.as_nanos() as u64,
-                context_ns: context.as_nanos() as u64,
-                peak_rss_bytes,
-                peak_rss_per_case: per_case,
-            })),
+            meta: Some(Box::new(meta.clone())),
         });
-        Ok(CaseRecord {
-            id: case.id.clone(),
-            backend: backend.name().to_string(),
-            backend_version: backend.version(),
-            model: spec.clone(),
-            model_info: info,
+        Ok(CaseRecord::from_events(
+            meta,
+            backend.name().to_string(),
             params,
-            workload: w,
-            load,
-            context,
+            w,
             samples,
-            peak_rss_bytes,
-            peak_rss_per_case: per_case,
-            stop_reason: stop_reason.to_string(),
-        })
+            stop_reason.to_string(),
+        ))
+    }
+}
+
+impl CaseRecord {
+    /// A record from what a case's `case_start` and `case_end` events carry: how the runner
+    /// builds its own, and how a host rebuilds a device's from the stream.
+    pub fn from_events(
+        meta: CaseMeta,
+        backend: String,
+        params: Params,
+        workload: Workload,
+        samples: Vec<Measured>,
+        stop_reason: String,
+    ) -> CaseRecord {
+        CaseRecord {
+            id: meta.id,
+            backend,
+            backend_version: meta.backend_version,
+            model: meta.model,
+            model_info: meta.model_info,
+            params,
+            workload,
+            load: Duration::from_nanos(meta.load_ns),
+            context: Duration::from_nanos(meta.context_ns),
+            samples,
+            peak_rss_bytes: meta.peak_rss_bytes,
+            peak_rss_per_case: meta.peak_rss_per_case,
+            stop_reason,
+        }
     }
 }
 

@@ -308,6 +308,17 @@ pub(crate) mod test_support {
     use crate::stats::OutlierCounts;
     use crate::workload::tg;
 
+    /// A model as a registry would describe it (the file need not exist).
+    pub(crate) fn model_spec() -> ModelSpec {
+        ModelSpec {
+            name: "m".into(),
+            path: "/m.gguf".into(),
+            format: ModelFormat::Gguf,
+            sha256: "ab".repeat(32),
+            size_bytes: 1,
+        }
+    }
+
     pub(crate) fn summary(run_id: &str, case_ids: &[&str], tok_s: f64) -> Summary {
         let cases = case_ids
             .iter()
@@ -318,13 +329,7 @@ pub(crate) mod test_support {
                 value: "llama.cpp t=2".into(),
                 backend: "llama.cpp".into(),
                 backend_version: "test".into(),
-                model: ModelSpec {
-                    name: "m".into(),
-                    path: "/m.gguf".into(),
-                    format: ModelFormat::Gguf,
-                    sha256: "ab".repeat(32),
-                    size_bytes: 1,
-                },
+                model: model_spec(),
                 model_info: ModelInfo::default(),
                 params: Params::default(),
                 workload: tg(128),

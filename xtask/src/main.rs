@@ -125,9 +125,12 @@ fn config_path() -> Result<std::path::PathBuf> {
         .context("no melt.toml found here or above (set MELT_CONFIG to its path)")
 }
 
-fn inventory() -> Result<Vec<devices::Device>> {
+/// The melt.toml read and its devices.
+fn inventory() -> Result<(std::path::PathBuf, Vec<devices::Device>)> {
     let host = devices::build::Toolchain::detect()?.host_triple;
-    devices::load(&config_path()?, &host)
+    let config = config_path()?;
+    let devices = devices::load(&config, &host)?;
+    Ok((config, devices))
 }
 
 fn bench(args: &[String]) -> Result<ExitCode> {
@@ -145,7 +148,7 @@ fn bench(args: &[String]) -> Result<ExitCode> {
                 "--target host runs here, in-process; name it alone (or add a `local` [[device]])"
             );
         }
-        let all = inventory()?;
+        let (config, all) = inventory()?;
         let selected = devices::select(&all, &opts.target)?;
         // Models are fetched on the host (registry, hash-verified) and pushed by hash.
         let mut registry_models = Vec::new();
@@ -162,13 +165,8 @@ fn bench(args: &[String]) -> Result<ExitCode> {
         if !opts.resume && opts.bench_bin.is_none() {
             prereq::ensure()?;
         }
-        let code = devices::run::bench_devices(
-            &opts,
-            &selected,
-            &config_path()?,
-            registry_models,
-            &target_dir(),
-        )?;
+        let code =
+            devices::run::bench_devices(&opts, &selected, &config, registry_models, &target_dir())?;
         return Ok(ExitCode::from(code as u8));
     }
     if opts.resume || opts.cross || opts.bench_bin.is_some() {
@@ -213,7 +211,7 @@ fn main() -> ExitCode {
             )),
         },
         Some("bench") => bench(&args[1..]),
-        Some("devices") => inventory().map(|d| {
+        Some("devices") => inventory().map(|(_, d)| {
             print!("{}", devices::list(&d));
             ExitCode::SUCCESS
         }),

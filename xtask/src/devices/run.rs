@@ -116,14 +116,14 @@ impl DeviceArgs {
         })
     }
 
-    /// The device-side arguments.
-    fn for_device(&self, d: &Device, skip: &BTreeSet<String>) -> Vec<String> {
+    /// The device-side arguments, with `mode` (`--list`, or `--output-format json-stream`).
+    fn for_device(&self, d: &Device, mode: &[&str], skip: &BTreeSet<String>) -> Vec<String> {
         let mut v = self.rest.clone();
         for m in &self.models {
             v.push("--model".into());
             v.push(m.remote(&d.workdir));
         }
-        v.extend(["--output-format".into(), "json-stream".into()]);
+        v.extend(mode.iter().map(|a| a.to_string()));
         v.extend(["--device".into(), d.name.clone()]);
         for s in skip {
             v.extend(["--skip".into(), s.clone()]);
@@ -212,6 +212,7 @@ enum Ended {
 /// Progress of one device: a bar on a terminal, a line per case in a log.
 struct Progress {
     bar: ProgressBar,
+    mp: MultiProgress,
     name: String,
     tty: bool,
     case: Option<String>,
@@ -219,6 +220,15 @@ struct Progress {
     samples: usize,
     cases_done: usize,
     cases_total: usize,
+}
+
+/// A line for the user: above the progress bars on a terminal, plain stderr in a log.
+fn say(mp: &MultiProgress, line: &str) {
+    if std::io::stderr().is_terminal() {
+        let _ = mp.println(line);
+    } else {
+        eprintln!("{line}");
+    }
 }
 
 impl Progress {
@@ -239,6 +249,7 @@ impl Progress {
         };
         Progress {
             bar,
+            mp: mp.clone(),
             name: name.into(),
             tty,
             case: None,
@@ -250,11 +261,7 @@ impl Progress {
     }
 
     fn say(&self, line: &str) {
-        if self.tty {
-            self.bar.println(line);
-        } else {
-            eprintln!("{line}");
-        }
+        say(&self.mp, line);
     }
 
     fn event(&mut self, e: &Event) {
@@ -354,7 +361,7 @@ pub struct Payload<'a> {
 }
 
 /// Pushes the payload; the binary's device path.
-fn deploy(d: &Device, p: &Payload, progress: &Progress) -> Result<String> {
+fn deploy(d: &Device, p: &Payload, mp: &MultiProgress) -> Result<String> {
     let w = &d.workdir;
     d.transport.output(&format!(
         "mkdir -p {} {} {} {}",
@@ -372,11 +379,10 @@ fn deploy(d: &Device, p: &Payload, progress: &Progress) -> Result<String> {
         .to_string_lossy();
     let remote_bin = format!("{w}/bin/{}/{name}", &sha[..16]);
     if push(d, p.binary, &remote_bin, Some(&sha), true)? {
-        progress.say(&format!(
-            "xtask: [{}] pushed {}",
-            d.name,
-            p.binary.display()
-        ));
+        say(
+            mp,
+            &format!("xtask: [{}] pushed {}", d.name, p.binary.display()),
+        );
     }
     for lib in p.libs.iter().chain(&d.libs) {
         let file = lib.file_name().context("library without a file name")?;
@@ -391,14 +397,17 @@ fn deploy(d: &Device, p: &Payload, progress: &Progress) -> Result<String> {
     push(d, p.config, &remote_cfg, None, false)?;
     for m in p.models {
         let remote = m.remote(w);
-        progress.say(&format!(
-            "xtask: [{}] model {} ({:.0} MB) → {remote}",
-            d.name,
-            m.file,
-            std::fs::metadata(&m.local).map_or(0.0, |x| x.len() as f64 / 1e6)
-        ));
+        say(
+            mp,
+            &format!(
+                "xtask: [{}] model {} ({:.0} MB) → {remote}",
+                d.name,
+                m.file,
+                std::fs::metadata(&m.local).map_or(0.0, |x| x.len() as f64 / 1e6)
+            ),
+        );
         if push(d, &m.local, &remote, Some(&m.sha256), false)? {
-            progress.say(&format!("xtask: [{}] pushed {}", d.name, m.file));
+            say(mp, &format!("xtask: [{}] pushed {}", d.name, m.file));
         }
     }
     Ok(remote_bin)
@@ -609,14 +618,9 @@ impl DeviceJob<'_> {
     fn try_run(&self, mp: &MultiProgress, run_dir_out: &mut Option<PathBuf>) -> Result<Outcome> {
         let d = self.device;
         let t = &d.transport;
-        let quiet = Progress::new(
-            &MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden()),
-            &d.name,
-            0,
-        );
         t.connect()?;
         let props = super::probe(d)?;
-        let remote_bin = deploy(d, &self.payload, &quiet)?;
+        let remote_bin = deploy(d, &self.payload, mp)?;
 
         // The host's record of this run: a new one, or the one being resumed.
         let (run_dir, resumed) = if self.options.resume {
@@ -659,9 +663,7 @@ impl DeviceJob<'_> {
             EventLog::create(&samples).with_context(|| format!("{}", samples.display()))?;
 
         // The planned cases, for the progress bar and to know when nothing is left.
-        let mut list_args = self.args.for_device(d, &BTreeSet::new());
-        list_args.retain(|a| a != "json-stream" && a != "--output-format");
-        list_args.push("--list".into());
+        let list_args = self.args.for_device(d, &["--list"], &BTreeSet::new());
         let list_script = run_script(
             d,
             &remote_bin,
@@ -717,7 +719,14 @@ impl DeviceJob<'_> {
         let mut device_code = 0;
         let mut stream_problems = Vec::new();
         while planned.iter().any(|c| !skip.contains(c)) {
-            let script = run_script(d, &remote_bin, &self.args.for_device(d, &skip), &pid_file);
+            let script = run_script(
+                d,
+                &remote_bin,
+                &self
+                    .args
+                    .for_device(d, &["--output-format", "json-stream"], &skip),
+                &pid_file,
+            );
             let launched = launch(
                 d,
                 &script,
@@ -935,16 +944,9 @@ pub fn bench_devices(
     }
     // The latest run of every device (the host's too) side by side.
     if runs.iter().any(|r| r.outcome.is_some()) {
-        match crate::runs::report(&["--html".to_string()], &layout.target_dir) {
-            Ok(table) => eprint!(
-                "{}",
-                table
-                    .lines()
-                    .last()
-                    .map(|l| format!("xtask: report of {}\n", l.trim_start_matches("melt: ")))
-                    .unwrap_or_default()
-            ),
-            Err(e) => eprintln!("xtask: cannot write the merged report: {e:#}"),
+        // `report` names the page it wrote; its table repeats what was printed above.
+        if let Err(e) = crate::runs::report(&["--html".to_string()], &layout.target_dir) {
+            eprintln!("xtask: cannot write the merged report: {e:#}");
         }
     }
     Ok(code)
@@ -1071,7 +1073,7 @@ mod tests {
         assert_eq!(a.models.len(), 1);
         let d = device("/w", Kind::Ssh);
         let skip: BTreeSet<String> = ["m/pp512/llama.cpp t=1 @d".to_string()].into();
-        let v = a.for_device(&d, &skip);
+        let v = a.for_device(&d, &["--output-format", "json-stream"], &skip);
         let sha = &a.models[0].sha256;
         assert_eq!(
             v,
