@@ -145,19 +145,29 @@ impl History {
                 reason: e.to_string(),
             })?;
         }
-        let corrupt = |e: rusqlite::Error| HistoryError::Corrupt {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
+        // A busy database is another writer at work, not a broken file.
+        let corrupt = |e: rusqlite::Error| {
+            if is_busy(&e) {
+                HistoryError::Sql {
+                    path: path.to_path_buf(),
+                    reason: format!("{e} (another melt kept it locked for too long)"),
+                }
+            } else {
+                HistoryError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                }
+            }
         };
         let conn = Connection::open(path).map_err(corrupt)?;
-        conn.busy_timeout(Duration::from_secs(30))
-            .map_err(corrupt)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(corrupt)?;
         // Reading the schema version is the first access to the file: a file that is not a
         // database fails here, before anything is written.
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
+        let version: i64 = retry_busy(|| conn.query_row("PRAGMA user_version", [], |r| r.get(0)))
             .map_err(corrupt)?;
-        conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+        // Switching to WAL takes an exclusive lock and SQLite answers BUSY at once, without
+        // its busy handler, while another connection creates or migrates the file: retry.
+        retry_busy(|| conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())))
             .map_err(corrupt)?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
@@ -385,6 +395,33 @@ impl History {
             .collect())
     }
 
+    /// Every metric of a case in a run (empty when the run does not have the case).
+    pub fn case_metrics(
+        &self,
+        run_id: &str,
+        case_id: &str,
+    ) -> Result<BTreeMap<String, crate::store::Metric>, HistoryError> {
+        let rows = self.rows(
+            "SELECT metric, unit, estimate, lower, upper, n FROM metrics
+             WHERE run_id = ?1 AND case_id = ?2",
+            params![run_id, case_id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    crate::store::Metric {
+                        unit: r.get(1)?,
+                        estimate: r.get(2)?,
+                        lower: r.get(3)?,
+                        upper: r.get(4)?,
+                        n: r.get::<_, i64>(5)? as usize,
+                        note: None,
+                    },
+                ))
+            },
+        )?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// The case ids of a run.
     pub fn cases_of_run(&self, run_id: &str) -> Result<Vec<String>, HistoryError> {
         self.rows(
@@ -419,6 +456,30 @@ impl History {
                     })?;
                 Ok(Some((tokens as u64, times)))
             }
+        }
+    }
+}
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Runs `f` again while SQLite says the database is busy, for up to [`BUSY_TIMEOUT`].
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match f() {
+            Err(e) if is_busy(&e) && start.elapsed() < BUSY_TIMEOUT => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
         }
     }
 }
