@@ -537,7 +537,7 @@ fn the_gate_judges_the_latest_run_against_a_saved_baseline() {
     .unwrap();
     assert_eq!(results.len(), 1);
     assert_ne!(results[0].outcome, Outcome::Missing);
-    assert!(results[0].base_tok_s.unwrap() > 0.0 && results[0].change.is_some());
+    assert!(results[0].base.unwrap() > 0.0 && results[0].change.is_some());
 
     // A model 16x bigger in every matrix is a real regression for the same case id.
     let big = dir.path().join("big").join("tiny-llama.gguf");
@@ -561,16 +561,21 @@ fn the_gate_judges_the_latest_run_against_a_saved_baseline() {
         ],
     );
     let (_, dirs) = gate::latest_run_cases(&runs, &crit).unwrap().unwrap();
-    let results = gate::run(
-        &crit,
-        Some(dirs),
-        "main",
-        &|_| None,
-        &GateConfig::default(),
-        &cfg,
-    )
-    .unwrap();
+    // Decode latency gated too, from the metrics melt saved beside criterion's files.
+    let with_latency = GateConfig {
+        metrics: [("itl_p50_ms".to_string(), 0.10)].into_iter().collect(),
+        ..GateConfig::default()
+    };
+    let results = gate::run(&crit, Some(dirs), "main", &|_| None, &with_latency, &cfg).unwrap();
+    assert_eq!(results.len(), 2, "{results:?}");
     assert_eq!(results[0].outcome, Outcome::Regressed, "{:?}", results[0]);
+    assert_eq!(
+        (results[1].metric.as_str(), results[1].outcome),
+        ("itl_p50_ms", Outcome::Regressed),
+        "{:?}",
+        results[1]
+    );
+    assert!(results[1].new > results[1].base.unwrap());
     assert_eq!(gate::exit_code(&results, false), 1);
 }
 

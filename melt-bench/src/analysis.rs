@@ -167,6 +167,9 @@ pub fn analyze(
         Ok(c) => (c, None),
         Err(e) => (None, Some(e)),
     };
+    let problem = problem.or_else(|| {
+        criterion_format::write_metrics(criterion_dir, &record.id, &metrics, mode).err()
+    });
     let summary = CaseSummary {
         id: record.id.full_id.clone(),
         group: record.id.group_id.clone(),

@@ -169,6 +169,56 @@ fn save<T: Serialize>(path: &Path, value: &T) -> Result<(), ReportError> {
     fs::write(path, json).map_err(werr)
 }
 
+/// melt's own file beside criterion's in `new/` and in saved baselines: every metric of the
+/// case (TTFT, latency percentiles, peak memory...) with its CI, so the gate can judge more
+/// than time per iteration. criterion and critcmp ignore files they do not know.
+pub const METRICS_FILE: &str = "melt_metrics.json";
+
+/// Writes the case's metrics into `new/` and, when saving a baseline, into it too.
+pub fn write_metrics(
+    criterion_dir: &Path,
+    id: &BenchmarkId,
+    metrics: &std::collections::BTreeMap<String, crate::store::Metric>,
+    mode: &BaselineMode,
+) -> Result<(), ReportError> {
+    let dir = case_dir(criterion_dir, id);
+    save(&dir.join("new").join(METRICS_FILE), metrics)?;
+    if let BaselineMode::Save(name) = mode {
+        save(&dir.join(name).join(METRICS_FILE), metrics)?;
+    }
+    Ok(())
+}
+
+/// A baseline's (or `new`'s) metrics; `None` when it has none (saved by an older melt, or
+/// never saved).
+pub fn load_baseline_metrics(
+    criterion_dir: &Path,
+    id: &BenchmarkId,
+    baseline: &str,
+) -> Result<Option<std::collections::BTreeMap<String, crate::store::Metric>>, ReportError> {
+    let path = case_dir(criterion_dir, id)
+        .join(baseline)
+        .join(METRICS_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(ReportError::BrokenBaseline {
+                baseline: baseline.to_string(),
+                path,
+                reason: e.to_string(),
+            })
+        }
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| ReportError::BrokenBaseline {
+            baseline: baseline.to_string(),
+            path,
+            reason: e.to_string(),
+        })
+}
+
 /// Loads a baseline's per-iteration times, with an error that names the broken file.
 pub fn load_baseline_times(
     criterion_dir: &Path,

@@ -9,22 +9,41 @@
 //!
 //! Input is what the bench run wrote under `target/criterion`: each case's `new/` sample
 //! against its baseline directory (a name given to `--save-baseline`, or `base`).
+//!
+//! Other metrics (time to first token, peak memory, latency percentiles) are gated when
+//! `melt.toml` gives them a threshold. Their per-sample values are not kept, only the estimate
+//! and its CI (`melt_metrics.json` beside criterion's files, or the history), so the rule is
+//! the conservative one: the change from the baseline's CI bound nearest to the new CI's
+//! farthest bound — a regression only when even that is past the threshold.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::criterion_format::{load_baseline_times, BenchmarkId, ReportError, SavedSample};
+use crate::criterion_format::{
+    load_baseline_metrics, load_baseline_times, BenchmarkId, ReportError, SavedSample,
+};
 use crate::stats::{self, AnalysisConfig};
+use crate::store::Metric;
 
-/// Thresholds: a default relative tok/s drop and overrides for cases matching a substring.
+/// The metric every case is gated on.
+pub const TOKENS_PER_SECOND: &str = "tokens_per_second";
+
+/// Thresholds: a default relative tok/s drop, thresholds for further metrics, and overrides
+/// for cases matching a substring.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GateConfig {
     /// Fractional tok/s drop that counts (0.05 = 5%).
     #[serde(default = "default_threshold")]
     pub threshold: f64,
-    /// `(substring of the case id, threshold)`: the last match wins.
+    /// Further metrics to gate (`ttft_ms = 0.10`: 10% slower to the first token fails); a
+    /// metric not named here is not gated.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    /// `(substring of the case id, [metric], threshold)`: the last match wins.
     #[serde(default)]
     pub cases: Vec<CaseThreshold>,
     #[serde(default = "default_significance")]
@@ -32,9 +51,25 @@ pub struct GateConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CaseThreshold {
     pub matching: String,
+    /// The metric this threshold is for; tok/s when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
     pub threshold: f64,
+}
+
+/// Which way a metric gets better, from its name: throughputs up, times and sizes down.
+/// `None` for a metric melt cannot judge.
+pub fn higher_is_better(metric: &str) -> Option<bool> {
+    if metric.ends_with(TOKENS_PER_SECOND) {
+        Some(true)
+    } else if metric.ends_with("_ms") || metric.ends_with("_bytes") {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 fn default_threshold() -> f64 {
@@ -48,6 +83,7 @@ impl Default for GateConfig {
     fn default() -> Self {
         GateConfig {
             threshold: default_threshold(),
+            metrics: BTreeMap::new(),
             cases: Vec::new(),
             significance_level: default_significance(),
         }
@@ -55,12 +91,73 @@ impl Default for GateConfig {
 }
 
 impl GateConfig {
+    /// The tok/s threshold of a case.
     pub fn threshold_for(&self, case: &str) -> f64 {
+        self.metric_threshold(case, TOKENS_PER_SECOND)
+            .unwrap_or(self.threshold)
+    }
+
+    /// A metric's threshold for a case, `None` when that metric is not gated for it.
+    pub fn metric_threshold(&self, case: &str, metric: &str) -> Option<f64> {
+        let default = if metric == TOKENS_PER_SECOND {
+            Some(self.threshold)
+        } else {
+            self.metrics.get(metric).copied()
+        };
         self.cases
             .iter()
             .rev()
-            .find(|c| case.contains(&c.matching))
-            .map_or(self.threshold, |c| c.threshold)
+            .find(|c| {
+                case.contains(&c.matching)
+                    && c.metric.as_deref().unwrap_or(TOKENS_PER_SECOND) == metric
+            })
+            .map(|c| c.threshold)
+            .or(default)
+    }
+
+    /// Metrics besides tok/s that have a threshold somewhere.
+    pub fn extra_metrics(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.metrics.keys().cloned().collect();
+        for c in &self.cases {
+            if let Some(m) = &c.metric {
+                if m != TOKENS_PER_SECOND && !out.contains(m) {
+                    out.push(m.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Rejects thresholds that cannot mean anything: not in (0, 1), or a metric whose
+    /// better direction melt does not know.
+    pub fn check(&self) -> Result<(), String> {
+        let range = |what: &str, t: f64| {
+            if t > 0.0 && t < 1.0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what}: threshold {t} is not a fraction between 0 and 1 (0.05 = 5%)"
+                ))
+            }
+        };
+        range("[gate] threshold", self.threshold)?;
+        let metrics = self
+            .metrics
+            .iter()
+            .map(|(m, t)| (m.as_str(), *t, format!("[gate.metrics] {m}")));
+        let cases = self.cases.iter().map(|c| {
+            let m = c.metric.as_deref().unwrap_or(TOKENS_PER_SECOND);
+            (m, c.threshold, format!("[gate] case `{}`", c.matching))
+        });
+        for (metric, t, what) in metrics.chain(cases) {
+            range(&what, t)?;
+            if higher_is_better(metric).is_none() {
+                return Err(format!(
+                    "{what}: melt does not know which way `{metric}` gets better; gate metrics ending in `tokens_per_second` (higher is better), `_ms` or `_bytes` (lower is better)"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -77,14 +174,17 @@ pub enum Outcome {
     Missing,
 }
 
-/// One case's comparison, in throughput terms (+0.05 = 5% more tok/s).
+/// One case's comparison on one metric. Changes are relative (+0.05 = 5% more of the metric);
+/// `threshold` is the size of a change for the worse that counts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaseGate {
     pub case: String,
+    pub metric: String,
+    pub unit: String,
     pub outcome: Outcome,
     pub threshold: f64,
-    pub base_tok_s: Option<f64>,
-    pub new_tok_s: f64,
+    pub base: Option<f64>,
+    pub new: f64,
     pub change: Option<f64>,
     pub change_lower: Option<f64>,
     pub change_upper: Option<f64>,
@@ -140,10 +240,12 @@ pub fn judge(
     let tok_s = |xs: &[f64]| tokens as f64 / (stats::mean(xs) / 1e9);
     let mut g = CaseGate {
         case: case.to_string(),
+        metric: TOKENS_PER_SECOND.into(),
+        unit: "tok/s".into(),
         outcome: Outcome::Missing,
         threshold,
-        base_tok_s: None,
-        new_tok_s: tok_s(new_ns),
+        base: None,
+        new: tok_s(new_ns),
         change: None,
         change_lower: None,
         change_upper: None,
@@ -154,10 +256,10 @@ pub fn judge(
     let Some(base) = base_ns else {
         return g;
     };
-    g.base_tok_s = Some(tok_s(base));
+    g.base = Some(tok_s(base));
     if new_ns.len() < 2 || base.len() < 2 {
         // Without variance there is no test; only say whether the point moved a lot.
-        let change = g.new_tok_s / tok_s(base) - 1.0;
+        let change = g.new / tok_s(base) - 1.0;
         g.change = Some(change);
         g.note = Some("a single sample has no variance: no test".into());
         g.outcome = if change < -threshold {
@@ -199,6 +301,80 @@ pub fn judge(
         Outcome::Warning
     } else {
         Outcome::Pass
+    };
+    g
+}
+
+/// Judges one non-tok/s metric of a case from estimates and CIs (see the module docs).
+/// A metric without a CI on either side (a single observation, like peak memory) is judged on
+/// its point change alone: such metrics are deterministic enough that a change past the
+/// threshold is real, and the note says so.
+pub fn judge_metric(
+    case: &str,
+    metric: &str,
+    new: &Metric,
+    base: Option<&Metric>,
+    threshold: f64,
+) -> CaseGate {
+    let up = higher_is_better(metric).unwrap_or(true);
+    let mut g = CaseGate {
+        case: case.to_string(),
+        metric: metric.to_string(),
+        unit: new.unit.clone(),
+        outcome: Outcome::Missing,
+        threshold,
+        base: base.map(|b| b.estimate),
+        new: new.estimate,
+        change: None,
+        change_lower: None,
+        change_upper: None,
+        p_value: None,
+        drift: None,
+        note: None,
+    };
+    let Some(base) = base else {
+        return g;
+    };
+    if base.estimate <= 0.0 {
+        g.note = Some("baseline value is zero: no relative change".into());
+        return g;
+    }
+    let change = new.estimate / base.estimate - 1.0;
+    g.change = Some(change);
+    // Worse = further in the bad direction, as a signed fraction.
+    let worse = |c: f64| if up { -c } else { c };
+    let bounds = match (new.lower, new.upper, base.lower, base.upper) {
+        (Some(nl), Some(nu), Some(bl), Some(bu)) if bl > 0.0 && bu > 0.0 => {
+            Some((nl / bu - 1.0, nu / bl - 1.0))
+        }
+        _ => None,
+    };
+    g.outcome = match bounds {
+        Some((lo, hi)) => {
+            g.change_lower = Some(lo);
+            g.change_upper = Some(hi);
+            // Both ends of the widest interval past the threshold, on the same side.
+            let (best, worst) = if up { (hi, lo) } else { (lo, hi) };
+            if worse(best) > threshold {
+                Outcome::Regressed
+            } else if -worse(worst) > threshold {
+                Outcome::Improved
+            } else if worse(change) > threshold {
+                Outcome::Warning
+            } else {
+                Outcome::Pass
+            }
+        }
+        None => {
+            g.note = Some("single value, no CI: judged on the change alone".into());
+            if worse(change) > threshold {
+                Outcome::Regressed
+            } else if -worse(change) > threshold {
+                Outcome::Improved
+            } else {
+                Outcome::Pass
+            }
+        }
     };
     g
 }
@@ -334,8 +510,43 @@ pub fn run(
             config,
             analysis,
         ));
+        let extra = config.extra_metrics();
+        if extra.is_empty() {
+            continue;
+        }
+        let new_metrics = load_baseline_metrics(criterion_dir, &id, "new")?;
+        let base_metrics = load_baseline_metrics(criterion_dir, &id, baseline)?;
+        out.extend(judge_metrics(
+            &id.full_id,
+            new_metrics.as_ref(),
+            base_metrics.as_ref(),
+            config,
+        ));
     }
     Ok(out)
+}
+
+/// The configured non-tok/s metrics of one case. A metric the new run does not have (a
+/// prefill-only case has no inter-token latency) is skipped; one the baseline lacks is
+/// `Missing`.
+pub fn judge_metrics(
+    case: &str,
+    new: Option<&BTreeMap<String, Metric>>,
+    base: Option<&BTreeMap<String, Metric>>,
+    config: &GateConfig,
+) -> Vec<CaseGate> {
+    let mut out = Vec::new();
+    for metric in config.extra_metrics() {
+        let (Some(threshold), Some(n)) = (
+            config.metric_threshold(case, &metric),
+            new.and_then(|m| m.get(&metric)),
+        ) else {
+            continue;
+        };
+        let b = base.and_then(|m| m.get(&metric));
+        out.push(judge_metric(case, &metric, n, b, threshold));
+    }
+    out
 }
 
 /// Exit code of the gate: 0 pass, 1 a case regressed, 2 nothing could be compared (or a
@@ -363,7 +574,7 @@ pub fn markdown(results: &[CaseGate], baseline: &str, lenient: bool) -> String {
     let mut s = String::new();
     let head = match code {
         0 => "passed",
-        1 => "FAILED: tok/s regressed",
+        1 => "FAILED: regressed",
         _ => "could not compare",
     };
     let _ = writeln!(s, "### melt gate against `{baseline}`: {head}\n");
@@ -378,11 +589,15 @@ pub fn markdown(results: &[CaseGate], baseline: &str, lenient: bool) -> String {
     );
     let _ = writeln!(
         s,
-        "| case | baseline tok/s | new tok/s | change (95% CI) | p | threshold | verdict |"
+        "| case | metric | baseline | new | change (95% CI) | p | threshold | verdict |"
     );
-    let _ = writeln!(s, "| --- | ---: | ---: | --- | ---: | ---: | --- |");
+    let _ = writeln!(s, "| --- | --- | ---: | ---: | --- | ---: | ---: | --- |");
     for r in results {
-        let base = r.base_tok_s.map_or("-".into(), |b| format!("{b:.2}"));
+        let value = |v: f64| match r.unit.as_str() {
+            "bytes" => format!("{:.1} MiB", v / 1048576.0),
+            unit => format!("{v:.2} {unit}"),
+        };
+        let base = r.base.map_or("-".into(), value);
         let change = match (r.change, r.change_lower, r.change_upper) {
             (Some(c), Some(lo), Some(hi)) => format!("{} ({} … {})", pct(c), pct(lo), pct(hi)),
             (Some(c), _, _) => pct(c),
@@ -396,9 +611,11 @@ pub fn markdown(results: &[CaseGate], baseline: &str, lenient: bool) -> String {
             ),
             None => change,
         };
+        let up = higher_is_better(&r.metric).unwrap_or(true);
         let mut verdict = match r.outcome {
             Outcome::Pass => "pass",
-            Outcome::Warning => "⚠ slower, but within noise",
+            Outcome::Warning if up => "⚠ slower, but within noise",
+            Outcome::Warning => "⚠ worse, but within noise",
             Outcome::Regressed => "❌ regressed",
             Outcome::Improved => "improved",
             Outcome::Missing => "no baseline",
@@ -409,9 +626,11 @@ pub fn markdown(results: &[CaseGate], baseline: &str, lenient: bool) -> String {
         }
         let _ = writeln!(
             s,
-            "| {} | {base} | {:.2} | {change} | {p} | -{:.0}% | {verdict} |",
+            "| {} | {} | {base} | {} | {change} | {p} | {}{:.0}% | {verdict} |",
             r.case,
-            r.new_tok_s,
+            r.metric,
+            value(r.new),
+            if up { "-" } else { "+" },
             r.threshold * 100.0
         );
     }
@@ -498,6 +717,7 @@ mod tests {
         let strict = GateConfig {
             cases: vec![CaseThreshold {
                 matching: "tg128".into(),
+                metric: None,
                 threshold: 0.02,
             }],
             ..GateConfig::default()
@@ -562,6 +782,115 @@ mod tests {
         assert_eq!(g.outcome, Outcome::Warning, "{g:?}");
         assert!(g.note.as_deref().unwrap().contains("at least 5"), "{g:?}");
         assert!(markdown(&[g], "main", false).contains("at least 5"));
+    }
+
+    fn m(unit: &str, estimate: f64, ci: Option<(f64, f64)>) -> Metric {
+        Metric {
+            unit: unit.into(),
+            estimate,
+            lower: ci.map(|c| c.0),
+            upper: ci.map(|c| c.1),
+            n: if ci.is_some() { 10 } else { 1 },
+            note: None,
+        }
+    }
+
+    #[test]
+    fn other_metrics_are_judged_in_their_own_direction() {
+        let base = m("ms", 100.0, Some((98.0, 102.0)));
+        // 20% slower to the first token, tight CIs: even the nearest bounds differ by 16%.
+        let slow = m("ms", 120.0, Some((118.0, 122.0)));
+        let g = judge_metric("c", "ttft_ms", &slow, Some(&base), 0.10);
+        assert_eq!(g.outcome, Outcome::Regressed, "{g:?}");
+        assert!((g.change.unwrap() - 0.2).abs() < 1e-9);
+        // The same shift inside wide CIs: only a warning.
+        let wide = m("ms", 120.0, Some((90.0, 150.0)));
+        let g = judge_metric("c", "ttft_ms", &wide, Some(&base), 0.10);
+        assert_eq!(g.outcome, Outcome::Warning, "{g:?}");
+        // Faster is an improvement, not a regression.
+        let fast = m("ms", 70.0, Some((69.0, 71.0)));
+        let g = judge_metric("c", "ttft_ms", &fast, Some(&base), 0.10);
+        assert_eq!(g.outcome, Outcome::Improved, "{g:?}");
+        // Higher-is-better metrics flip: 20% fewer decode tok/s regresses.
+        let tps = m("tok/s", 80.0, Some((79.0, 81.0)));
+        let base_tps = m("tok/s", 100.0, Some((99.0, 101.0)));
+        let g = judge_metric("c", "decode_tokens_per_second", &tps, Some(&base_tps), 0.10);
+        assert_eq!(g.outcome, Outcome::Regressed, "{g:?}");
+        // Peak memory has one value: judged on the change, and the note says so.
+        let mib = 1048576.0;
+        let g = judge_metric(
+            "c",
+            "peak_rss_bytes",
+            &m("bytes", 330.0 * mib, None),
+            Some(&m("bytes", 300.0 * mib, None)),
+            0.05,
+        );
+        assert_eq!(g.outcome, Outcome::Regressed, "{g:?}");
+        assert!(g.note.as_deref().unwrap().contains("single value"));
+        let md = markdown(&[g], "main", false);
+        assert!(
+            md.contains("peak_rss_bytes") && md.contains("330.0 MiB") && md.contains("+5%"),
+            "{md}"
+        );
+        let g = judge_metric(
+            "c",
+            "peak_rss_bytes",
+            &m("bytes", 303.0 * mib, None),
+            Some(&m("bytes", 300.0 * mib, None)),
+            0.05,
+        );
+        assert_eq!(g.outcome, Outcome::Pass, "{g:?}");
+        // No baseline value: Missing, like a case without baseline.
+        let g = judge_metric("c", "ttft_ms", &slow, None, 0.10);
+        assert_eq!(g.outcome, Outcome::Missing);
+    }
+
+    #[test]
+    fn metric_thresholds_come_from_the_config_per_metric_and_case() {
+        let cfg: GateConfig = toml::from_str(
+            r#"
+            threshold = 0.05
+            metrics = { ttft_ms = 0.10, peak_rss_bytes = 0.02 }
+            cases = [
+                { matching = "tg128", threshold = 0.03 },
+                { matching = "pp512", metric = "ttft_ms", threshold = 0.25 },
+            ]
+            "#,
+        )
+        .unwrap();
+        cfg.check().unwrap();
+        assert_eq!(cfg.threshold_for("m/tg128/x"), 0.03);
+        assert_eq!(cfg.threshold_for("m/pp512/x"), 0.05);
+        assert_eq!(cfg.metric_threshold("m/pp512/x", "ttft_ms"), Some(0.25));
+        assert_eq!(cfg.metric_threshold("m/tg128/x", "ttft_ms"), Some(0.10));
+        assert_eq!(cfg.metric_threshold("m/tg128/x", "itl_p99_ms"), None);
+        assert_eq!(cfg.extra_metrics(), vec!["peak_rss_bytes", "ttft_ms"]);
+        // Only configured metrics the new run has are judged.
+        let new: BTreeMap<String, Metric> = [
+            ("ttft_ms".to_string(), m("ms", 100.0, Some((99.0, 101.0)))),
+            ("itl_p99_ms".to_string(), m("ms", 9.0, Some((8.0, 10.0)))),
+        ]
+        .into_iter()
+        .collect();
+        let gs = judge_metrics("m/tg128/x", Some(&new), Some(&new), &cfg);
+        assert_eq!(gs.len(), 1);
+        assert_eq!(
+            (gs[0].metric.as_str(), gs[0].outcome),
+            ("ttft_ms", Outcome::Pass)
+        );
+        let gs = judge_metrics("m/tg128/x", Some(&new), None, &cfg);
+        assert_eq!(gs[0].outcome, Outcome::Missing);
+
+        let bad = |toml: &str| {
+            toml::from_str::<GateConfig>(toml)
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.check().map(|_| c))
+                .unwrap_err()
+        };
+        assert!(bad("metrics = { load_time = 0.1 }").contains("which way `load_time`"));
+        assert!(bad("threshold = 5").contains("between 0 and 1"));
+        assert!(bad("metrics = { ttft_ms = 0 }").contains("between 0 and 1"));
+        assert!(bad("treshold = 0.05").contains("unknown field"));
     }
 
     #[test]

@@ -88,6 +88,9 @@ pub fn config() -> Result<GateConfig> {
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let file: MeltToml =
         toml::from_str(&text).with_context(|| format!("{}: [gate]", path.display()))?;
+    file.gate
+        .check()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(file.gate)
 }
 
@@ -197,6 +200,12 @@ fn judge_ref(
             config,
             &AnalysisConfig::default(),
         ));
+        if !config.extra_metrics().is_empty() {
+            let new = h.case_metrics(&latest.run_id, &case)?;
+            let base = h.case_metrics(&base_run, &case)?;
+            let base = (!base.is_empty()).then_some(&base);
+            results.extend(gate::judge_metrics(&case, Some(&new), base, config));
+        }
     }
     Ok((format!("{git_ref} ({short}, run {base_run})"), results))
 }
@@ -319,6 +328,7 @@ mod tests {
         let lax = GateConfig {
             cases: vec![gate::CaseThreshold {
                 matching: "tg128".into(),
+                metric: None,
                 threshold: 0.2,
             }],
             ..GateConfig::default()

@@ -34,6 +34,7 @@ cargo xtask <command>
                                  devices: a [[device]] name, a tag, `android`, `ssh`, `local`,
                                  or several, comma-separated (ARGS go to the bench binary,
                                  e.g. -- --quick, -- --save-baseline main, -- --help)
+        [--rounds N]             N runs back to back, each recorded (gate drift) [1]
         [--resume]               device runs: continue the device's unfinished run
         [--case-timeout SECS]    device runs: kill a case silent this long [300]
         [--cross] [--bench-bin PATH]  build with `cross` / use a binary built already
@@ -79,6 +80,7 @@ fn parse_bench(args: &[String]) -> Result<devices::run::Options> {
         bench_bin: None,
         bench: "suite".into(),
         args: Vec::new(),
+        rounds: 1,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -95,6 +97,14 @@ fn parse_bench(args: &[String]) -> Result<devices::run::Options> {
         match flag {
             "--target" => o.target = value("a device name")?,
             "--resume" => o.resume = true,
+            "--rounds" => {
+                let v = value("a number of runs")?;
+                o.rounds = v
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| n >= 1)
+                    .with_context(|| format!("--rounds: `{v}` is not a whole number ≥ 1"))?;
+            }
             "--cross" => o.cross = true,
             "--bench-bin" => o.bench_bin = Some(value("a path")?.into()),
             "--case-timeout" => {
@@ -114,6 +124,9 @@ fn parse_bench(args: &[String]) -> Result<devices::run::Options> {
             }
             _ => o.args.push(a.clone()),
         }
+    }
+    if o.resume && o.rounds > 1 {
+        bail!("--resume continues one unfinished run; it does not go with --rounds");
     }
     Ok(o)
 }
@@ -165,9 +178,22 @@ fn bench(args: &[String]) -> Result<ExitCode> {
         if !opts.resume && opts.bench_bin.is_none() {
             prereq::ensure()?;
         }
-        let code =
-            devices::run::bench_devices(&opts, &selected, &config, registry_models, &target_dir())?;
-        return Ok(ExitCode::from(code as u8));
+        for round in 1..=opts.rounds {
+            if opts.rounds > 1 {
+                eprintln!("xtask: bench: round {round} of {}", opts.rounds);
+            }
+            let code = devices::run::bench_devices(
+                &opts,
+                &selected,
+                &config,
+                registry_models.clone(),
+                &target_dir(),
+            )?;
+            if code != 0 || round == opts.rounds {
+                return Ok(ExitCode::from(code as u8));
+            }
+        }
+        unreachable!("rounds ≥ 1");
     }
     if opts.resume || opts.cross || opts.bench_bin.is_some() {
         bail!("--resume, --cross and --bench-bin are for device runs (--target DEVICE)");
@@ -175,6 +201,15 @@ fn bench(args: &[String]) -> Result<ExitCode> {
     prereq::ensure()?;
     if !wants_local_model && !asks_help {
         models::fetch(&models::registry()?, &models::cache(), DEFAULT_MODEL)?;
+    }
+    for round in 1..opts.rounds {
+        eprintln!("xtask: bench: round {round} of {}", opts.rounds);
+        let mut cmd = cargo();
+        cmd.args(["bench", "--bench", "suite", "--"]).args(rest);
+        let code = run(cmd)?;
+        if code != ExitCode::SUCCESS {
+            return Ok(code);
+        }
     }
     let mut cmd = cargo();
     cmd.args(["bench", "--bench", "suite", "--"]).args(rest);
@@ -278,6 +313,15 @@ mod tests {
         assert_eq!(o.case_timeout, std::time::Duration::from_secs(30));
         assert_eq!(o.args, s(&["--quick", "--resume"]));
         assert!(parse_bench(&s(&["--target"])).is_err());
+        assert_eq!(parse_bench(&s(&["--rounds", "3"])).unwrap().rounds, 3);
+        for bad in ["0", "x"] {
+            let e = parse_bench(&s(&["--rounds", bad])).unwrap_err().to_string();
+            assert!(e.contains("--rounds"), "{e}");
+        }
+        let e = parse_bench(&s(&["--rounds=2", "--target", "p", "--resume"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not go with --rounds"), "{e}");
         let e = parse_bench(&s(&["--case-timeout", "-1"]))
             .unwrap_err()
             .to_string();

@@ -49,6 +49,19 @@ fn records_round_trip_and_answer_queries() {
     assert_eq!(m.len(), 2);
     assert_eq!((m[0].estimate, m[1].estimate), (75.0, 70.0));
     assert_eq!((m[1].lower, m[1].n), (Some(69.0), 3));
+    // Every metric of a case comes back as the gate needs it.
+    let cm = h
+        .case_metrics("2026-11-24T10-00-00Z-1", "m/tg128/b")
+        .unwrap();
+    let t = &cm["tokens_per_second"];
+    assert_eq!(
+        (t.unit.as_str(), t.estimate, t.upper, t.n),
+        ("tok/s", 70.0, Some(71.0), 3)
+    );
+    assert!(h
+        .case_metrics("2026-11-24T11-00-00Z-2", "m/tg128/b")
+        .unwrap()
+        .is_empty());
     assert_eq!(
         h.latest_run_of_commit("c0ffee", None).unwrap().as_deref(),
         Some("2026-11-24T10-00-00Z-1")

@@ -40,6 +40,9 @@ pub struct Options {
     pub bench: String,
     /// Arguments for the bench binary.
     pub args: Vec<String>,
+    /// Back-to-back runs of the suite, each recorded on its own (the history then has the
+    /// run-to-run spread the gate widens its intervals by).
+    pub rounds: usize,
 }
 
 /// A model file to put in the device's cache.
