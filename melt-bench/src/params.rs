@@ -4,6 +4,8 @@
 //! only a new context. A [`Sweep`] expands to the cartesian product ordered with the model
 //! parameters outermost, so that a model is loaded as rarely as possible.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Settings that require loading the weights again.
@@ -71,6 +73,24 @@ pub struct SessionParams {
     /// KV cache element types, ggml names (`f16`, `q8_0`, ...).
     pub type_k: String,
     pub type_v: String,
+    /// Engine-specific settings (`graph_opt=basic`, `ep=xnnpack`, `inter_threads=2` for ONNX
+    /// Runtime): each backend documents its keys and rejects the ones it does not know, so a
+    /// typo is an error and not a silently ignored setting.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+/// Parses `key=value,key=value` (a sweep's `options` entry). A part without `=` keeps an empty
+/// value for the backend to reject by name.
+pub fn parse_options(spec: &str) -> BTreeMap<String, String> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
+            None => (p.to_string(), String::new()),
+        })
+        .collect()
 }
 
 impl Default for SessionParams {
@@ -84,6 +104,7 @@ impl Default for SessionParams {
             flash_attn: FlashAttn::Auto,
             type_k: "f16".into(),
             type_v: "f16".into(),
+            options: BTreeMap::new(),
         }
     }
 }
@@ -114,6 +135,8 @@ pub struct Sweep {
     pub flash_attn: Vec<FlashAttn>,
     pub type_k: Vec<&'static str>,
     pub type_v: Vec<&'static str>,
+    /// Backend options, one `key=value,...` string per point (see [`parse_options`]).
+    pub options: Vec<&'static str>,
     pub mmap: Vec<bool>,
     pub n_gpu_layers: Vec<u32>,
 }
@@ -170,46 +193,52 @@ impl Sweep {
                             for fa in axis(&self.flash_attn) {
                                 for tk in axis(&self.type_k) {
                                     for tv in axis(&self.type_v) {
-                                        let mut s = SessionParams::default();
-                                        let mut label: Vec<String> = model_label.to_vec();
-                                        // Threads are always in the label, as in llama-bench.
-                                        s.threads = threads.unwrap_or(s.threads);
-                                        label.insert(0, format!("t={}", s.threads));
-                                        if let Some(v) = tb {
-                                            s.threads_batch = Some(v);
-                                            label.push(format!("tb={v}"));
+                                        for opts in axis(&self.options) {
+                                            let mut s = SessionParams::default();
+                                            let mut label: Vec<String> = model_label.to_vec();
+                                            // Threads are always in the label, as in llama-bench.
+                                            s.threads = threads.unwrap_or(s.threads);
+                                            label.insert(0, format!("t={}", s.threads));
+                                            if let Some(v) = tb {
+                                                s.threads_batch = Some(v);
+                                                label.push(format!("tb={v}"));
+                                            }
+                                            if let Some(v) = nb {
+                                                s.n_batch = v;
+                                                label.push(format!("b={v}"));
+                                            }
+                                            if let Some(v) = nub {
+                                                s.n_ubatch = v;
+                                                label.push(format!("ub={v}"));
+                                            }
+                                            if let Some(v) = nctx {
+                                                s.n_ctx = Some(v);
+                                                label.push(format!("ctx={v}"));
+                                            }
+                                            if let Some(v) = fa {
+                                                s.flash_attn = v;
+                                                label.push(format!("fa={v}"));
+                                            }
+                                            if let Some(v) = tk {
+                                                s.type_k = v.to_string();
+                                                label.push(format!("ctk={v}"));
+                                            }
+                                            if let Some(v) = tv {
+                                                s.type_v = v.to_string();
+                                                label.push(format!("ctv={v}"));
+                                            }
+                                            if let Some(v) = opts {
+                                                s.options = parse_options(v);
+                                                label.push(v.to_string());
+                                            }
+                                            out.push(Point {
+                                                params: Params {
+                                                    model: model.clone(),
+                                                    session: s,
+                                                },
+                                                label: label.join(" "),
+                                            });
                                         }
-                                        if let Some(v) = nb {
-                                            s.n_batch = v;
-                                            label.push(format!("b={v}"));
-                                        }
-                                        if let Some(v) = nub {
-                                            s.n_ubatch = v;
-                                            label.push(format!("ub={v}"));
-                                        }
-                                        if let Some(v) = nctx {
-                                            s.n_ctx = Some(v);
-                                            label.push(format!("ctx={v}"));
-                                        }
-                                        if let Some(v) = fa {
-                                            s.flash_attn = v;
-                                            label.push(format!("fa={v}"));
-                                        }
-                                        if let Some(v) = tk {
-                                            s.type_k = v.to_string();
-                                            label.push(format!("ctk={v}"));
-                                        }
-                                        if let Some(v) = tv {
-                                            s.type_v = v.to_string();
-                                            label.push(format!("ctv={v}"));
-                                        }
-                                        out.push(Point {
-                                            params: Params {
-                                                model: model.clone(),
-                                                session: s,
-                                            },
-                                            label: label.join(" "),
-                                        });
                                     }
                                 }
                             }
@@ -248,5 +277,26 @@ mod tests {
         assert!(points[4..].iter().all(|p| !p.params.model.mmap));
         assert_eq!(points[0].label, "t=1 mmap=1 ctk=f16");
         assert_eq!(points[3].label, "t=2 mmap=1 ctk=q8_0");
+    }
+
+    #[test]
+    fn backend_options_are_one_axis_of_key_value_lists() {
+        let sweep = Sweep {
+            threads: vec![2],
+            options: vec!["graph_opt=basic", "graph_opt=all, inter_threads=2", "oops"],
+            ..Sweep::default()
+        };
+        let points = sweep.points();
+        assert_eq!(points.len(), 3);
+        assert_eq!(points[0].label, "t=2 graph_opt=basic");
+        let o = &points[1].params.session.options;
+        assert_eq!(
+            (o["graph_opt"].as_str(), o["inter_threads"].as_str()),
+            ("all", "2")
+        );
+        assert_eq!(points[2].params.session.options["oops"], "");
+        // Empty options leave summary.json as before.
+        let json = serde_json::to_value(SessionParams::default()).unwrap();
+        assert!(json.get("options").is_none());
     }
 }

@@ -211,6 +211,14 @@ impl LoadedModel for LlamaLoaded {
         &'m self,
         params: &SessionParams,
     ) -> Result<Box<dyn Session + 'm>, BackendError> {
+        if let Some(key) = params.options.keys().next() {
+            return Err(BackendError::Unsupported {
+                backend: NAME.into(),
+                what: format!(
+                    "the option `{key}`: llama.cpp's settings are melt's own parameters (threads, n_batch, flash_attn, type_k...), it takes no backend options"
+                ),
+            });
+        }
         let backend = backend()?;
         let n_ctx = params.n_ctx.unwrap_or(512).max(1);
         let threads = i32::try_from(params.threads).unwrap_or(i32::MAX).max(1);
