@@ -629,3 +629,52 @@ fn the_html_report_opens_in_chromium_with_every_plot_and_the_numbers() {
         assert!(dom.contains(&tps), "{} shows {tps}", c.id);
     }
 }
+
+/// The ONNX Runtime backend beside llama.cpp in one run: each model goes to the backend that
+/// accepts its format, and the report has both (issue 6's "Done when", on generated models).
+#[test]
+fn onnx_and_gguf_models_run_side_by_side_in_one_report() {
+    use melt::testkit::onnx::TinyOnnxLm;
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = tiny_model(dir.path());
+    let onnx = TinyOnnxLm::default()
+        .write(&dir.path().join("tiny-onnx"))
+        .unwrap();
+    let onnx_arg = onnx.display().to_string();
+    let out = run(
+        &gguf,
+        dir.path(),
+        &["--model", &onnx_arg, "--sample-size", "3", "t=2$"],
+    );
+    assert!(!out.failed(), "{:?}", out.summary.errors);
+    let backends: std::collections::BTreeSet<&str> = out
+        .summary
+        .cases
+        .iter()
+        .map(|c| c.backend.as_str())
+        .collect();
+    assert_eq!(
+        backends.into_iter().collect::<Vec<_>>(),
+        ["llama.cpp", "onnxruntime"]
+    );
+    assert_eq!(out.summary.cases.len(), 2 * 4, "{}", out.table);
+    for c in &out.summary.cases {
+        let expected = if c.backend == "onnxruntime" {
+            "tiny-onnx"
+        } else {
+            "tiny-llama"
+        };
+        assert!(
+            c.id.starts_with(expected) || c.model.path.to_string_lossy().contains(expected),
+            "{}",
+            c.id
+        );
+        assert!(c.metrics["tokens_per_second"].estimate > 0.0, "{}", c.id);
+    }
+    assert!(
+        out.table.contains("onnxruntime") && out.table.contains("llama.cpp"),
+        "{}",
+        out.table
+    );
+    println!("{}", out.table);
+}

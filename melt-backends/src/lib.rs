@@ -4,6 +4,7 @@
 //! | feature | engine | module |
 //! | --- | --- | --- |
 //! | `llama-cpp` (default) | llama.cpp through `llama-cpp-2` | [`llama_cpp`] |
+//! | `onnxruntime` | ONNX Runtime through `ort` (runtime library loaded at run time) | [`onnxruntime`] |
 //!
 //! Without its feature an engine's module still exists and its constructor still works; loading
 //! a model then fails with an error saying which feature to enable (ripgrep's pattern for PCRE2).
@@ -14,7 +15,12 @@ use melt_bench::Backend;
 #[cfg_attr(not(feature = "llama-cpp"), path = "llama_cpp/disabled.rs")]
 pub mod llama_cpp;
 
+#[cfg_attr(feature = "onnxruntime", path = "onnxruntime/mod.rs")]
+#[cfg_attr(not(feature = "onnxruntime"), path = "onnxruntime/disabled.rs")]
+pub mod onnxruntime;
+
 pub use llama_cpp::LlamaCpp;
+pub use onnxruntime::OnnxRuntime;
 
 /// Every backend compiled into this build, for suites that run "all enabled backends".
 #[allow(clippy::vec_init_then_push)]
@@ -24,5 +30,7 @@ pub fn enabled() -> Vec<Box<dyn Backend>> {
     let mut v: Vec<Box<dyn Backend>> = Vec::new();
     #[cfg(feature = "llama-cpp")]
     v.push(Box::new(LlamaCpp::new()));
+    #[cfg(feature = "onnxruntime")]
+    v.push(Box::new(OnnxRuntime::new()));
     v
 }

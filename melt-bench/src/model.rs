@@ -296,6 +296,11 @@ impl Cache {
         Cache { root: root.into() }
     }
 
+    /// The cache directory (models under `models/`, runtime libraries under `runtimes/`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn entry_path(&self, sha256: &str, file: &str) -> PathBuf {
         self.root.join("models").join(sha256).join(file)
     }

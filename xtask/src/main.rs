@@ -15,6 +15,7 @@ mod history;
 mod models;
 mod prereq;
 mod runs;
+mod runtimes;
 
 use std::process::{Command, ExitCode};
 
@@ -26,7 +27,9 @@ const DEFAULT_MODEL: &str = "gemma-3-270m-q4_k_m";
 const HELP: &str = "\
 cargo xtask <command>
 
-  setup                          install build prerequisites, fetch the default model
+  setup                          install build prerequisites, fetch the default model and
+                                 the ONNX Runtime library
+  setup onnxruntime [--triple T] fetch libonnxruntime.so from the PyPI wheel into the cache
   setup-prereqs                  only install llama.cpp's build prerequisites if missing
   models list                    registry models and whether they are cached
   models fetch [NAME...]         fetch models into the cache (default: gemma-3-270m-q4_k_m)
@@ -220,8 +223,21 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("setup-prereqs") => prereq::ensure().map(|_| ExitCode::SUCCESS),
+        Some("setup") if args.get(1).map(String::as_str) == Some("onnxruntime") => {
+            devices::build::Toolchain::detect().and_then(|tc| {
+                let triple = match &args[2..] {
+                    [] => tc.host_triple.clone(),
+                    [flag, t] if flag == "--triple" => t.clone(),
+                    other => bail!("setup onnxruntime: unexpected {other:?} (use [--triple T])"),
+                };
+                runtimes::setup_onnxruntime(&triple, &tc.host_triple)?;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
         Some("setup") => prereq::ensure().and_then(|_| {
             models::fetch(&models::registry()?, &models::cache(), DEFAULT_MODEL)?;
+            let tc = devices::build::Toolchain::detect()?;
+            runtimes::setup_onnxruntime(&tc.host_triple, &tc.host_triple)?;
             Ok(ExitCode::SUCCESS)
         }),
         Some("models") => match args.get(1).map(String::as_str) {
@@ -265,6 +281,8 @@ fn main() -> ExitCode {
             // build it (cargo holds the build lock while tests run), so it is built first —
             // the same release build the tests use, so nothing compiles twice.
             let tc = devices::build::Toolchain::detect()?;
+            // The ONNX Runtime backend's tests run the real library.
+            runtimes::setup_onnxruntime(&tc.host_triple, &tc.host_triple)?;
             let plan = devices::build::plan(&tc, &tc.host_triple, "suite", 0, false)?;
             let (bin, _) = devices::build::run(&plan, "suite")?;
             let rest = args[1..].iter().skip_while(|a| *a == "--");

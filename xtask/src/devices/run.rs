@@ -888,6 +888,13 @@ pub fn bench_devices(
                 super::build::run(&plan, &opts.bench)?
             }
         };
+        let mut built = built;
+        // The ONNX Runtime backend opens its library at run time: ship it when it was fetched
+        // for this triple (`cargo xtask setup onnxruntime --triple T`).
+        let host = super::build::Toolchain::detect()?.host_triple;
+        if let Some(lib) = crate::runtimes::cached_onnxruntime(&d.triple, &host) {
+            built.1.push(lib);
+        }
         builds.insert(d.triple.clone(), built);
     }
     let git_dir = std::env::current_dir().unwrap_or_default();

@@ -1,0 +1,746 @@
+//! ONNX Runtime through `ort` (load-dynamic): decoder-only LMs exported in the Optimum /
+//! onnxruntime-genai convention, driven token by token with their KV cache.
+//!
+//! **Convention.** Inputs `input_ids`, `attention_mask`, `position_ids` (when present),
+//! `past_key_values.{i}.key/value` `[batch, kv_heads, past, head_dim]`, and `use_cache_branch`
+//! for Optimum's merged decoders; outputs `logits` and `present.{i}.key/value`. Layer count,
+//! KV heads, head size and the KV dtype (fp32 or fp16) are read from the graph. The tokenizer
+//! is the model directory's `tokenizer.json`.
+//!
+//! **Runtime library.** Nothing is linked at build time: `libonnxruntime.so` is opened on first
+//! use from `ORT_DYLIB_PATH`, else beside the executable or in `LD_LIBRARY_PATH` (where device
+//! runs put it), else from `cargo xtask setup onnxruntime`'s cache
+//! (`<melt cache>/runtimes/onnxruntime-<version>/`). ort refuses a library older than the
+//! ONNX Runtime API it was built for.
+//!
+//! **Timing.** ONNX Runtime's threads and graph optimisation are session options, so each melt
+//! session builds its own ONNX Runtime session: `load_ms` is the first load (parse, check the
+//! convention), `context_ms` the session build with the case's options. The KV cache stays in
+//! ONNX Runtime's own tensors between steps (each step's `present` is the next `past`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use melt_bench::{
+    Backend, BackendError, LoadedModel, ModelFormat, ModelInfo, ModelParams, ModelSpec, Session,
+    SessionParams, Token,
+};
+use ort::ep::{self, ExecutionProvider};
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::SessionInputValue;
+use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
+
+const NAME: &str = "onnxruntime";
+
+/// The ONNX Runtime release `cargo xtask setup onnxruntime` fetches (ort 2.0.0-rc.15 is built
+/// for its API).
+pub const ORT_VERSION: &str = "1.31.1";
+
+/// The ONNX Runtime backend.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OnnxRuntime;
+
+impl OnnxRuntime {
+    pub fn new() -> OnnxRuntime {
+        OnnxRuntime
+    }
+}
+
+fn runtime(what: impl std::fmt::Display) -> BackendError {
+    BackendError::Runtime {
+        backend: NAME.into(),
+        what: what.to_string(),
+    }
+}
+
+fn unsupported(what: impl std::fmt::Display) -> BackendError {
+    BackendError::Unsupported {
+        backend: NAME.into(),
+        what: what.to_string(),
+    }
+}
+
+/// The file name of the runtime library on this OS.
+fn library_name() -> &'static str {
+    if cfg!(target_os = "macos") {
+        "libonnxruntime.dylib"
+    } else if cfg!(windows) {
+        "onnxruntime.dll"
+    } else {
+        "libonnxruntime.so"
+    }
+}
+
+/// Where the runtime library is looked for, in order, after `ORT_DYLIB_PATH`.
+pub fn library_candidates() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        dirs.push(dir.join("lib"));
+        dirs.push(dir);
+    }
+    if let Some(paths) = std::env::var_os("LD_LIBRARY_PATH") {
+        dirs.extend(std::env::split_paths(&paths));
+    }
+    dirs.push(
+        melt_bench::model::Cache::default_root()
+            .join("runtimes")
+            .join(format!("onnxruntime-{ORT_VERSION}")),
+    );
+    dirs.into_iter().map(|d| d.join(library_name())).collect()
+}
+
+/// The runtime library to open, or an error saying where it was looked for.
+pub fn find_library() -> Result<PathBuf, BackendError> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(runtime(format!(
+                "ORT_DYLIB_PATH is {}, which is not a file",
+                p.display()
+            )))
+        };
+    }
+    let candidates = library_candidates();
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        runtime(format!(
+            "no ONNX Runtime library found: run `cargo xtask setup onnxruntime` or set ORT_DYLIB_PATH (looked for {})",
+            candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
+}
+
+/// The version the library reports (`OrtGetApiBase()->GetVersionString()`, e.g. `1.31.1`);
+/// its build-info string only names the git branch.
+pub fn library_version(path: &Path) -> Result<String, String> {
+    // SAFETY: opening ONNX Runtime runs no initialisers with preconditions; the symbol has
+    // the C signature of onnxruntime_c_api.h, and the returned string is static in the library,
+    // which stays loaded while `lib` lives (and after: ort holds it too).
+    unsafe {
+        let lib = libloading::Library::new(path).map_err(|e| e.to_string())?;
+        let get: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
+            lib.get(b"OrtGetApiBase").map_err(|e| e.to_string())?;
+        let base = get();
+        if base.is_null() {
+            return Err("OrtGetApiBase returned null".into());
+        }
+        let v = ((*base).GetVersionString)();
+        if v.is_null() {
+            return Err("GetVersionString returned null".into());
+        }
+        Ok(std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned())
+    }
+}
+
+/// The process-wide ONNX Runtime environment, created on first use.
+fn environment() -> Result<&'static ort::environment::Environment, BackendError> {
+    static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let path = find_library().map_err(|e| e.to_string())?;
+        let builder = ort::init_from(&path)
+            .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+        builder
+            .with_name("melt")
+            .build()
+            .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", path.display()))
+    })
+    .as_ref()
+    .map_err(runtime)
+}
+
+/// The KV cache element type of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KvType {
+    F32,
+    F16,
+}
+
+/// What the graph says about itself, checked against the convention.
+#[derive(Debug, Clone)]
+struct Convention {
+    n_layer: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    kv: KvType,
+    logits_f16: bool,
+    n_vocab: Option<usize>,
+    has_attention_mask: bool,
+    has_position_ids: bool,
+    has_cache_branch: bool,
+}
+
+fn tensor_of(t: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
+    match t {
+        ValueType::Tensor { ty, shape, .. } => Some((*ty, shape.to_vec())),
+        _ => None,
+    }
+}
+
+impl Convention {
+    fn read(session: &ort::session::Session, path: &Path) -> Result<Convention, BackendError> {
+        let bad = |reason: String| BackendError::Model {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let inputs: BTreeMap<&str, &ValueType> = session
+            .inputs()
+            .iter()
+            .map(|o| (o.name(), o.dtype()))
+            .collect();
+        let outputs: BTreeMap<&str, &ValueType> = session
+            .outputs()
+            .iter()
+            .map(|o| (o.name(), o.dtype()))
+            .collect();
+        let names =
+            |m: &BTreeMap<&str, &ValueType>| m.keys().copied().collect::<Vec<_>>().join(", ");
+        for required in ["input_ids"] {
+            if !inputs.contains_key(required) {
+                return Err(bad(format!(
+                    "the graph has no input `{required}`, so it is not a decoder in the Optimum/onnxruntime-genai convention (its inputs: {})",
+                    names(&inputs)
+                )));
+            }
+        }
+        let Some((logits_ty, logits_shape)) = outputs.get("logits").and_then(|t| tensor_of(t))
+        else {
+            return Err(bad(format!(
+                "the graph has no tensor output `logits` (its outputs: {})",
+                names(&outputs)
+            )));
+        };
+        let logits_f16 = match logits_ty {
+            TensorElementType::Float32 => false,
+            TensorElementType::Float16 => true,
+            other => return Err(bad(format!("`logits` are {other}; melt reads f32 or f16"))),
+        };
+        let n_vocab = logits_shape
+            .last()
+            .and_then(|&v| usize::try_from(v).ok())
+            .filter(|&v| v > 0);
+        let mut n_layer = 0;
+        while inputs.contains_key(format!("past_key_values.{n_layer}.key").as_str()) {
+            n_layer += 1;
+        }
+        if n_layer == 0 {
+            return Err(bad(format!(
+                "the graph has no input `past_key_values.0.key`: melt measures decoders exported with their KV cache (Optimum `--task text-generation-with-past`); its inputs: {}",
+                names(&inputs)
+            )));
+        }
+        let mut kv_shape = None;
+        let mut kv_type = None;
+        for i in 0..n_layer {
+            for kv in ["key", "value"] {
+                let input = format!("past_key_values.{i}.{kv}");
+                let output = format!("present.{i}.{kv}");
+                let Some((ty, shape)) = inputs.get(input.as_str()).and_then(|t| tensor_of(t))
+                else {
+                    return Err(bad(format!("the graph has no tensor input `{input}`")));
+                };
+                if !outputs.contains_key(output.as_str()) {
+                    return Err(bad(format!(
+                        "the graph takes `{input}` but has no output `{output}`"
+                    )));
+                }
+                let ty = match ty {
+                    TensorElementType::Float32 => KvType::F32,
+                    TensorElementType::Float16 => KvType::F16,
+                    other => {
+                        return Err(bad(format!(
+                            "`{input}` is {other}; melt drives f32 or f16 KV caches"
+                        )))
+                    }
+                };
+                if shape.len() != 4 || shape[1] <= 0 || shape[3] <= 0 {
+                    return Err(bad(format!(
+                        "`{input}` has shape {shape:?}; expected [batch, kv_heads, past, head_dim] with fixed kv_heads and head_dim"
+                    )));
+                }
+                let dims = (shape[1] as usize, shape[3] as usize);
+                if *kv_shape.get_or_insert(dims) != dims || *kv_type.get_or_insert(ty) != ty {
+                    return Err(bad(format!(
+                        "`{input}` differs from `past_key_values.0.key` in shape or type"
+                    )));
+                }
+            }
+        }
+        let known = |name: &str| {
+            matches!(
+                name,
+                "input_ids" | "attention_mask" | "position_ids" | "use_cache_branch"
+            ) || name.starts_with("past_key_values.")
+        };
+        if let Some(other) = inputs.keys().find(|n| !known(n)) {
+            return Err(bad(format!(
+                "the graph has an input `{other}` that the decoder convention melt drives does not have (input_ids, attention_mask, position_ids, past_key_values.*, use_cache_branch)"
+            )));
+        }
+        let (kv_heads, head_dim) = kv_shape.expect("n_layer > 0");
+        Ok(Convention {
+            n_layer,
+            kv_heads,
+            head_dim,
+            kv: kv_type.expect("n_layer > 0"),
+            logits_f16,
+            n_vocab,
+            has_attention_mask: inputs.contains_key("attention_mask"),
+            has_position_ids: inputs.contains_key("position_ids"),
+            has_cache_branch: inputs.contains_key("use_cache_branch"),
+        })
+    }
+}
+
+/// The session options melt sweeps, parsed from [`SessionParams`]. Keys of
+/// `SessionParams::options`: `inter_threads`, `graph_opt` (`disable|basic|extended|all`),
+/// `ep` (`cpu|xnnpack|nnapi|qnn|coreml|cuda`), `arena` and `mem_pattern` (`on|off`).
+#[derive(Debug, Clone, PartialEq)]
+struct Options {
+    intra_threads: usize,
+    inter_threads: Option<usize>,
+    graph_opt: GraphOptimizationLevel,
+    ep: String,
+    arena: bool,
+    mem_pattern: bool,
+}
+
+const OPTION_KEYS: &str = "inter_threads, graph_opt, ep, arena, mem_pattern";
+
+fn on_off(key: &str, v: &str) -> Result<bool, BackendError> {
+    match v {
+        "on" | "1" | "true" => Ok(true),
+        "off" | "0" | "false" => Ok(false),
+        _ => Err(unsupported(format!("{key}={v} (use on or off)"))),
+    }
+}
+
+impl Options {
+    fn from_params(p: &SessionParams) -> Result<Options, BackendError> {
+        if p.threads_batch.is_some_and(|tb| tb != p.threads) {
+            return Err(unsupported(
+                "threads_batch: ONNX Runtime has one intra-op pool for every batch size; sweep `threads` (and `inter_threads=` in options)",
+            ));
+        }
+        let mut o = Options {
+            intra_threads: p.threads.max(1),
+            inter_threads: None,
+            graph_opt: GraphOptimizationLevel::All,
+            ep: "cpu".into(),
+            arena: true,
+            mem_pattern: true,
+        };
+        for (k, v) in &p.options {
+            match k.as_str() {
+                "inter_threads" => {
+                    o.inter_threads =
+                        Some(v.parse().ok().filter(|&n: &usize| n >= 1).ok_or_else(|| {
+                            unsupported(format!("inter_threads={v} (a whole number ≥ 1)"))
+                        })?)
+                }
+                "graph_opt" => {
+                    o.graph_opt = match v.as_str() {
+                        "disable" => GraphOptimizationLevel::Disable,
+                        "basic" => GraphOptimizationLevel::Level1,
+                        "extended" => GraphOptimizationLevel::Level2,
+                        "layout" => GraphOptimizationLevel::Level3,
+                        "all" => GraphOptimizationLevel::All,
+                        _ => {
+                            return Err(unsupported(format!(
+                                "graph_opt={v} (use disable, basic, extended, layout or all)"
+                            )))
+                        }
+                    }
+                }
+                "ep" => o.ep = v.to_lowercase(),
+                "arena" => o.arena = on_off(k, v)?,
+                "mem_pattern" => o.mem_pattern = on_off(k, v)?,
+                _ => {
+                    return Err(unsupported(format!(
+                        "the option `{k}` (ONNX Runtime's are {OPTION_KEYS})"
+                    )))
+                }
+            }
+        }
+        Ok(o)
+    }
+
+    /// The execution provider to register, checked against what the loaded library has.
+    fn execution_provider(&self) -> Result<Option<ep::ExecutionProviderDispatch>, BackendError> {
+        fn check<E>(ep: E) -> Result<ep::ExecutionProviderDispatch, BackendError>
+        where
+            E: ExecutionProvider + Into<ep::ExecutionProviderDispatch>,
+        {
+            match E::is_available() {
+                Ok(true) => Ok(ep.into().error_on_failure()),
+                Ok(false) => Err(unsupported(format!(
+                    "the execution provider {}: the ONNX Runtime library in use was built without it ({})",
+                    E::NAME,
+                    find_library().map(|p| p.display().to_string()).unwrap_or_default()
+                ))),
+                Err(e) => Err(runtime(format!("asking ONNX Runtime for {}: {e}", E::NAME))),
+            }
+        }
+        Ok(Some(match self.ep.as_str() {
+            "cpu" => return Ok(None),
+            "xnnpack" => check(ep::XNNPACK::default())?,
+            "nnapi" => check(ep::NNAPI::default())?,
+            "qnn" => check(ep::QNN::default())?,
+            "coreml" => check(ep::CoreML::default())?,
+            "cuda" => check(ep::CUDA::default())?,
+            other => {
+                return Err(unsupported(format!(
+                    "ep={other} (melt passes through cpu, xnnpack, nnapi, qnn, coreml, cuda)"
+                )))
+            }
+        }))
+    }
+
+    fn builder(&self) -> Result<SessionBuilder, BackendError> {
+        let e = |what: &str| {
+            let what = what.to_string();
+            move |err: ort::Error<SessionBuilder>| runtime(format!("{what}: {err}"))
+        };
+        let mut eps = Vec::new();
+        if let Some(ep) = self.execution_provider()? {
+            eps.push(ep);
+        }
+        eps.push(ep::CPU::default().with_arena_allocator(self.arena).build());
+        let mut b = ort::session::Session::builder(environment()?)
+            .map_err(|err| runtime(format!("session builder: {err}")))?
+            .with_intra_threads(self.intra_threads)
+            .map_err(e("intra-op threads"))?
+            .with_optimization_level(self.graph_opt)
+            .map_err(e("graph optimisation level"))?
+            .with_memory_pattern(self.mem_pattern)
+            .map_err(e("memory pattern"))?
+            .with_execution_providers(eps)
+            .map_err(e("execution provider"))?;
+        if let Some(n) = self.inter_threads {
+            b = b
+                .with_parallel_execution(n > 1)
+                .map_err(e("parallel execution"))?
+                .with_inter_threads(n)
+                .map_err(e("inter-op threads"))?;
+        }
+        Ok(b)
+    }
+}
+
+impl Backend for OnnxRuntime {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn version(&self) -> String {
+        environment()
+            .ok()
+            .and_then(|_| find_library().ok())
+            .and_then(|p| library_version(&p).ok())
+            .unwrap_or_else(|| "not loaded".into())
+    }
+
+    fn accepts(&self, format: ModelFormat) -> bool {
+        format == ModelFormat::Onnx
+    }
+
+    fn load(
+        &self,
+        model: &ModelSpec,
+        _: &ModelParams,
+    ) -> Result<Box<dyn LoadedModel>, BackendError> {
+        let path = &model.path;
+        let bad = |reason: String| BackendError::Model {
+            path: path.clone(),
+            reason,
+        };
+        if !path.is_file() {
+            return Err(bad("no such file".into()));
+        }
+        let tokenizer_path = path.with_file_name("tokenizer.json");
+        let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| {
+            bad(format!(
+                "its tokenizer {} could not be read: {e}",
+                tokenizer_path.display()
+            ))
+        })?;
+        let options = Options::from_params(&SessionParams::default())?;
+        let session = options
+            .builder()?
+            .commit_from_file(path)
+            .map_err(|e| bad(format!("ONNX Runtime rejected it: {e}")))?;
+        let convention = Convention::read(&session, path)?;
+        let n_vocab = convention
+            .n_vocab
+            .unwrap_or_else(|| tokenizer.get_vocab_size(true));
+        let bos = tokenizer
+            .encode("", true)
+            .ok()
+            .and_then(|e| e.get_ids().first().copied())
+            .map(|id| id as Token);
+        let description = format!(
+            "onnx decoder {}L {}x{} KV {}",
+            convention.n_layer,
+            convention.kv_heads,
+            convention.head_dim,
+            match convention.kv {
+                KvType::F32 => "f32",
+                KvType::F16 => "f16",
+            }
+        );
+        Ok(Box::new(OrtModel {
+            path: path.clone(),
+            convention,
+            tokenizer,
+            bos,
+            info: ModelInfo {
+                description,
+                architecture: "onnx-decoder".into(),
+                quantization: String::new(),
+                n_params: 0,
+                size_bytes: model.size_bytes,
+                n_vocab,
+                n_ctx_train: 0,
+            },
+        }))
+    }
+}
+
+struct OrtModel {
+    path: PathBuf,
+    convention: Convention,
+    tokenizer: tokenizers::Tokenizer,
+    bos: Option<Token>,
+    info: ModelInfo,
+}
+
+impl LoadedModel for OrtModel {
+    fn info(&self) -> ModelInfo {
+        self.info.clone()
+    }
+
+    fn session<'m>(
+        &'m self,
+        params: &SessionParams,
+    ) -> Result<Box<dyn Session + 'm>, BackendError> {
+        let options = Options::from_params(params)?;
+        let session = options
+            .builder()?
+            .commit_from_file(&self.path)
+            .map_err(|e| {
+                runtime(format!(
+                    "cannot build a session for {} with {options:?}: {e}",
+                    self.path.display()
+                ))
+            })?;
+        Ok(Box::new(OrtSession {
+            model: self,
+            session,
+            n_ctx: params.n_ctx.unwrap_or(512).max(1) as usize,
+            n_batch: params.n_batch.max(1) as usize,
+            past: Vec::new(),
+            n_past: 0,
+            logits: Vec::new(),
+        }))
+    }
+}
+
+struct OrtSession<'m> {
+    model: &'m OrtModel,
+    session: ort::session::Session,
+    n_ctx: usize,
+    n_batch: usize,
+    /// `present.{i}.key`, `present.{i}.value` of the last step, in layer order; empty when
+    /// the context is empty.
+    past: Vec<DynValue>,
+    n_past: usize,
+    logits: Vec<f32>,
+}
+
+impl OrtSession<'_> {
+    fn empty_past(&self) -> Result<DynValue, BackendError> {
+        let c = &self.model.convention;
+        let shape = [1usize, c.kv_heads, 0, c.head_dim];
+        let v = match c.kv {
+            KvType::F32 => Tensor::<f32>::from_array((shape, Vec::new())).map(|t| t.into_dyn()),
+            KvType::F16 => {
+                Tensor::<half::f16>::from_array((shape, Vec::new())).map(|t| t.into_dyn())
+            }
+        };
+        v.map_err(|e| runtime(format!("empty KV cache tensor: {e}")))
+    }
+
+    /// Runs the graph on `tokens` after the cache; keeps the new cache and last logits.
+    fn step(&mut self, tokens: &[Token]) -> Result<(), BackendError> {
+        let model = self.model;
+        let c = &model.convention;
+        let (n, past) = (tokens.len(), self.n_past);
+        if past + n > self.n_ctx {
+            return Err(runtime(format!(
+                "the context holds {} tokens; {past} are used and {n} more were given",
+                self.n_ctx
+            )));
+        }
+        let err = |what: &str| {
+            let what = what.to_string();
+            move |e: ort::Error| runtime(format!("{what}: {e}"))
+        };
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        let mut inputs: Vec<(String, SessionInputValue)> = Vec::with_capacity(4 + 2 * c.n_layer);
+        inputs.push((
+            "input_ids".into(),
+            Tensor::from_array(([1, n], ids))
+                .map_err(err("input_ids"))?
+                .into(),
+        ));
+        if c.has_attention_mask {
+            inputs.push((
+                "attention_mask".into(),
+                Tensor::from_array(([1, past + n], vec![1i64; past + n]))
+                    .map_err(err("attention_mask"))?
+                    .into(),
+            ));
+        }
+        if c.has_position_ids {
+            let pos: Vec<i64> = (past as i64..(past + n) as i64).collect();
+            inputs.push((
+                "position_ids".into(),
+                Tensor::from_array(([1, n], pos))
+                    .map_err(err("position_ids"))?
+                    .into(),
+            ));
+        }
+        if c.has_cache_branch {
+            inputs.push((
+                "use_cache_branch".into(),
+                Tensor::from_array(([1], vec![past > 0]))
+                    .map_err(err("use_cache_branch"))?
+                    .into(),
+            ));
+        }
+        let mut cache = std::mem::take(&mut self.past).into_iter();
+        for i in 0..c.n_layer {
+            for kv in ["key", "value"] {
+                let v = match cache.next() {
+                    Some(v) => v,
+                    None => self.empty_past()?,
+                };
+                inputs.push((format!("past_key_values.{i}.{kv}"), v.into()));
+            }
+        }
+        // On failure the cache is gone: the context is reset rather than left inconsistent.
+        self.n_past = 0;
+        let mut outputs = self.session.run(inputs).map_err(err("running the graph"))?;
+        let logits = outputs
+            .remove("logits")
+            .ok_or_else(|| runtime("the run returned no `logits`"))?;
+        let rows_of = |shape: &[i64]| -> Result<(usize, usize), BackendError> {
+            let vocab = *shape.last().unwrap_or(&0) as usize;
+            let rows = shape.iter().rev().skip(1).product::<i64>() as usize;
+            if vocab == 0 || rows == 0 {
+                return Err(runtime(format!("`logits` came back with shape {shape:?}")));
+            }
+            Ok((rows, vocab))
+        };
+        self.logits.clear();
+        if c.logits_f16 {
+            let (shape, data) = logits
+                .try_extract_tensor::<half::f16>()
+                .map_err(err("reading logits"))?;
+            let (rows, vocab) = rows_of(shape)?;
+            let last = &data[(rows - 1) * vocab..rows * vocab];
+            self.logits.extend(last.iter().map(|x| x.to_f32()));
+        } else {
+            let (shape, data) = logits
+                .try_extract_tensor::<f32>()
+                .map_err(err("reading logits"))?;
+            let (rows, vocab) = rows_of(shape)?;
+            self.logits
+                .extend_from_slice(&data[(rows - 1) * vocab..rows * vocab]);
+        }
+        let mut present = Vec::with_capacity(2 * c.n_layer);
+        for i in 0..c.n_layer {
+            for kv in ["key", "value"] {
+                let name = format!("present.{i}.{kv}");
+                present.push(
+                    outputs
+                        .remove(&name)
+                        .ok_or_else(|| runtime(format!("the run returned no `{name}`")))?,
+                );
+            }
+        }
+        self.past = present;
+        self.n_past = past + n;
+        Ok(())
+    }
+}
+
+impl Session for OrtSession<'_> {
+    fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<Token>, BackendError> {
+        let enc = self
+            .model
+            .tokenizer
+            .encode(text, add_special)
+            .map_err(|e| runtime(format!("tokenizing: {e}")))?;
+        Ok(enc.get_ids().iter().map(|&t| t as Token).collect())
+    }
+
+    fn detokenize(&self, tokens: &[Token]) -> Result<String, BackendError> {
+        let ids: Vec<u32> = tokens.iter().map(|&t| t as u32).collect();
+        self.model
+            .tokenizer
+            .decode(&ids, true)
+            .map_err(|e| runtime(format!("detokenizing: {e}")))
+    }
+
+    fn prefill(&mut self, tokens: &[Token]) -> Result<(), BackendError> {
+        if tokens.is_empty() {
+            return Err(runtime("prefill of zero tokens"));
+        }
+        for chunk in tokens.chunks(self.n_batch) {
+            self.step(chunk)?;
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self, token: Token) -> Result<(), BackendError> {
+        self.step(&[token])
+    }
+
+    fn logits(&self) -> Result<&[f32], BackendError> {
+        if self.logits.is_empty() {
+            return Err(runtime("no logits yet: nothing was evaluated"));
+        }
+        Ok(&self.logits)
+    }
+
+    fn clear(&mut self) -> Result<(), BackendError> {
+        self.past.clear();
+        self.n_past = 0;
+        self.logits.clear();
+        Ok(())
+    }
+
+    fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    fn bos(&self) -> Option<Token> {
+        self.model.bos
+    }
+}
+
+#[cfg(test)]
+mod tests;
