@@ -197,18 +197,37 @@ pub struct CaseGate {
     pub note: Option<String>,
 }
 
-/// Fewest earlier runs of a case from which its run-to-run drift is estimated.
-pub const MIN_RUNS_FOR_DRIFT: usize = 3;
+/// Fewest degrees of freedom (runs beyond the first of each code version) from which a case's
+/// run-to-run drift is estimated: three runs of one commit, or two pairs.
+pub const MIN_RUNS_FOR_DRIFT: usize = 2;
 
-/// Run-to-run drift of a case from the tok/s means of earlier runs: the median absolute
-/// deviation (scaled to a standard deviation) relative to the median — robust to the odd run
-/// that really was faster or slower. `None` with fewer than [`MIN_RUNS_FOR_DRIFT`] runs.
-pub fn drift_from_run_means(means: &[f64]) -> Option<f64> {
-    if means.len() < MIN_RUNS_FOR_DRIFT {
+/// Run-to-run drift of a case from earlier runs' tok/s, given as `(code, estimate)` where
+/// `code` names what ran (a commit). Only runs of the same code are compared with each other,
+/// so a real speed change between commits never passes for noise: each run's estimate is taken
+/// relative to the mean of its code's runs, scaled by √(n/(n−1)) (a deviation from a mean of n
+/// is that much narrower than the spread itself), and the drift is the robust spread (MAD ×
+/// 1.4826) of those residuals. `None` with fewer than [`MIN_RUNS_FOR_DRIFT`] degrees of freedom.
+pub fn drift_from_replicates(runs: &[(String, f64)]) -> Option<f64> {
+    let mut groups: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for (code, estimate) in runs {
+        groups.entry(code.as_str()).or_default().push(*estimate);
+    }
+    let mut residuals = Vec::new();
+    for xs in groups.values().filter(|xs| xs.len() >= 2) {
+        let n = xs.len() as f64;
+        let mean = stats::mean(xs);
+        let scale = (n / (n - 1.0)).sqrt();
+        residuals.extend(xs.iter().map(|x| (x / mean - 1.0) * scale));
+    }
+    let dof = groups
+        .values()
+        .filter(|xs| xs.len() >= 2)
+        .map(|xs| xs.len() - 1)
+        .sum::<usize>();
+    if dof < MIN_RUNS_FOR_DRIFT {
         return None;
     }
-    let med = stats::median(means);
-    Some(stats::median_abs_dev(means, med) / med)
+    Some(stats::median_abs_dev(&residuals, 0.0))
 }
 
 /// The fewest samples on each side for a regressed/improved verdict: below it the bootstrapped
@@ -223,7 +242,7 @@ fn thrpt(time_change: f64) -> f64 {
 
 /// Judges one case from per-iteration times (ns) and the tokens per iteration.
 ///
-/// `drift` is the case's run-to-run spread ([`drift_from_run_means`]): each run carries its own
+/// `drift` is the case's run-to-run spread ([`drift_from_replicates`]): each run carries its own
 /// offset, so the difference of two runs has √2 times that spread, and the CI of the change is
 /// widened by ±1.96·√2·drift before it is held against the threshold. Within-run samples cannot
 /// see this component; without it two identical runs on a drifting machine can "regress".
@@ -278,6 +297,15 @@ pub fn judge(
         lo -= widen;
         hi += widen;
         g.drift = Some(d);
+        if widen >= threshold {
+            // Say so rather than pass quietly: on this machine the gate is coarser than asked.
+            g.note = Some(format!(
+                "run-to-run drift widens the CI by ±{:.1}%, beyond the {:.1}% threshold: only a drop past ~{:.0}% can fail here",
+                widen * 100.0,
+                threshold * 100.0,
+                (widen + threshold) * 100.0
+            ));
+        }
     }
     let change = thrpt(c.change.mean.point_estimate);
     g.change = Some(change);
@@ -741,8 +769,19 @@ mod tests {
         let mut rng = Rng::new(6);
         let base = normal(&mut rng, 10, T, 0.004);
         let new = normal(&mut rng, 10, T / 0.91, 0.004);
-        let earlier = [70.0, 73.5, 67.0, 71.0, 74.0, 68.5, 72.5];
-        let drift = drift_from_run_means(&earlier).unwrap();
+        // Earlier runs: three of one commit, two of another that really was 20% faster — the
+        // commit change must not count as drift.
+        let earlier: Vec<(String, f64)> = [
+            ("a", 70.0),
+            ("a", 73.5),
+            ("a", 67.5),
+            ("b", 85.0),
+            ("b", 88.0),
+        ]
+        .iter()
+        .map(|(c, x)| (c.to_string(), *x))
+        .collect();
+        let drift = drift_from_replicates(&earlier).unwrap();
         assert!((0.02..0.07).contains(&drift), "{drift}");
         let cfg = GateConfig::default();
         let without = judge("c", &new, Some(&base), 128, None, &cfg, &analysis());
@@ -762,7 +801,19 @@ mod tests {
         let slow = normal(&mut rng, 10, T / 0.5, 0.004);
         let g = judge("c", &slow, Some(&base), 128, Some(drift), &cfg, &analysis());
         assert_eq!(g.outcome, Outcome::Regressed, "{g:?}");
-        assert_eq!(drift_from_run_means(&earlier[..2]), None);
+        // One degree of freedom is not an estimate; runs of different commits are not replicates.
+        assert_eq!(drift_from_replicates(&earlier[..2]), None);
+        assert_eq!(drift_from_replicates(&earlier[2..4]), None);
+        // A machine far noisier than the threshold says so in the table.
+        let noisy = judge("c", &new, Some(&base), 128, Some(0.05), &cfg, &analysis());
+        assert!(
+            noisy
+                .note
+                .as_deref()
+                .unwrap_or("")
+                .contains("beyond the 5.0% threshold"),
+            "{noisy:?}"
+        );
     }
 
     #[test]

@@ -373,24 +373,42 @@ impl History {
     }
 
     /// tok/s (or another metric's) estimates of a case in its most recent runs, excluding
-    /// `except` — the run-level observations the gate's drift estimate is made from.
+    /// `except`, each with the code it ran: `commit` (or `commit+dirty`, or `unknown`). The
+    /// gate's drift estimate is made from runs of the same code, so that a real change between
+    /// commits is never mistaken for noise.
     pub fn recent_estimates(
         &self,
         case_id: &str,
         metric: &str,
         except: &[&str],
         limit: usize,
-    ) -> Result<Vec<f64>, HistoryError> {
+    ) -> Result<Vec<(String, f64)>, HistoryError> {
         let rows = self.rows(
-            "SELECT run_id, estimate FROM metrics WHERE case_id = ?1 AND metric = ?2
-             ORDER BY run_id DESC",
+            "SELECT m.run_id, m.estimate, r.git_commit, r.git_dirty
+             FROM metrics m JOIN runs r ON r.run_id = m.run_id
+             WHERE m.case_id = ?1 AND m.metric = ?2
+             ORDER BY m.run_id DESC",
             params![case_id, metric],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)),
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, f64>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<bool>>(3)?,
+                ))
+            },
         )?;
         Ok(rows
             .into_iter()
-            .filter(|(run, _)| !except.contains(&run.as_str()))
-            .map(|(_, e)| e)
+            .filter(|(run, ..)| !except.contains(&run.as_str()))
+            .map(|(_, e, commit, dirty)| {
+                let code = match (commit, dirty) {
+                    (Some(c), Some(true)) => format!("{c}+dirty"),
+                    (Some(c), _) => c,
+                    (None, _) => "unknown".to_string(),
+                };
+                (code, e)
+            })
             .take(limit)
             .collect())
     }

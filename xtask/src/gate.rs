@@ -95,7 +95,7 @@ pub fn config() -> Result<GateConfig> {
 }
 
 /// How many earlier runs of a case the drift estimate looks at.
-const DRIFT_RUNS: usize = 10;
+const DRIFT_RUNS: usize = 20;
 
 /// The case's run-to-run drift from the history (earlier runs than `judged`), if there is a
 /// history, enough runs, and the user did not switch it off.
@@ -108,10 +108,10 @@ fn drift_of(opts: &Options, judged: &str) -> impl Fn(&str) -> Option<f64> {
     let judged = judged.to_string();
     move |case: &str| {
         let h = history.as_ref()?;
-        let means = h
+        let runs = h
             .recent_estimates(case, "tokens_per_second", &[judged.as_str()], DRIFT_RUNS)
             .ok()?;
-        gate::drift_from_run_means(&means)
+        gate::drift_from_replicates(&runs)
     }
 }
 

@@ -72,6 +72,23 @@ fn records_round_trip_and_answer_queries() {
         None
     );
     assert_eq!(h.latest_run_of_commit("deadbeef", None).unwrap(), None);
+    // The drift estimate's input: each run's estimate with the code it ran, newest first.
+    assert_eq!(
+        h.recent_estimates("m/tg128/a", "tokens_per_second", &[], 10)
+            .unwrap(),
+        [("unknown".to_string(), 75.0), ("c0ffee".to_string(), 70.0)]
+    );
+    assert_eq!(
+        h.recent_estimates(
+            "m/tg128/a",
+            "tokens_per_second",
+            &["2026-11-24T11-00-00Z-2"],
+            10
+        )
+        .unwrap()
+        .len(),
+        1
+    );
     assert_eq!(
         h.cases_of_run("2026-11-24T10-00-00Z-1").unwrap(),
         ["m/tg128/a", "m/tg128/b"]
