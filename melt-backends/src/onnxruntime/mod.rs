@@ -486,8 +486,15 @@ impl Backend for OnnxRuntime {
             .ok()
             .and_then(|e| e.get_ids().first().copied())
             .map(|id| id as Token);
+        // Weights and the graph's name from the file itself (ONNX Runtime does not list
+        // initializers); a file it loaded but this cannot read only loses those columns.
+        let summary = melt_bench::onnx_proto::summarize(path).unwrap_or_default();
+        let name = match summary.graph_name.as_str() {
+            "" => String::new(),
+            n => format!("{n} "),
+        };
         let description = format!(
-            "onnx decoder {}L {}x{} KV {}",
+            "{name}onnx decoder {}L {}x{} KV {}",
             convention.n_layer,
             convention.kv_heads,
             convention.head_dim,
@@ -504,8 +511,8 @@ impl Backend for OnnxRuntime {
             info: ModelInfo {
                 description,
                 architecture: "onnx-decoder".into(),
-                quantization: String::new(),
-                n_params: 0,
+                quantization: summary.weight_type().unwrap_or_default().to_string(),
+                n_params: summary.n_params(),
                 size_bytes: model.size_bytes,
                 n_vocab,
                 n_ctx_train: 0,

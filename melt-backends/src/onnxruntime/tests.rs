@@ -64,7 +64,21 @@ fn the_graph_is_read_and_the_version_is_the_wheels() {
     let info = loaded.info();
     let (_, n_vocab) = melt_bench::testkit::onnx::tiny_tokenizer_json();
     assert_eq!(info.n_vocab, n_vocab);
-    assert_eq!(info.description, "onnx decoder 2L 4x16 KV f32");
+    assert_eq!(
+        info.description,
+        "melt-tiny-decoder onnx decoder 2L 4x16 KV f32"
+    );
+    // Weights counted from the file: embeddings, 4 attention and 2 MLP matrices per layer,
+    // the output matrix.
+    let (e, ff) = (lm.n_embd as u64, lm.n_ff as u64);
+    let v = info.n_vocab as u64;
+    let weights = v * e + lm.n_layer as u64 * (4 * e * e + 2 * e * ff) + e * v;
+    assert!(
+        (weights..weights + 64).contains(&info.n_params),
+        "{} vs {weights}",
+        info.n_params
+    );
+    assert_eq!(info.quantization, "F32");
     assert_eq!(OnnxRuntime.version(), ORT_VERSION);
     // <s> comes from the tokenizer's post-processor.
     let s = loaded.session(&two_threads().session).unwrap();

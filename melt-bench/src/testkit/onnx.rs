@@ -9,193 +9,13 @@
 //! multi-head attention over the concatenated cache (the mask is built from `position_ids` and
 //! `attention_mask`, as exported models do) and a tanh MLP, both residual.
 //!
-//! The file is written with a small protobuf encoder over the field numbers of `onnx.proto`
-//! (ModelProto, GraphProto, NodeProto, AttributeProto, TensorProto, ValueInfoProto).
+//! The file is written with [`crate::onnx_proto`].
 
 use std::io;
 use std::path::Path;
 
+use crate::onnx_proto::{Attr, Dim, Graph, BOOL, FLOAT, FLOAT16, INT64};
 use crate::stats::Rng;
-
-/// Protobuf wire encoding: just what an ONNX model needs.
-#[derive(Default)]
-struct Pb(Vec<u8>);
-
-impl Pb {
-    fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.0.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.0.push(v as u8);
-    }
-    fn key(&mut self, field: u32, wire: u8) {
-        self.varint(((field as u64) << 3) | wire as u64);
-    }
-    fn int(&mut self, field: u32, v: i64) {
-        self.key(field, 0);
-        self.varint(v as u64);
-    }
-    fn bytes(&mut self, field: u32, b: &[u8]) {
-        self.key(field, 2);
-        self.varint(b.len() as u64);
-        self.0.extend_from_slice(b);
-    }
-    fn str(&mut self, field: u32, s: &str) {
-        self.bytes(field, s.as_bytes());
-    }
-    fn msg(&mut self, field: u32, m: Pb) {
-        self.bytes(field, &m.0);
-    }
-}
-
-/// ONNX `TensorProto.DataType` values used here.
-const FLOAT: i64 = 1;
-const INT64: i64 = 7;
-const BOOL: i64 = 9;
-const FLOAT16: i64 = 10;
-
-/// A tensor dimension in a graph input or output.
-enum Dim<'a> {
-    Fixed(i64),
-    Sym(&'a str),
-}
-
-enum Attr<'a> {
-    Int(&'a str, i64),
-    Ints(&'a str, &'a [i64]),
-}
-
-#[derive(Default)]
-struct Graph {
-    nodes: Vec<Pb>,
-    initializers: Vec<Pb>,
-    inputs: Vec<Pb>,
-    outputs: Vec<Pb>,
-    next: usize,
-}
-
-impl Graph {
-    /// A fresh intermediate name.
-    fn tmp(&mut self, what: &str) -> String {
-        self.next += 1;
-        format!("{what}_{}", self.next)
-    }
-
-    fn node(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: &[Attr]) {
-        let mut n = Pb::default();
-        for i in inputs {
-            n.str(1, i);
-        }
-        for o in outputs {
-            n.str(2, o);
-        }
-        n.str(3, &format!("{op}_{}", self.nodes.len()));
-        n.str(4, op);
-        for a in attrs {
-            let mut m = Pb::default();
-            match a {
-                Attr::Int(name, v) => {
-                    m.str(1, name);
-                    m.int(3, *v);
-                    m.int(20, 2);
-                }
-                Attr::Ints(name, vs) => {
-                    m.str(1, name);
-                    for v in *vs {
-                        m.int(8, *v);
-                    }
-                    m.int(20, 7);
-                }
-            }
-            n.msg(5, m);
-        }
-        self.nodes.push(n);
-    }
-
-    /// One node with one fresh output, returned.
-    fn op(&mut self, op: &str, inputs: &[&str], attrs: &[Attr]) -> String {
-        let out = self.tmp(&op.to_lowercase());
-        self.node(op, inputs, &[&out], attrs);
-        out
-    }
-
-    fn initializer(&mut self, name: &str, data_type: i64, dims: &[i64], raw: Vec<u8>) {
-        let mut t = Pb::default();
-        for d in dims {
-            t.int(1, *d);
-        }
-        t.int(2, data_type);
-        t.str(8, name);
-        t.bytes(9, &raw);
-        self.initializers.push(t);
-    }
-
-    fn f32s(&mut self, name: &str, dims: &[i64], data: &[f32]) {
-        let raw = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-        self.initializer(name, FLOAT, dims, raw);
-    }
-
-    fn i64s(&mut self, name: &str, dims: &[i64], data: &[i64]) {
-        let raw = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-        self.initializer(name, INT64, dims, raw);
-    }
-
-    fn value_info(name: &str, elem_type: i64, dims: &[Dim]) -> Pb {
-        let mut shape = Pb::default();
-        for d in dims {
-            let mut dim = Pb::default();
-            match d {
-                Dim::Fixed(v) => dim.int(1, *v),
-                Dim::Sym(s) => dim.str(2, s),
-            }
-            shape.msg(1, dim);
-        }
-        let mut tensor = Pb::default();
-        tensor.int(1, elem_type);
-        tensor.msg(2, shape);
-        let mut ty = Pb::default();
-        ty.msg(1, tensor);
-        let mut vi = Pb::default();
-        vi.str(1, name);
-        vi.msg(2, ty);
-        vi
-    }
-
-    fn input(&mut self, name: &str, elem_type: i64, dims: &[Dim]) {
-        self.inputs.push(Self::value_info(name, elem_type, dims));
-    }
-
-    fn output(&mut self, name: &str, elem_type: i64, dims: &[Dim]) {
-        self.outputs.push(Self::value_info(name, elem_type, dims));
-    }
-
-    fn model(self) -> Vec<u8> {
-        let mut g = Pb::default();
-        for n in self.nodes {
-            g.msg(1, n);
-        }
-        g.str(2, "melt-tiny-decoder");
-        for t in self.initializers {
-            g.msg(5, t);
-        }
-        for i in self.inputs {
-            g.msg(11, i);
-        }
-        for o in self.outputs {
-            g.msg(12, o);
-        }
-        let mut opset = Pb::default();
-        opset.str(1, "");
-        opset.int(2, 17);
-        let mut m = Pb::default();
-        m.int(1, 8); // IR version 8 (ONNX 1.10+)
-        m.str(2, "melt-testkit");
-        m.msg(7, g);
-        m.msg(8, opset);
-        m.0
-    }
-}
 
 /// GPT-2's byte ↔ printable character map, which byte-level BPE vocabularies are written in.
 fn byte_chars() -> Vec<char> {
@@ -466,7 +286,7 @@ impl TinyOnnxLm {
             FLOAT,
             &[Dim::Sym("batch"), Dim::Sym("seq"), Dim::Fixed(v)],
         );
-        g.model()
+        g.model("melt-tiny-decoder", "melt-testkit")
     }
 
     /// Writes `model.onnx` and `tokenizer.json` into `dir` (created); returns the model path.
@@ -482,19 +302,6 @@ impl TinyOnnxLm {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn varints_and_fields_are_protobuf() {
-        let mut p = Pb::default();
-        p.int(1, 300);
-        assert_eq!(p.0, [0x08, 0xAC, 0x02]);
-        let mut p = Pb::default();
-        p.int(3, -1);
-        assert_eq!(p.0.len(), 1 + 10, "negative int64 is ten bytes");
-        let mut p = Pb::default();
-        p.str(2, "ab");
-        assert_eq!(p.0, [0x12, 2, b'a', b'b']);
-    }
 
     #[test]
     fn byte_map_is_a_bijection_and_tokenizer_is_json() {
