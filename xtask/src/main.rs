@@ -1,6 +1,6 @@
 //! `cargo xtask`: melt's developer commands.
 //!
-//! - `setup`: install llama.cpp's build prerequisites if missing, fetch the default model.
+//! - `setup`: install llama.cpp's build prerequisites if missing, fetch the suite's models.
 //! - `models list` / `models fetch [NAME...]`: the `melt.toml` registry and the model cache.
 //! - `bench [--target T] [-- BENCH-ARGS]`: fetch the default model if missing, build and run
 //!   the shipped suite here or on devices (see `devices`), print the table and the reports.
@@ -21,18 +21,19 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
-/// The model the shipped suite benches.
-const DEFAULT_MODEL: &str = "gemma-3-270m-q4_k_m";
+/// The models the shipped suite (`benches/suite.rs`) benches: Gemma 3 270M as llama.cpp runs
+/// it, and the same weights exported to ONNX for ONNX Runtime.
+const SUITE_MODELS: [&str; 2] = ["gemma-3-270m-q4_k_m", "gemma-3-270m-f32-onnx"];
 
 const HELP: &str = "\
 cargo xtask <command>
 
-  setup                          install build prerequisites, fetch the default model and
+  setup                          install build prerequisites, fetch the suite's models and
                                  the ONNX Runtime library
   setup onnxruntime [--triple T] fetch libonnxruntime.so from the PyPI wheel into the cache
   setup-prereqs                  only install llama.cpp's build prerequisites if missing
   models list                    registry models and whether they are cached
-  models fetch [NAME...]         fetch models into the cache (default: gemma-3-270m-q4_k_m)
+  models fetch [NAME...]         fetch (or export) models into the cache (default: the suite's)
   bench [--target T] [-- ARGS]   run the shipped suite here (T = host, the default) or on
                                  devices: a [[device]] name, a tag, `android`, `ssh`, `local`,
                                  or several, comma-separated (ARGS go to the bench binary,
@@ -170,13 +171,24 @@ fn bench(args: &[String]) -> Result<ExitCode> {
         let mut registry_models = Vec::new();
         if !wants_local_model && !asks_help {
             let registry = models::registry()?;
-            let path = models::fetch(&registry, &models::cache(), DEFAULT_MODEL)?;
-            let entry = registry.get(DEFAULT_MODEL)?;
-            registry_models.push(devices::run::ModelFile {
-                local: path,
-                sha256: entry.sha256.clone(),
-                file: entry.file.clone(),
-            });
+            for name in SUITE_MODELS {
+                let path = models::fetch(&registry, &models::cache(), name)?;
+                let entry = registry.get(name)?;
+                let spec = models::cache().lookup(name, entry)?;
+                // The device's own cache finds it where the host's does, with what goes beside.
+                let beside = ["tokenizer.json", &format!("{}.sha256", entry.file)]
+                    .iter()
+                    .map(|f| path.with_file_name(f))
+                    .filter(|p| p.is_file())
+                    .collect();
+                registry_models.push(devices::run::ModelFile {
+                    local: path,
+                    sha256: spec.sha256,
+                    file: entry.file.clone(),
+                    dir: entry.cache_key(),
+                    beside,
+                });
+            }
         }
         if !opts.resume && opts.bench_bin.is_none() {
             prereq::ensure()?;
@@ -203,7 +215,10 @@ fn bench(args: &[String]) -> Result<ExitCode> {
     }
     prereq::ensure()?;
     if !wants_local_model && !asks_help {
-        models::fetch(&models::registry()?, &models::cache(), DEFAULT_MODEL)?;
+        let registry = models::registry()?;
+        for name in SUITE_MODELS {
+            models::fetch(&registry, &models::cache(), name)?;
+        }
     }
     for round in 1..opts.rounds {
         eprintln!("xtask: bench: round {round} of {}", opts.rounds);
@@ -235,7 +250,10 @@ fn main() -> ExitCode {
             })
         }
         Some("setup") => prereq::ensure().and_then(|_| {
-            models::fetch(&models::registry()?, &models::cache(), DEFAULT_MODEL)?;
+            let registry = models::registry()?;
+            for name in SUITE_MODELS {
+                models::fetch(&registry, &models::cache(), name)?;
+            }
             let tc = devices::build::Toolchain::detect()?;
             runtimes::setup_onnxruntime(&tc.host_triple, &tc.host_triple)?;
             Ok(ExitCode::SUCCESS)
@@ -248,7 +266,7 @@ fn main() -> ExitCode {
             Some("fetch") => models::registry().and_then(|r| {
                 let cache = models::cache();
                 let names: Vec<&str> = match &args[2..] {
-                    [] => vec![DEFAULT_MODEL],
+                    [] => SUITE_MODELS.to_vec(),
                     more => more.iter().map(String::as_str).collect(),
                 };
                 for name in names {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use melt_bench::model::{Cache, PypiPart, Registry, RegistryEntry, Source};
+use melt_bench::model::{Cache, ExportSource, PypiPart, Registry, RegistryEntry, Source};
 
 pub fn registry() -> Result<Registry> {
     let cwd = std::env::current_dir()?;
@@ -120,10 +120,14 @@ pub fn fetch(registry: &Registry, cache: &Cache, name: &str) -> Result<PathBuf> 
         // A corrupt entry was moved aside by lookup; fetch again.
         Err(e) => eprintln!("xtask: {e}"),
     }
+    if let Source::Export(x) = &entry.source {
+        return export(registry, cache, name, entry, x);
+    }
     let work = cache.root.join("downloads").join(&entry.sha256);
     fs::create_dir_all(&work)?;
     let files: Vec<PathBuf> = match &entry.source {
         Source::Path(p) => vec![p.clone()],
+        Source::Export(_) => unreachable!("exports return above"),
         Source::Pypi(parts) => parts
             .iter()
             .enumerate()
@@ -145,6 +149,54 @@ pub fn fetch(registry: &Registry, cache: &Cache, name: &str) -> Result<PathBuf> 
         })
         .collect::<Result<Vec<_>>>()?;
     let result = cache.insert(&entry.sha256, &entry.file, readers);
+    let _ = fs::remove_dir_all(&work);
+    let path = result?;
+    eprintln!("xtask: {name} cached at {}", path.display());
+    Ok(path)
+}
+
+/// Makes an export from its source (fetched first) with `melt-convert`, built in release
+/// (dequantizing and writing a model is heavy), and records it in the cache with the files
+/// that go beside it.
+fn export(
+    registry: &Registry,
+    cache: &Cache,
+    name: &str,
+    entry: &RegistryEntry,
+    x: &ExportSource,
+) -> Result<PathBuf> {
+    if x.to != "onnx" {
+        bail!(
+            "[models.\"{name}\"]: export to `{}` is not known (onnx is)",
+            x.to
+        );
+    }
+    let from = fetch(registry, cache, &x.from)?;
+    let work = cache.root.join("downloads").join(entry.cache_key());
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work)?;
+    eprintln!(
+        "xtask: exporting {} to ONNX as {name} (weights dequantized to f32)",
+        x.from
+    );
+    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["run", "--release", "--quiet", "--manifest-path"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+        .args(["--bin", "melt-convert", "--", "gguf-to-onnx"])
+        .arg(&from)
+        .arg(&work)
+        .status()
+        .context("running melt-convert")?;
+    if !status.success() {
+        let _ = fs::remove_dir_all(&work);
+        bail!("exporting {} to {name} failed ({status})", x.from);
+    }
+    let result = cache.insert_made(
+        &entry.cache_key(),
+        &entry.file,
+        &work.join(&entry.file),
+        &[work.join("tokenizer.json")],
+    );
     let _ = fs::remove_dir_all(&work);
     let path = result?;
     eprintln!("xtask: {name} cached at {}", path.display());

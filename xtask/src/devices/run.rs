@@ -51,14 +51,22 @@ pub struct ModelFile {
     pub local: PathBuf,
     pub sha256: String,
     pub file: String,
+    /// The cache directory it goes in on the device (its hash, or an export's cache key).
+    pub dir: String,
+    /// Files that go beside it (an ONNX model's `tokenizer.json`, an export's recorded hash).
+    pub beside: Vec<PathBuf>,
 }
 
 impl ModelFile {
     pub fn new(local: &Path) -> Result<ModelFile> {
+        let sha256 = melt_bench::model::sha256_file(local)
+            .with_context(|| format!("{}", local.display()))?;
+        let tokenizer = local.with_file_name("tokenizer.json");
         Ok(ModelFile {
             local: local.to_path_buf(),
-            sha256: melt_bench::model::sha256_file(local)
-                .with_context(|| format!("{}", local.display()))?,
+            dir: sha256.clone(),
+            sha256,
+            beside: [tokenizer].into_iter().filter(|p| p.is_file()).collect(),
             file: local
                 .file_name()
                 .context("a model path without a file name")?
@@ -70,7 +78,7 @@ impl ModelFile {
     /// Where the device keeps it: the layout of melt's host cache, so a registry model is
     /// found by the device's own `Cache` and a path model is pushed once per content.
     fn remote(&self, workdir: &str) -> String {
-        format!("{workdir}/cache/models/{}/{}", self.sha256, self.file)
+        format!("{workdir}/cache/models/{}/{}", self.dir, self.file)
     }
 }
 
@@ -411,6 +419,13 @@ fn deploy(d: &Device, p: &Payload, mp: &MultiProgress) -> Result<String> {
         );
         if push(d, &m.local, &remote, Some(&m.sha256), false)? {
             say(mp, &format!("xtask: [{}] pushed {}", d.name, m.file));
+        }
+        let dir = remote.rsplit_once('/').map_or(".", |(d, _)| d);
+        for b in &m.beside {
+            let file = b.file_name().context("a file without a name")?;
+            let remote = format!("{dir}/{}", file.to_string_lossy());
+            d.transport.output(&format!("rm -f {}", quote(&remote)))?;
+            push(d, b, &remote, None, false)?;
         }
     }
     Ok(remote_bin)

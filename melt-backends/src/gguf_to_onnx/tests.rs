@@ -1,0 +1,195 @@
+//! The exporter checked against llama.cpp itself: the same GGUF run by llama.cpp and, exported,
+//! by ONNX Runtime must give the same logits and the same tokens.
+
+use super::*;
+use crate::{LlamaCpp, OnnxRuntime};
+use melt_bench::backend::{argmax, Backend};
+use melt_bench::conformance;
+use melt_bench::params::{ModelParams, SessionParams};
+use melt_bench::testkit::{write_gguf, GgufValue, TinyLlama};
+use melt_bench::{ModelSpec, Params};
+
+fn params() -> SessionParams {
+    SessionParams {
+        threads: 2,
+        // An f32 cache on the llama.cpp side too: the comparison is of the graphs.
+        type_k: "f32".into(),
+        type_v: "f32".into(),
+        n_ctx: Some(256),
+        ..SessionParams::default()
+    }
+}
+
+/// Feeds `prompt`, then `steps` tokens chosen by llama.cpp's greedy argmax, to both engines;
+/// returns the worst relative logit difference and how many argmaxes agreed.
+fn compare(
+    gguf: &ModelSpec,
+    onnx: &ModelSpec,
+    sp: &SessionParams,
+    prompt: &str,
+    steps: usize,
+) -> (f32, usize, usize) {
+    let lm = LlamaCpp.load(gguf, &ModelParams::default()).unwrap();
+    let om = OnnxRuntime.load(onnx, &ModelParams::default()).unwrap();
+    let mut ls = lm.session(sp).unwrap();
+    let mut os = om.session(sp).unwrap();
+    let ids = ls.tokenize(prompt, true).unwrap();
+    assert_eq!(
+        os.tokenize(prompt, true).unwrap(),
+        ids,
+        "tokenizer.json tokenizes {prompt:?} like llama.cpp"
+    );
+    ls.prefill(&ids).unwrap();
+    os.prefill(&ids).unwrap();
+    let (mut worst, mut agree) = (0f32, 0);
+    for step in 0..=steps {
+        let (l, o) = (ls.logits().unwrap(), os.logits().unwrap());
+        assert_eq!(l.len(), o.len());
+        worst = worst.max(conformance::relative_max_diff(l, o));
+        let next = argmax(l);
+        agree += usize::from(argmax(o) == next);
+        if step < steps {
+            ls.decode(next).unwrap();
+            os.decode(next).unwrap();
+        }
+    }
+    (worst, agree, steps + 1)
+}
+
+fn tiny(dir: &Path) -> (ModelSpec, ModelSpec) {
+    let gguf = dir.join("tiny.gguf");
+    TinyLlama::default().write(&gguf).unwrap();
+    let out = export(&gguf, &dir.join("onnx")).unwrap();
+    assert_eq!(out.architecture, "llama");
+    (
+        ModelSpec::from_path(&gguf).unwrap(),
+        ModelSpec::from_path(&out.model).unwrap(),
+    )
+}
+
+#[test]
+fn tiny_llama_gives_llama_cpps_logits_on_onnx_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, onnx) = tiny(dir.path());
+    let (worst, agree, n) = compare(&gguf, &onnx, &params(), "Hello world, the weather", 20);
+    assert!(worst < 1e-3, "relative logit difference {worst}");
+    assert_eq!(agree, n, "greedy tokens");
+    // And the exported model is a melt ONNX model like any other.
+    let kit_params = Params {
+        session: params(),
+        ..Params::default()
+    };
+    let checks = conformance::run(&OnnxRuntime, &onnx, &kit_params, 1e-4, dir.path());
+    conformance::assert_conforms(&checks);
+}
+
+#[test]
+fn grouped_query_heads_share_the_right_kv_head() {
+    // 8 query heads over 2 KV heads: a wrong grouping still runs but gives other logits.
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("gqa.gguf");
+    TinyLlama {
+        n_head: 8,
+        n_head_kv: 2,
+        seed: 3,
+        ..TinyLlama::default()
+    }
+    .write(&gguf)
+    .unwrap();
+    let out = export(&gguf, &dir.path().join("onnx")).unwrap();
+    let (worst, agree, n) = compare(
+        &ModelSpec::from_path(&gguf).unwrap(),
+        &ModelSpec::from_path(&out.model).unwrap(),
+        &params(),
+        "the other",
+        8,
+    );
+    assert!(worst < 1e-3, "relative logit difference {worst}");
+    assert_eq!(agree, n);
+}
+
+#[test]
+fn unknown_architectures_and_broken_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut metadata, tensors) = TinyLlama::default().build();
+    metadata[0].1 = GgufValue::Str("mamba".into());
+    let path = dir.path().join("mamba.gguf");
+    write_gguf(
+        &mut std::fs::File::create(&path).unwrap(),
+        &metadata,
+        &tensors,
+    )
+    .unwrap();
+    let err = export(&path, dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("`mamba`") && err.contains("mamba.gguf"),
+        "{err}"
+    );
+
+    let (metadata, mut tensors) = TinyLlama::default().build();
+    tensors.retain(|t| t.name != "blk.1.ffn_up.weight");
+    let path = dir.path().join("holes.gguf");
+    write_gguf(
+        &mut std::fs::File::create(&path).unwrap(),
+        &metadata,
+        &tensors,
+    )
+    .unwrap();
+    let err = export(&path, dir.path()).unwrap_err().to_string();
+    assert!(err.contains("blk.1.ffn_up.weight"), "{err}");
+
+    let full = dir.path().join("full.gguf");
+    TinyLlama::default().write(&full).unwrap();
+    let bytes = std::fs::read(&full).unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() * 3 / 4]).unwrap();
+    let err = export(&cut, &dir.path().join("cut"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cut.gguf") && err.contains("truncated"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("cut/model.onnx").exists(),
+        "nothing is written from a broken file"
+    );
+}
+
+/// Gemma 3 270M Q4_K_M from the cache, exported (or the registry's export, when cached) and
+/// run on both engines. CI sets `MELT_TEST_REAL_MODEL=1`, which makes absence a failure.
+#[test]
+fn gemma_3_270m_exported_agrees_with_llama_cpp() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let registry = melt_bench::model::Registry::load(&root.join("melt.toml")).unwrap();
+    let cache = melt_bench::model::Cache::new(melt_bench::model::Cache::default_root());
+    let lookup = |name: &str| cache.lookup(name, registry.get(name).unwrap());
+    let gguf = match lookup("gemma-3-270m-q4_k_m") {
+        Ok(m) => m,
+        Err(e) if std::env::var_os("MELT_TEST_REAL_MODEL").is_none() => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        Err(e) => panic!("MELT_TEST_REAL_MODEL is set but {e}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = match lookup("gemma-3-270m-f32-onnx") {
+        Ok(m) => m,
+        Err(_) => {
+            let out = export(&gguf.path, dir.path()).unwrap();
+            ModelSpec::from_path(&out.model).unwrap()
+        }
+    };
+    // llama.cpp multiplies Q4_K/Q5_0/Q6_K/Q8_0 weights by 8-bit-quantized activations; the
+    // ONNX model multiplies the same weights, dequantized, in f32. The sliding window (512)
+    // is crossed: the prompt plus decode runs past it.
+    let prompt = std::fs::read_to_string(root.join("../shared/data/text/tinyshakespeare.txt"))
+        .map(|t| t.chars().take(2400).collect::<String>())
+        .unwrap_or_else(|_| "The quick brown fox jumps over the lazy dog. ".repeat(60));
+    let mut sp = params();
+    sp.n_ctx = Some(1024);
+    let (worst, agree, n) = compare(&gguf, &onnx, &sp, &prompt, 16);
+    eprintln!("gemma-3-270m: worst relative logit difference {worst:.4}, greedy {agree}/{n}");
+    assert!(worst < 0.1, "relative logit difference {worst}");
+    assert!(agree * 10 >= n * 8, "greedy tokens agree {agree}/{n}");
+}
