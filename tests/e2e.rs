@@ -678,3 +678,92 @@ fn onnx_and_gguf_models_run_side_by_side_in_one_report() {
     );
     println!("{}", out.table);
 }
+
+#[test]
+fn probes_attribute_power_to_prefill_and_decode_and_flag_throttling() {
+    // A fixture sysfs: a 5 W hwmon power meter, a zone already past its passive trip point.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("sysroot");
+    let put = |rel: &str, v: &str| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, format!("{v}\n")).unwrap();
+    };
+    put("sys/class/hwmon/hwmon0/name", "meter");
+    put("sys/class/hwmon/hwmon0/power1_input", "5000000");
+    put("sys/class/thermal/thermal_zone0/type", "soc");
+    put("sys/class/thermal/thermal_zone0/temp", "91000");
+    put("sys/class/thermal/thermal_zone0/trip_point_0_temp", "90000");
+    put(
+        "sys/class/thermal/thermal_zone0/trip_point_0_type",
+        "passive",
+    );
+    let model = tiny_model(dir.path());
+    let root_arg = root.display().to_string();
+    let out = run(
+        &model,
+        dir.path(),
+        &[
+            "--sysroot",
+            &root_arg,
+            "--probe-period",
+            "1",
+            "--sample-size",
+            "3",
+            "t=2$",
+        ],
+    );
+    assert!(!out.failed(), "{:?}", out.summary.errors);
+    assert!(out.table.contains("J/token pp / tg"), "{}", out.table);
+    for c in &out.summary.cases {
+        let m = |k: &str| c.metrics.get(k).map(|m| m.estimate);
+        if c.workload.prefill > 0 {
+            let w = m("prefill_power_w").unwrap_or_else(|| panic!("{} lacks prefill power", c.id));
+            assert!((w - 5.0).abs() < 1e-6, "{}: {w} W", c.id);
+        }
+        if c.workload.decode > 0 {
+            assert!((m("decode_power_w").unwrap() - 5.0).abs() < 1e-6);
+            // 5 W over the decode windows, per token: 5 × decode seconds / decode tokens.
+            let (mut ns, mut n) = (0u64, 0usize);
+            for e in read_events(&out.run_dir.join("samples.jsonl")).unwrap() {
+                if let Event::Sample {
+                    case,
+                    warmup: false,
+                    measured,
+                    ..
+                } = e
+                {
+                    if case == c.id {
+                        ns += measured.decode_ns;
+                        n += measured.token_ns.len();
+                    }
+                }
+            }
+            let expect = 5.0 * ns as f64 / 1e9 / n as f64;
+            let got = m("decode_j_per_token").unwrap();
+            assert!(
+                (got / expect - 1.0).abs() < 0.05,
+                "{}: {got} vs {expect}",
+                c.id
+            );
+        }
+        assert_eq!(m("temp_max_c"), Some(91.0));
+        let note = c.metrics["throttled"].note.clone().unwrap_or_default();
+        assert!(note.contains("soc reached 91.0 °C"), "{note}");
+    }
+    // --probe-period 0 turns them off; nonsense is refused by name.
+    let out = run(
+        &model,
+        dir.path(),
+        &["--probe-period", "0", "--sample-size", "2", "pp32.*t=2$"],
+    );
+    assert!(!out.summary.cases[0].metrics.contains_key("prefill_power_w"));
+    let err = Args::parse(["--probe-period", "soon"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--probe-period"), "{err}");
+    let err = Args::parse(["--sysroot", "/no/such/dir"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/no/such/dir"), "{err}");
+}

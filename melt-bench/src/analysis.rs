@@ -31,6 +31,77 @@ fn metric(unit: &str, xs: &[f64], config: &AnalysisConfig) -> Metric {
     }
 }
 
+/// The probes' summary as metrics: memory peaks (sampled), the model's mapped and resident
+/// bytes, energy per phase and per token, temperature. Only what was measured appears.
+fn probe_metrics(p: &crate::probe::ProbeSummary, metrics: &mut BTreeMap<String, Metric>) {
+    let sampled = Some(format!("sampled every {} ms", p.period_ms));
+    let mut put = |name: &str, unit: &str, x: Option<f64>, note: Option<String>| {
+        if let Some(x) = x {
+            metrics.insert(name.into(), single(unit, x, note));
+        }
+    };
+    let bytes = |b: Option<u64>| b.map(|b| b as f64);
+    put(
+        "pss_peak_bytes",
+        "bytes",
+        bytes(p.pss_peak_bytes),
+        sampled.clone(),
+    );
+    put(
+        "rss_anon_peak_bytes",
+        "bytes",
+        bytes(p.rss_anon_peak_bytes),
+        sampled.clone(),
+    );
+    put(
+        "rss_file_peak_bytes",
+        "bytes",
+        bytes(p.rss_file_peak_bytes),
+        sampled,
+    );
+    put(
+        "model_mapped_bytes",
+        "bytes",
+        bytes(p.model_mapped_bytes),
+        None,
+    );
+    put(
+        "model_resident_bytes",
+        "bytes",
+        bytes(p.model_resident_bytes),
+        Some("pages of the mapped model file resident at the end of the case".into()),
+    );
+    let source = Some(p.energy_sources.join(" + "));
+    if let Some(e) = &p.prefill {
+        put("prefill_power_w", "W", Some(e.watts), source.clone());
+        put(
+            "prefill_j_per_token",
+            "J",
+            Some(e.joules_per_token),
+            source.clone(),
+        );
+    }
+    if let Some(e) = &p.decode {
+        put("decode_power_w", "W", Some(e.watts), source.clone());
+        put(
+            "decode_j_per_token",
+            "J",
+            Some(e.joules_per_token),
+            source.clone(),
+        );
+    }
+    put("tokens_per_joule", "tok/J", p.tokens_per_joule, source);
+    put("temp_max_c", "°C", p.temp_max_c, None);
+    if !p.throttling.is_empty() {
+        put(
+            "throttled",
+            "flag",
+            Some(1.0),
+            Some(p.throttling.join("; ")),
+        );
+    }
+}
+
 fn single(unit: &str, x: f64, note: Option<String>) -> Metric {
     Metric {
         unit: unit.into(),
@@ -154,6 +225,9 @@ pub fn analyze(
         });
         metrics.insert("peak_rss_bytes".into(), single("bytes", peak as f64, note));
     }
+    if let Some(p) = &record.probes {
+        probe_metrics(p, &mut metrics);
+    }
 
     let estimates = stats::estimates(&times, config);
     let (comparison, problem) = match criterion_format::write_benchmark(
@@ -235,15 +309,29 @@ pub fn table(cases: &[CaseSummary]) -> String {
     if with_device {
         out.push_str("| device ");
     }
+    // J/token only where an energy source was read: most machines have none, and a column
+    // of dashes says nothing.
+    let energy = cases.iter().any(|c| {
+        c.metrics.contains_key("prefill_j_per_token")
+            || c.metrics.contains_key("decode_j_per_token")
+    });
     out.push_str(
-        "| model | size | params | backend | threads | test | t/s | n | TTFT ms | ITL p50/p99 ms | peak RSS | change |\n",
+        "| model | size | params | backend | threads | test | t/s | n | TTFT ms | ITL p50/p99 ms | peak RSS |",
     );
+    out.push_str(if energy {
+        " J/token pp / tg | change |\n"
+    } else {
+        " change |\n"
+    });
     if with_device {
         out.push_str("| --- ");
     }
-    out.push_str(
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
-    );
+    out.push_str("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    out.push_str(if energy {
+        " ---: | --- |\n"
+    } else {
+        " --- |\n"
+    });
     for c in cases {
         if with_device {
             out.push_str(&format!("| {} ", device_of(c).unwrap_or("host")));
@@ -278,13 +366,23 @@ pub fn table(cases: &[CaseSummary]) -> String {
             }
             None => "-".into(),
         };
+        let joules = |k: &str| get(k).map_or("-".into(), |m| format!("{:.3}", m.estimate));
+        let energy_cell = if energy {
+            format!(
+                " {} / {} |",
+                joules("prefill_j_per_token"),
+                joules("decode_j_per_token")
+            )
+        } else {
+            String::new()
+        };
         let desc = if c.model_info.description.is_empty() {
             c.model.name.clone()
         } else {
             c.model_info.description.clone()
         };
         out.push_str(&format!(
-            "| {desc} | {} | {} | {} | {} | {} | {tps} | {} | {ttft} | {itl} | {rss} | {change} |\n",
+            "| {desc} | {} | {} | {} | {} | {} | {tps} | {} | {ttft} | {itl} | {rss} |{energy_cell} {change} |\n",
             human_bytes(c.model_info.size_bytes as f64),
             human_count(c.model_info.n_params),
             c.backend,

@@ -18,6 +18,10 @@ pub struct Sampling {
     pub max_samples: usize,
     /// Stop once the 95% CI half-width of mean tok/s is within this fraction of the mean.
     pub target_rel_ci: f64,
+    /// How often the probes' sampler reads memory, energy and temperature (`None`: off).
+    pub probe_period: Option<Duration>,
+    /// Where `/sys` and `/proc` are read (a fixture tree in tests).
+    pub sysroot: std::path::PathBuf,
 }
 
 impl Default for Sampling {
@@ -31,6 +35,8 @@ impl Default for Sampling {
             min_samples: 3,
             max_samples: 100,
             target_rel_ci: 0.02,
+            probe_period: Some(Duration::from_millis(20)),
+            sysroot: "/".into(),
         }
     }
 }
@@ -45,6 +51,7 @@ impl Sampling {
             min_samples: 3,
             max_samples: 20,
             target_rel_ci: 0.05,
+            ..Sampling::default()
         }
     }
 }
@@ -123,6 +130,8 @@ A melt bench target. Usage: cargo bench --bench <target> -- [OPTIONS] [FILTER]
   --min-samples N              adaptive stopping: at least N samples [3]
   --max-samples N              adaptive stopping: at most N samples [100]
   --target-ci PCT              adaptive stopping: 95% CI half-width of tok/s, % of mean [2]
+  --probe-period MS            memory/energy/temperature sampling period, 0 = off [20]
+  --sysroot DIR                read /sys and /proc under DIR (fixture trees) [/]
   --nresamples N               bootstrap resamples [100000]
   --confidence-level X         [0.95]
   --significance-level X       [0.05]
@@ -246,6 +255,30 @@ impl Args {
                 "--measurement-time" => {
                     sampling.measurement_time = secs(&flag, &value(&flag)?)?;
                     explicit.push("measurement_time");
+                }
+                "--probe-period" => {
+                    let v = value(&flag)?;
+                    let ms: f64 = parse_num(&flag, &v, "milliseconds")?;
+                    if !(ms >= 0.0 && ms.is_finite()) {
+                        return Err(CliError::BadValue {
+                            flag: flag.clone(),
+                            value: v,
+                            expected: "milliseconds ≥ 0 (0 turns the probes off)",
+                        });
+                    }
+                    sampling.probe_period = (ms > 0.0).then(|| Duration::from_secs_f64(ms / 1e3));
+                    explicit.push("probe_period");
+                }
+                "--sysroot" => {
+                    let v = value(&flag)?;
+                    if !std::path::Path::new(&v).is_dir() {
+                        return Err(CliError::BadValue {
+                            flag: flag.clone(),
+                            value: v,
+                            expected: "an existing directory",
+                        });
+                    }
+                    sampling.sysroot = v.into();
                 }
                 "--min-samples" => {
                     sampling.min_samples = count(&flag, &value(&flag)?)?;

@@ -340,7 +340,12 @@ impl Finish {
         }
         // The HTML report of this run.
         let report = layout.report_path();
-        let page = crate::html::render(std::slice::from_ref(&summary), &by_case);
+        let probes: BTreeMap<String, crate::probe::ProbeSummary> = records
+            .iter()
+            .filter_map(|r| Some((r.id.full_id.clone(), r.probes.clone()?)))
+            .collect();
+        let page =
+            crate::html::render_with_probes(std::slice::from_ref(&summary), &by_case, &probes);
         if let Err(e) = report
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
@@ -577,6 +582,7 @@ mod tests {
                 context_ns: 6,
                 peak_rss_bytes: Some(7),
                 peak_rss_per_case: true,
+                probes: None,
             })),
         }
     }

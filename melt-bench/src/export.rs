@@ -63,6 +63,21 @@ pub fn samples_by_case(events: &[Event]) -> BTreeMap<String, Vec<Measured>> {
     out
 }
 
+/// The probes' summary (with its time series) of each case, from the `case_end` events.
+pub fn probes_by_case(events: &[Event]) -> BTreeMap<String, crate::probe::ProbeSummary> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::CaseEnd {
+                case,
+                meta: Some(meta),
+                ..
+            } => Some((case.clone(), meta.probes.clone()?)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))

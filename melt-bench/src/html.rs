@@ -361,6 +361,124 @@ fn img(svg: &str, alt: &str) -> String {
 
 /// The whole page for `summaries` (one or more runs) and their samples by case id.
 pub fn render(summaries: &[Summary], samples: &BTreeMap<String, Vec<Measured>>) -> String {
+    render_with_probes(summaries, samples, &BTreeMap::new())
+}
+
+/// One line of a time-series plot: name, colour, `(seconds, value)` points.
+type Line<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
+/// Lines over the measured runs' time (s) on one plot.
+fn series_plot(title: &str, unit: &str, lines: &[Line]) -> Option<String> {
+    let pts = lines.iter().flat_map(|l| l.2.iter());
+    let (mut x1, mut y1) = (0.0f64, 0.0f64);
+    let mut any = false;
+    for &(x, y) in pts {
+        x1 = x1.max(x);
+        y1 = y1.max(y);
+        any = true;
+    }
+    if !any {
+        return None;
+    }
+    let mut p = Plot::new(
+        560.0,
+        200.0,
+        title,
+        (0.0, x1.max(1e-3)),
+        (0.0, (y1 * 1.1).max(1e-3)),
+    );
+    p.axes("s", Some(unit));
+    for (i, (name, colour, points)) in lines.iter().enumerate() {
+        let line: Vec<String> = points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", p.px(x), p.py(y)))
+            .collect();
+        let _ = write!(
+            p.svg,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"{colour}\">{}</text>",
+            line.join(" "),
+            p.px(0.0) + 8.0 + 90.0 * i as f64,
+            p.py(y1 * 1.1) + 12.0,
+            esc(name)
+        );
+    }
+    Some(p.finish())
+}
+
+/// Memory, power and temperature over a case, from its probes' time series.
+fn probe_plots(p: &crate::probe::ProbeSummary) -> Vec<(String, &'static str)> {
+    use crate::probe::energy::Reading;
+    let t = |s: &crate::probe::Snapshot| s.t_ns as f64 / 1e9;
+    let mib = |b: Option<u64>| b.map(|b| b as f64 / 1048576.0);
+    let mem = |f: fn(&crate::probe::MemReading) -> Option<u64>| -> Vec<(f64, f64)> {
+        p.series
+            .iter()
+            .filter_map(|s| Some((t(s), mib(f(&s.mem))?)))
+            .collect()
+    };
+    let mut out = Vec::new();
+    if let Some(svg) = series_plot(
+        "memory",
+        "MiB",
+        &[
+            ("RSS", "#08519c", mem(|m| m.rss)),
+            ("PSS", "#e6550d", mem(|m| m.pss)),
+            ("RSS anon", "#31a354", mem(|m| m.rss_anon)),
+        ],
+    ) {
+        out.push((svg, "memory over the measured runs"));
+    }
+    // Power: a meter's watts as read; a counter's as its rate between snapshots.
+    let mut watts = Vec::new();
+    for w in p.series.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        let dt = (b.t_ns.saturating_sub(a.t_ns)) as f64 / 1e9;
+        let mut total = 0.0;
+        let mut ok = !b.energy.is_empty();
+        for (ra, rb) in a.energy.iter().zip(&b.energy) {
+            match (ra, rb) {
+                (_, Some(Reading::Watts(x))) => total += x,
+                (Some(Reading::Joules(x)), Some(Reading::Joules(y))) if dt > 0.0 => {
+                    total += (y - x) / dt
+                }
+                _ => ok = false,
+            }
+        }
+        if ok {
+            watts.push((t(b), total));
+        }
+    }
+    if let Some(svg) = series_plot("power", "W", &[("power", "#756bb1", watts)]) {
+        out.push((svg, "power over the measured runs"));
+    }
+    let temps: Vec<(f64, f64)> = p
+        .series
+        .iter()
+        .filter_map(|s| {
+            Some((
+                t(s),
+                s.thermal
+                    .temps_c
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .reduce(f64::max)?,
+            ))
+        })
+        .collect();
+    if let Some(svg) = series_plot("hottest zone", "°C", &[("temperature", "#de2d26", temps)]) {
+        out.push((svg, "temperature over the measured runs"));
+    }
+    out
+}
+
+/// [`render`], with memory/power/temperature plots for the cases whose probes ran.
+pub fn render_with_probes(
+    summaries: &[Summary],
+    samples: &BTreeMap<String, Vec<Measured>>,
+    probes: &BTreeMap<String, crate::probe::ProbeSummary>,
+) -> String {
     let mut html = String::from(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -463,6 +581,18 @@ pub fn render(summaries: &[Summary], samples: &BTreeMap<String, Vec<Measured>>) 
             if let Some(svg) = latency(&tokens) {
                 html.push_str(&img(&svg, &format!("per-token latency of {}", c.id)));
             }
+            if let Some(p) = probes.get(&c.id) {
+                for (svg, what) in probe_plots(p) {
+                    html.push_str(&img(&svg, &format!("{what} of {}", c.id)));
+                }
+                if !p.throttling.is_empty() {
+                    let _ = write!(
+                        html,
+                        "<p class=\"throttled\">⚠ throttled: {}</p>",
+                        esc(&p.throttling.join("; "))
+                    );
+                }
+            }
             html.push_str("</div>");
         }
     }
@@ -510,12 +640,42 @@ mod tests {
             ..Measured::default()
         };
         let samples: BTreeMap<_, _> = [(s.cases[0].id.clone(), vec![m.clone(), m])].into();
-        let html = render(&[s], &samples);
+        let html = render(std::slice::from_ref(&s), &samples);
         // comparison + violin + latency
         assert_eq!(html.matches("<img ").count(), 3);
         assert!(html.contains("&lt;b&gt;x&lt;/b&gt;") && !html.contains("<b>x</b>"));
         assert!(html.contains("80.00"));
         // Self-contained: nothing loaded from elsewhere.
         assert!(!html.contains("src=\"http") && !html.contains("<link"));
+
+        // Probes add memory, power and temperature plots, and a throttling warning.
+        use crate::probe::{energy::Reading, MemReading, ProbeSummary, Snapshot};
+        let snap = |i: u64| Snapshot {
+            t_ns: i * 20_000_000,
+            energy: vec![Some(Reading::Joules(0.1 * i as f64))],
+            thermal: crate::probe::thermal::ThermalReading {
+                temps_c: vec![Some(50.0 + i as f64)],
+                ..Default::default()
+            },
+            mem: MemReading {
+                rss: Some(300 << 20),
+                pss: Some(280 << 20),
+                ..MemReading::default()
+            },
+        };
+        let p = ProbeSummary {
+            series: (0..10).map(snap).collect(),
+            throttling: vec!["cpu0 fell from 2400 to 1800 MHz".into()],
+            ..ProbeSummary::default()
+        };
+        let probes: BTreeMap<_, _> = [(s.cases[0].id.clone(), p)].into();
+        let html = render_with_probes(&[s], &samples, &probes);
+        assert_eq!(
+            html.matches("<img ").count(),
+            6,
+            "+ memory, power, temperature"
+        );
+        assert!(html.contains("power over the measured runs"));
+        assert!(html.contains("throttled: cpu0 fell from 2400 to 1800 MHz"));
     }
 }

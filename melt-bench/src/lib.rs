@@ -22,6 +22,7 @@ pub mod memory;
 pub mod model;
 pub mod onnx_proto;
 pub mod params;
+pub mod probe;
 pub mod runner;
 pub mod stats;
 pub mod store;

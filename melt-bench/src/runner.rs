@@ -12,9 +12,10 @@ use crate::criterion_format::BenchmarkId;
 use crate::memory;
 use crate::model::{detect_format, Cache, ModelError, ModelFormat, ModelSpec, Registry};
 use crate::params::{Params, Point, Sweep};
+use crate::probe;
 use crate::stats;
 use crate::store::{CaseMeta, Event, EventLog};
-use crate::workload::{run_once, Measured, Workload};
+use crate::workload::{run_once, run_once_marked, Measured, Workload};
 
 /// A bench target: what `melt_bench!` declares.
 pub struct Suite {
@@ -154,6 +155,7 @@ pub struct CaseRecord {
     pub peak_rss_bytes: Option<u64>,
     /// Whether the peak is this case's own (VmHWM reset) or the process's.
     pub peak_rss_per_case: bool,
+    pub probes: Option<crate::probe::ProbeSummary>,
     pub stop_reason: String,
 }
 
@@ -355,9 +357,16 @@ impl Runner<'_> {
         let mut samples = Vec::new();
         let mut tok_s = Vec::new();
         let measure_start = Instant::now();
+        // The probes watch the measured runs only (not load, context or warm-up).
+        let probing = self.sampling.probe_period.map(|period| {
+            let log = probe::PhaseLog::new(measure_start);
+            let probes = probe::Probes::detect(&self.sampling.sysroot);
+            (log, probe::Sampler::start(probes, period, measure_start))
+        });
         let stop_reason = loop {
-            let m =
-                run_once(&w, session.as_mut(), n_vocab, PROMPT_SEED).map_err(|e| e.to_string())?;
+            let phases = probing.as_ref().map(|(log, _)| log);
+            let m = run_once_marked(&w, session.as_mut(), n_vocab, PROMPT_SEED, phases)
+                .map_err(|e| e.to_string())?;
             tok_s.push(w.tokens() as f64 / (m.ns.max(1) as f64 / 1e9));
             self.emit(Event::Sample {
                 case: label.clone(),
@@ -392,6 +401,18 @@ impl Runner<'_> {
                 break reason;
             }
         };
+        let probes = probing.map(|(log, sampler)| {
+            let end = measure_start.elapsed().as_nanos() as u64;
+            let (probes, series, cost, period) = sampler.stop();
+            let n = samples.len() as u64;
+            let tokens = (n * w.prefill as u64, n * w.decode as u64);
+            let mut s = probe::summarize(&probes, series, cost, period, &log.marks(), end, tokens);
+            if let Some((mapped, resident)) = probe::model_mapping(&probes.root, &spec.path) {
+                s.model_mapped_bytes = Some(mapped);
+                s.model_resident_bytes = Some(resident);
+            }
+            s
+        });
         let peak_rss_bytes = memory::peak_rss_bytes();
         drop(session);
         let meta = CaseMeta {
@@ -403,6 +424,7 @@ impl Runner<'_> {
             context_ns: context.as_nanos() as u64,
             peak_rss_bytes,
             peak_rss_per_case: per_case,
+            probes,
         };
         self.emit(Event::CaseEnd {
             case: label.clone(),
@@ -445,6 +467,7 @@ impl CaseRecord {
             samples,
             peak_rss_bytes: meta.peak_rss_bytes,
             peak_rss_per_case: meta.peak_rss_per_case,
+            probes: meta.probes,
             stop_reason,
         }
     }

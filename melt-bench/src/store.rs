@@ -160,6 +160,10 @@ pub struct CaseMeta {
     pub context_ns: u64,
     pub peak_rss_bytes: Option<u64>,
     pub peak_rss_per_case: bool,
+    /// Memory, energy, temperature over the measured runs (absent: probes off, or a run
+    /// recorded before melt had them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<crate::probe::ProbeSummary>,
 }
 
 /// Appends events to `samples.jsonl`, flushing each line.

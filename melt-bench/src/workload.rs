@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{argmax, BackendError, Session, Token};
+use crate::probe::{Phase, PhaseLog};
 use crate::stats::Rng;
 
 /// A workload: `prefill` prompt tokens, then `decode` generated tokens, after `depth` tokens of
@@ -122,6 +123,24 @@ pub fn run_once(
     n_vocab: usize,
     seed: u64,
 ) -> Result<Measured, BackendError> {
+    run_once_marked(w, session, n_vocab, seed, None)
+}
+
+/// [`run_once`], marking where prefill and decode begin and end in `phases` (for the probes'
+/// attribution): three marks per run at most, none per token.
+pub fn run_once_marked(
+    w: &Workload,
+    session: &mut dyn Session,
+    n_vocab: usize,
+    seed: u64,
+    phases: Option<&PhaseLog>,
+) -> Result<Measured, BackendError> {
+    let mark = |p: Phase| {
+        if let Some(log) = phases {
+            log.mark(p)
+        }
+    };
+    mark(Phase::Idle);
     session.clear()?;
     let bos = session.bos();
     if w.depth > 0 {
@@ -134,6 +153,7 @@ pub fn run_once(
     if w.prefill > 0 {
         let first_bos = if w.depth == 0 { bos } else { None };
         let prompt = synthetic_tokens(w.prefill, n_vocab, first_bos, seed);
+        mark(Phase::Prefill);
         let start = Instant::now();
         session.prefill(&prompt)?;
         let prefilled = start.elapsed();
@@ -144,12 +164,16 @@ pub fn run_once(
         m.prefill_ns = nanos(prefilled);
     }
     m.token_ns.reserve(w.decode);
+    if w.decode > 0 {
+        mark(Phase::Decode);
+    }
     for _ in 0..w.decode {
         let start = Instant::now();
         session.decode(next)?;
         next = argmax(session.logits()?);
         m.token_ns.push(nanos(start.elapsed()));
     }
+    mark(Phase::Idle);
     m.decode_ns = m.token_ns.iter().sum();
     m.ns = match m.ttft_ns {
         // pp+tg: the first token was chosen inside the TTFT window.

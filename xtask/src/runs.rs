@@ -108,6 +108,7 @@ pub fn report(args: &[String], target_dir: &Path) -> Result<String> {
     let mut runs = Vec::new();
     let mut summaries = Vec::new();
     let mut samples = std::collections::BTreeMap::new();
+    let mut probes = std::collections::BTreeMap::new();
     for d in &dirs {
         let s = load_summary(d)?;
         runs.push(s.run_id.clone());
@@ -115,14 +116,18 @@ pub fn report(args: &[String], target_dir: &Path) -> Result<String> {
         if html {
             let events = read_events(&d.join("samples.jsonl")).map_err(anyhow::Error::msg)?;
             samples.extend(export::samples_by_case(&events));
+            probes.extend(export::probes_by_case(&events));
         }
         summaries.push(s);
     }
     if html {
         let path = target_dir.join("melt").join("report").join("index.html");
         std::fs::create_dir_all(path.parent().unwrap_or(target_dir))?;
-        std::fs::write(&path, melt_bench::html::render(&summaries, &samples))
-            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(
+            &path,
+            melt_bench::html::render_with_probes(&summaries, &samples, &probes),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("xtask: wrote {}", path.display());
     }
     Ok(format!(

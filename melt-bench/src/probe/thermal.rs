@@ -1,0 +1,156 @@
+//! Temperatures (`class/thermal/thermal_zone*/{type,temp,trip_point_*}`, m°C), cooling device
+//! states (`class/thermal/cooling_device*/{type,cur_state,max_state}`) and CPU frequencies
+//! (`devices/system/cpu/cpu*/cpufreq/scaling_cur_freq`, kHz).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::read_trimmed;
+
+/// A thermal zone and its trip points (°C, by type: `passive`, `hot`, `critical`, ...).
+#[derive(Debug, Clone)]
+pub struct Zone {
+    pub name: String,
+    temp: PathBuf,
+    pub trips: Vec<(String, f64)>,
+}
+
+impl Zone {
+    /// The lowest trip at which the kernel starts cooling (passive or hot), if any.
+    pub fn throttle_trip(&self) -> Option<f64> {
+        self.trips
+            .iter()
+            .filter(|(t, _)| t == "passive" || t == "hot")
+            .map(|(_, c)| *c)
+            .reduce(f64::min)
+    }
+}
+
+/// A cooling device (fan, CPU frequency clamp): its state rising means throttling.
+#[derive(Debug, Clone)]
+pub struct Cooling {
+    pub name: String,
+    cur: PathBuf,
+}
+
+/// One CPU's frequency file.
+#[derive(Debug, Clone)]
+pub struct Cpu {
+    pub index: usize,
+    cur: PathBuf,
+}
+
+/// What a thermal reading holds, in the order of [`Thermal`]'s lists (`None`: unreadable now).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThermalReading {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub temps_c: Vec<Option<f64>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freqs_mhz: Vec<Option<f64>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cooling: Vec<Option<f64>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Thermal {
+    pub zones: Vec<Zone>,
+    pub cooling: Vec<Cooling>,
+    pub cpus: Vec<Cpu>,
+}
+
+fn sorted_dirs(dir: &Path, prefix: &str) -> Vec<(usize, PathBuf)> {
+    let mut v: Vec<(usize, PathBuf)> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().to_string();
+            let i = n.strip_prefix(prefix)?.parse().ok()?;
+            Some((i, e.path()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn num(path: &Path) -> Option<f64> {
+    read_trimmed(path).ok()?.parse().ok()
+}
+
+impl Thermal {
+    /// Everything under `root/sys`; what is missing is said in the returned reasons.
+    pub fn detect(root: &Path) -> (Thermal, Vec<String>) {
+        let mut why = Vec::new();
+        let class = root.join("sys/class/thermal");
+        let mut zones = Vec::new();
+        for (_, z) in sorted_dirs(&class, "thermal_zone") {
+            let name = read_trimmed(&z.join("type")).unwrap_or_else(|_| "zone".into());
+            let mut trips = Vec::new();
+            for i in 0.. {
+                let (Some(t), Ok(ty)) = (
+                    num(&z.join(format!("trip_point_{i}_temp"))),
+                    read_trimmed(&z.join(format!("trip_point_{i}_type"))),
+                ) else {
+                    break;
+                };
+                trips.push((ty, t / 1000.0));
+            }
+            zones.push(Zone {
+                name,
+                temp: z.join("temp"),
+                trips,
+            });
+        }
+        if zones.is_empty() {
+            why.push(format!("thermal: no thermal_zone* in {}", class.display()));
+        }
+        let cooling = sorted_dirs(&class, "cooling_device")
+            .into_iter()
+            .map(|(_, c)| Cooling {
+                name: read_trimmed(&c.join("type")).unwrap_or_else(|_| "cooling".into()),
+                cur: c.join("cur_state"),
+            })
+            .collect();
+        let cpus: Vec<Cpu> = sorted_dirs(&root.join("sys/devices/system/cpu"), "cpu")
+            .into_iter()
+            .map(|(index, c)| Cpu {
+                index,
+                cur: c.join("cpufreq/scaling_cur_freq"),
+            })
+            .filter(|c| c.cur.is_file())
+            .collect();
+        if cpus.is_empty() {
+            why.push("cpufreq: no scaling_cur_freq (a VM or a kernel without cpufreq)".into());
+        }
+        (
+            Thermal {
+                zones,
+                cooling,
+                cpus,
+            },
+            why,
+        )
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.zones.is_empty() && self.cpus.is_empty() && self.cooling.is_empty()
+    }
+
+    pub fn read(&self) -> ThermalReading {
+        ThermalReading {
+            temps_c: self
+                .zones
+                .iter()
+                .map(|z| num(&z.temp).map(|t| t / 1000.0))
+                .collect(),
+            freqs_mhz: self
+                .cpus
+                .iter()
+                .map(|c| num(&c.cur).map(|k| k / 1000.0))
+                .collect(),
+            cooling: self.cooling.iter().map(|c| num(&c.cur)).collect(),
+        }
+    }
+}
