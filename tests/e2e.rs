@@ -767,3 +767,75 @@ fn probes_attribute_power_to_prefill_and_decode_and_flag_throttling() {
         .to_string();
     assert!(err.contains("/no/such/dir"), "{err}");
 }
+
+/// The memory probe against `/usr/bin/time -v` for the same run: the suite binary that
+/// `cargo xtask test` builds, one case of the real model (so the process's peak is the case's;
+/// on the tiny model the report's own bookkeeping would outweigh it).
+#[test]
+fn peak_memory_agrees_with_usr_bin_time() {
+    let Some(bin) = std::env::var_os("MELT_TEST_SUITE_BIN") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "MELT_TEST_SUITE_BIN is not set: run the tests with `cargo xtask test`"
+        );
+        eprintln!("skipped: MELT_TEST_SUITE_BIN not set (run `cargo xtask test`)");
+        return;
+    };
+    let registry =
+        melt::model::Registry::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("melt.toml"))
+            .unwrap();
+    let name = "gemma-3-270m-q4_k_m";
+    let cache = melt::model::Cache::new(melt::model::Cache::default_root());
+    let model = match cache.lookup(name, registry.get(name).unwrap()) {
+        Ok(m) => m.path,
+        Err(e) if std::env::var_os("MELT_TEST_REAL_MODEL").is_none() => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        Err(e) => panic!("MELT_TEST_REAL_MODEL is set but {e}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(&bin)
+        .arg("--model")
+        .arg(&model)
+        .args(["--sample-size", "3", "--discard-baseline", "--target-dir"])
+        .arg(dir.path())
+        .arg("pp512/llama.cpp t=1$")
+        .output()
+        .expect("/usr/bin/time (Debian package `time`)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let kib: f64 = stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .unwrap_or_else(|| panic!("no max RSS in:\n{stderr}"))
+        .parse()
+        .unwrap();
+    let run = std::fs::read_dir(dir.path().join("melt/runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let s: Summary = serde_json::from_value(json(&run.join("summary.json"))).unwrap();
+    let peak = s.cases[0].metrics["peak_rss_bytes"].estimate / 1024.0;
+    assert!(
+        (peak / kib - 1.0).abs() < 0.05,
+        "melt {peak} KiB vs /usr/bin/time {kib} KiB"
+    );
+    // The sampled peaks cannot exceed the kernel's high-water mark.
+    let pss = s.cases[0].metrics["pss_peak_bytes"].estimate / 1024.0;
+    assert!(
+        pss > 0.0 && pss <= peak * 1.01,
+        "PSS {pss} KiB, peak {peak} KiB"
+    );
+}

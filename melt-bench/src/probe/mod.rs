@@ -57,10 +57,16 @@ fn kib_field(text: &str, name: &str) -> Option<u64> {
     Some(v * 1024)
 }
 
-/// Reads memory under `root` (`/` for this process).
-pub fn read_memory(root: &Path) -> MemReading {
+/// Reads memory under `root` (`/` for this process); PSS only when `pss` is asked, because
+/// `smaps_rollup` walks every page table of the process (milliseconds for a loaded model,
+/// under the lock its page faults need), where `status` is a counter read.
+pub fn read_memory(root: &Path, pss: bool) -> MemReading {
     let status = fs::read_to_string(root.join("proc/self/status")).unwrap_or_default();
-    let rollup = fs::read_to_string(root.join("proc/self/smaps_rollup")).unwrap_or_default();
+    let rollup = if pss {
+        fs::read_to_string(root.join("proc/self/smaps_rollup")).unwrap_or_default()
+    } else {
+        String::new()
+    };
     MemReading {
         rss: kib_field(&status, "VmRSS:"),
         rss_anon: kib_field(&status, "RssAnon:"),
@@ -68,6 +74,9 @@ pub fn read_memory(root: &Path) -> MemReading {
         pss: kib_field(&rollup, "Pss:"),
     }
 }
+
+/// How often PSS is read, at most: see [`read_memory`].
+pub const PSS_PERIOD: Duration = Duration::from_millis(1000);
 
 /// A model file's mappings in `proc/self/smaps`: (mapped, resident) bytes. mmap makes RSS
 /// misleading (pages of the file count once touched, and may be dropped), so both are told.
@@ -136,6 +145,8 @@ pub struct Probes {
     pub thermal: Thermal,
     /// Why each missing source is missing.
     pub unavailable: Vec<String>,
+    /// When PSS was last read (ns since the epoch).
+    last_pss_ns: Option<u64>,
 }
 
 impl Probes {
@@ -152,15 +163,23 @@ impl Probes {
             energy,
             thermal,
             unavailable,
+            last_pss_ns: None,
         }
     }
 
-    fn snapshot(&mut self, t_ns: u64) -> Snapshot {
+    fn snapshot(&mut self, t_ns: u64, last: bool) -> Snapshot {
+        let pss = last
+            || self
+                .last_pss_ns
+                .is_none_or(|p| t_ns.saturating_sub(p) >= PSS_PERIOD.as_nanos() as u64);
+        if pss {
+            self.last_pss_ns = Some(t_ns);
+        }
         Snapshot {
             t_ns,
             energy: self.energy.iter_mut().map(|s| s.read().ok()).collect(),
             thermal: self.thermal.read(),
-            mem: read_memory(&self.root),
+            mem: read_memory(&self.root, pss),
         }
     }
 }
@@ -194,7 +213,7 @@ impl Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let t0 = Instant::now();
-        let first = probes.snapshot(epoch.elapsed().as_nanos() as u64);
+        let first = probes.snapshot(epoch.elapsed().as_nanos() as u64, false);
         let first_cost = t0.elapsed();
         let handle = std::thread::Builder::new()
             .name("melt-probes".into())
@@ -207,7 +226,7 @@ impl Sampler {
                         break;
                     }
                     let t0 = Instant::now();
-                    out.push(probes.snapshot(epoch.elapsed().as_nanos() as u64));
+                    out.push(probes.snapshot(epoch.elapsed().as_nanos() as u64, false));
                     cost += t0.elapsed();
                 }
                 (probes, out, cost)
@@ -227,7 +246,7 @@ impl Sampler {
         self.stop.store(true, Ordering::Relaxed);
         let (mut p, mut s, mut cost) = self.handle.join().expect("probe sampler thread panicked");
         let t0 = Instant::now();
-        s.push(p.snapshot(self.epoch.elapsed().as_nanos() as u64));
+        s.push(p.snapshot(self.epoch.elapsed().as_nanos() as u64, true));
         cost += t0.elapsed();
         (p, s, cost, self.period)
     }

@@ -344,7 +344,7 @@ fn memory_from_status_smaps_rollup_and_the_model_mapping() {
              7f0010000000-7f0011000000 rw-p 00000000 00:00 0 \nSize:  16384 kB\nRss:  16384 kB\n"
         ),
     );
-    let r = read_memory(t.root());
+    let r = read_memory(t.root(), true);
     assert_eq!(
         (r.rss, r.rss_anon, r.rss_file, r.pss),
         (
