@@ -414,6 +414,19 @@ fn build(gguf: &Gguf, hp: &Hparams) -> Result<(Vec<u8>, u64), ExportError> {
     let (h, hkv) = (hp.n_head, hp.n_head_kv);
     let group = h / hkv;
     let gemma = hp.arch == Arch::Gemma3;
+    // One protobuf message cannot pass 2 GiB (ONNX Runtime refuses it); past that the weights
+    // would have to go in an external-data file, which this exporter does not write. Known
+    // before any dequantizing.
+    let f32_bytes = gguf.tensors.iter().map(|t| t.n_elements()).sum::<u64>() * 4;
+    if f32_bytes > i32::MAX as u64 - (64 << 20) {
+        return Err(unsupported(
+            gguf,
+            format!(
+                "its f32 export would be {:.1} GiB, over protobuf's 2 GiB limit (external-data export is not implemented; models up to ~500M parameters fit)",
+                f32_bytes as f64 / (1u64 << 30) as f64
+            ),
+        ));
+    }
     let mut w = Weights {
         g: gguf,
         n_params: 0,

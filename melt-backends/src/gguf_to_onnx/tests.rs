@@ -138,6 +138,20 @@ fn unknown_architectures_and_broken_files_are_named() {
     let err = export(&path, dir.path()).unwrap_err().to_string();
     assert!(err.contains("blk.1.ffn_up.weight"), "{err}");
 
+    // A directory that promises more weights than one ONNX file can hold is refused before
+    // any dequantizing (the data itself need not exist for that).
+    let (metadata, mut tensors) = TinyLlama::default().build();
+    tensors.last_mut().unwrap().dims = vec![128, 5_000_000];
+    let path = dir.path().join("huge.gguf");
+    write_gguf(
+        &mut std::fs::File::create(&path).unwrap(),
+        &metadata,
+        &tensors,
+    )
+    .unwrap();
+    let err = export(&path, dir.path()).unwrap_err().to_string();
+    assert!(err.contains("2 GiB limit"), "{err}");
+
     let full = dir.path().join("full.gguf");
     TinyLlama::default().write(&full).unwrap();
     let bytes = std::fs::read(&full).unwrap();
