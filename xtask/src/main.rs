@@ -2,7 +2,8 @@
 //!
 //! - `setup`: install llama.cpp's build prerequisites if missing, fetch the suite's models.
 //! - `models list` / `models fetch [NAME...]`: the `melt.toml` registry and the model cache.
-//! - `bench [--target T] [-- BENCH-ARGS]`: fetch the default model if missing, build and run
+//! - `bench [--target T] [-- BENCH-ARGS]`: fetch the suite's models (and the ONNX Runtime
+//!   library) if missing, build and run
 //!   the shipped suite here or on devices (see `devices`), print the table and the reports.
 //! - `devices`: the `[[device]]` inventory of melt.toml, each probed.
 //! - `test [-- CARGO-TEST-ARGS]`: every test of the workspace (release profile, so llama.cpp
@@ -219,6 +220,9 @@ fn bench(args: &[String]) -> Result<ExitCode> {
         for name in SUITE_MODELS {
             models::fetch(&registry, &models::cache(), name)?;
         }
+        // The suite's ONNX model needs the runtime library (cached after the first time).
+        let tc = devices::build::Toolchain::detect()?;
+        runtimes::setup_onnxruntime(&tc.host_triple, &tc.host_triple)?;
     }
     for round in 1..opts.rounds {
         eprintln!("xtask: bench: round {round} of {}", opts.rounds);
