@@ -617,9 +617,15 @@ fn the_html_report_opens_in_chromium_with_every_plot_and_the_numbers() {
         }
     };
     // One comparison chart, a violin per case, a latency plot per decode case (3 of 4
-    // workloads, at 2 thread counts): all decoded by the browser.
+    // workloads, at 2 thread counts), and the probes' plots — memory for every case on Linux,
+    // power and temperature where this machine has sensors: all decoded by the browser.
+    let images = std::fs::read_to_string(&page)
+        .unwrap()
+        .matches("<img ")
+        .count();
+    assert!(images >= 15 + out.summary.cases.len(), "{images} images");
     assert!(
-        dom.contains("data-images=\"15\""),
+        dom.contains(&format!("data-images=\"{images}\"")),
         "{}",
         &dom[..dom.len().min(400)]
     );
