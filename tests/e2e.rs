@@ -787,18 +787,10 @@ fn peak_memory_agrees_with_usr_bin_time() {
         eprintln!("skipped: MELT_TEST_SUITE_BIN not set (run `cargo xtask test`)");
         return;
     };
-    let registry =
-        melt::model::Registry::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("melt.toml"))
-            .unwrap();
-    let name = "gemma-3-270m-q4_k_m";
-    let cache = melt::model::Cache::new(melt::model::Cache::default_root());
-    let model = match cache.lookup(name, registry.get(name).unwrap()) {
-        Ok(m) => m.path,
-        Err(e) if std::env::var_os("MELT_TEST_REAL_MODEL").is_none() => {
-            eprintln!("skipped: {e}");
-            return;
-        }
-        Err(e) => panic!("MELT_TEST_REAL_MODEL is set but {e}"),
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Some(model) = melt::testkit::cached_model(here, "gemma-3-270m-q4_k_m").map(|m| m.path)
+    else {
+        return;
     };
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new("/usr/bin/time")

@@ -310,6 +310,30 @@ impl TinyLlama {
 /// engine.
 pub struct NoBackend;
 
+/// A registry model from the cache, for tests that need a real one: `melt.toml` is found from
+/// `start` upwards. Absent, the test is skipped (`None`) — unless `MELT_TEST_REAL_MODEL` is
+/// set, as CI sets it after fetching, which makes absence a failure.
+pub fn cached_model(start: &Path, name: &str) -> Option<ModelSpec> {
+    use crate::model::{Cache, Registry};
+    let found = Registry::find(start)
+        .ok_or_else(|| format!("no melt.toml above {}", start.display()))
+        .and_then(|p| Registry::load(&p).map_err(|e| e.to_string()))
+        .and_then(|r| {
+            let entry = r.get(name).map_err(|e| e.to_string())?;
+            Cache::new(Cache::default_root())
+                .lookup(name, entry)
+                .map_err(|e| e.to_string())
+        });
+    match found {
+        Ok(m) => Some(m),
+        Err(e) if std::env::var_os("MELT_TEST_REAL_MODEL").is_none() => {
+            eprintln!("skipped: {e}");
+            None
+        }
+        Err(e) => panic!("MELT_TEST_REAL_MODEL is set but {e}"),
+    }
+}
+
 impl Backend for NoBackend {
     fn name(&self) -> &str {
         "none"

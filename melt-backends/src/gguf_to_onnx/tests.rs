@@ -6,7 +6,7 @@ use crate::{LlamaCpp, OnnxRuntime};
 use melt_bench::backend::{argmax, Backend};
 use melt_bench::conformance;
 use melt_bench::params::{ModelParams, SessionParams};
-use melt_bench::testkit::{write_gguf, GgufValue, TinyLlama};
+use melt_bench::testkit::{cached_model, write_gguf, GgufTensor, GgufValue, TinyLlama};
 use melt_bench::{ModelSpec, Params};
 
 fn params() -> SessionParams {
@@ -54,6 +54,10 @@ fn compare(
         }
     }
     (worst, agree, steps + 1)
+}
+
+fn write(path: &Path, metadata: &[(String, GgufValue)], tensors: &[GgufTensor]) {
+    write_gguf(&mut std::fs::File::create(path).unwrap(), metadata, tensors).unwrap();
 }
 
 fn tiny(dir: &Path) -> (ModelSpec, ModelSpec) {
@@ -114,12 +118,7 @@ fn unknown_architectures_and_broken_files_are_named() {
     let (mut metadata, tensors) = TinyLlama::default().build();
     metadata[0].1 = GgufValue::Str("mamba".into());
     let path = dir.path().join("mamba.gguf");
-    write_gguf(
-        &mut std::fs::File::create(&path).unwrap(),
-        &metadata,
-        &tensors,
-    )
-    .unwrap();
+    write(&path, &metadata, &tensors);
     let err = export(&path, dir.path()).unwrap_err().to_string();
     assert!(
         err.contains("`mamba`") && err.contains("mamba.gguf"),
@@ -129,12 +128,7 @@ fn unknown_architectures_and_broken_files_are_named() {
     let (metadata, mut tensors) = TinyLlama::default().build();
     tensors.retain(|t| t.name != "blk.1.ffn_up.weight");
     let path = dir.path().join("holes.gguf");
-    write_gguf(
-        &mut std::fs::File::create(&path).unwrap(),
-        &metadata,
-        &tensors,
-    )
-    .unwrap();
+    write(&path, &metadata, &tensors);
     let err = export(&path, dir.path()).unwrap_err().to_string();
     assert!(err.contains("blk.1.ffn_up.weight"), "{err}");
 
@@ -143,12 +137,7 @@ fn unknown_architectures_and_broken_files_are_named() {
     let (metadata, mut tensors) = TinyLlama::default().build();
     tensors.last_mut().unwrap().dims = vec![128, 5_000_000];
     let path = dir.path().join("huge.gguf");
-    write_gguf(
-        &mut std::fs::File::create(&path).unwrap(),
-        &metadata,
-        &tensors,
-    )
-    .unwrap();
+    write(&path, &metadata, &tensors);
     let err = export(&path, dir.path()).unwrap_err().to_string();
     assert!(err.contains("2 GiB limit"), "{err}");
 
@@ -175,21 +164,13 @@ fn unknown_architectures_and_broken_files_are_named() {
 #[test]
 fn gemma_3_270m_exported_agrees_with_llama_cpp() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let registry = melt_bench::model::Registry::load(&root.join("melt.toml")).unwrap();
-    let cache = melt_bench::model::Cache::new(melt_bench::model::Cache::default_root());
-    let lookup = |name: &str| cache.lookup(name, registry.get(name).unwrap());
-    let gguf = match lookup("gemma-3-270m-q4_k_m") {
-        Ok(m) => m,
-        Err(e) if std::env::var_os("MELT_TEST_REAL_MODEL").is_none() => {
-            eprintln!("skipped: {e}");
-            return;
-        }
-        Err(e) => panic!("MELT_TEST_REAL_MODEL is set but {e}"),
+    let Some(gguf) = cached_model(&root, "gemma-3-270m-q4_k_m") else {
+        return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let onnx = match lookup("gemma-3-270m-f32-onnx") {
-        Ok(m) => m,
-        Err(_) => {
+    let onnx = match cached_model(&root, "gemma-3-270m-f32-onnx") {
+        Some(m) => m,
+        None => {
             let out = export(&gguf.path, dir.path()).unwrap();
             ModelSpec::from_path(&out.model).unwrap()
         }

@@ -116,19 +116,9 @@ fn bad_parameters_and_files_are_named() {
 /// `MELT_TEST_REAL_MODEL=1`, which makes its absence a failure rather than a skip.
 #[test]
 fn conformance_kit_passes_on_gemma_3_270m_q4_k_m() {
-    let registry = melt_bench::model::Registry::load(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../melt.toml"),
-    )
-    .unwrap();
-    let name = "gemma-3-270m-q4_k_m";
-    let cache = melt_bench::model::Cache::new(melt_bench::model::Cache::default_root());
-    let model = match cache.lookup(name, registry.get(name).unwrap()) {
-        Ok(m) => m,
-        Err(e) if std::env::var_os("MELT_TEST_REAL_MODEL").is_none() => {
-            eprintln!("skipped: {e}");
-            return;
-        }
-        Err(e) => panic!("MELT_TEST_REAL_MODEL is set but {e}"),
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Some(model) = melt_bench::testkit::cached_model(here, "gemma-3-270m-q4_k_m") else {
+        return;
     };
     let dir = tempfile::tempdir().unwrap();
     // Q4_K weights: batched and single-token matmuls take different kernels, so logits agree
