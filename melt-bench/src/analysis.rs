@@ -31,6 +31,42 @@ fn metric(unit: &str, xs: &[f64], config: &AnalysisConfig) -> Metric {
     }
 }
 
+/// Decode against the device's memory bandwidth: the weights (the model file) streamed once
+/// per decoded token, at the decode rate, as a share of the triad bandwidth melt measured.
+fn roofline_metrics(
+    p: &crate::probe::ProbeSummary,
+    model_bytes: u64,
+    metrics: &mut BTreeMap<String, Metric>,
+) {
+    let Some(roof) = p.memory_bandwidth else {
+        return;
+    };
+    metrics.insert(
+        "memory_bandwidth_gbs".into(),
+        single(
+            "GB/s",
+            roof.triad_gbs,
+            Some(format!(
+                "triad on {} threads, measured by melt once per run",
+                roof.threads
+            )),
+        ),
+    );
+    let Some(decode) = metrics.get("decode_tokens_per_second").map(|m| m.estimate) else {
+        return;
+    };
+    let (gbs, share) = crate::probe::bandwidth::decode_share(model_bytes, decode, &roof);
+    let note = Some("weights read once per token; KV cache reads not counted".to_string());
+    metrics.insert(
+        "decode_bandwidth_gbs".into(),
+        single("GB/s", gbs, note.clone()),
+    );
+    metrics.insert(
+        "decode_bandwidth_share".into(),
+        single("fraction", share, note),
+    );
+}
+
 /// The probes' summary as metrics: memory peaks (sampled), the model's mapped and resident
 /// bytes, energy per phase and per token, temperature. Only what was measured appears.
 fn probe_metrics(p: &crate::probe::ProbeSummary, metrics: &mut BTreeMap<String, Metric>) {
@@ -227,6 +263,7 @@ pub fn analyze(
     }
     if let Some(p) = &record.probes {
         probe_metrics(p, &mut metrics);
+        roofline_metrics(p, record.model.size_bytes, &mut metrics);
     }
 
     let estimates = stats::estimates(&times, config);

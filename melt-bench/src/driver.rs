@@ -189,6 +189,7 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
     });
 
     let mut runner = Runner {
+        roof: None,
         models: &models,
         backends: &suite.backends,
         points: &points,

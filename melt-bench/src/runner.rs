@@ -192,6 +192,8 @@ pub struct Runner<'a> {
     pub sampling: Sampling,
     pub cache: Cache,
     pub log: &'a mut EventLog,
+    /// The device's memory bandwidth, measured before the first probed case of the run.
+    pub roof: Option<probe::bandwidth::Bandwidth>,
 }
 
 const PROMPT_SEED: u64 = 0x5eed;
@@ -328,6 +330,17 @@ impl Runner<'_> {
             workload: w,
         });
 
+        if self.sampling.probe_period.is_some() && self.roof.is_none() {
+            // Once per run, before the case (and before its memory peak is reset, so the
+            // arrays never count in it): 3 arrays of 64 MiB, far past any cache.
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let roof = probe::bandwidth::measure(threads, 64 << 20, 5);
+            eprintln!(
+                "melt: memory bandwidth {:.1} GB/s triad, {:.1} GB/s read ({threads} threads)",
+                roof.triad_gbs, roof.read_gbs
+            );
+            self.roof = Some(roof);
+        }
         let per_case = memory::reset_peak();
         let start = Instant::now();
         let mut session = loaded.session(&params.session).map_err(|e| e.to_string())?;
@@ -407,6 +420,7 @@ impl Runner<'_> {
             let n = samples.len() as u64;
             let tokens = (n * w.prefill as u64, n * w.decode as u64);
             let mut s = probe::summarize(&probes, series, cost, period, &log.marks(), end, tokens);
+            s.memory_bandwidth = self.roof;
             if let Some((mapped, resident)) = probe::model_mapping(&probes.root, &spec.path) {
                 s.model_mapped_bytes = Some(mapped);
                 s.model_resident_bytes = Some(resident);

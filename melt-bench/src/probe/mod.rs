@@ -7,6 +7,7 @@
 //! per token); the sampler takes a [`Snapshot`] every period; [`summarize`] integrates energy
 //! over exactly the marked windows (counters interpolated, power integrated by trapezoids).
 
+pub mod bandwidth;
 pub mod energy;
 pub mod thermal;
 
@@ -298,6 +299,9 @@ pub struct ProbeSummary {
     pub model_mapped_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_resident_bytes: Option<u64>,
+    /// The device's memory bandwidth, measured once per run ([`bandwidth::measure`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bandwidth: Option<bandwidth::Bandwidth>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub series: Vec<Snapshot>,
 }
