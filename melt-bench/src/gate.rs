@@ -197,6 +197,27 @@ pub struct CaseGate {
     pub note: Option<String>,
 }
 
+impl CaseGate {
+    /// A row with only what is known before judging: `Missing` until a baseline is compared.
+    fn unjudged(case: &str, metric: &str, unit: &str, threshold: f64, new: f64) -> CaseGate {
+        CaseGate {
+            case: case.to_string(),
+            metric: metric.to_string(),
+            unit: unit.to_string(),
+            outcome: Outcome::Missing,
+            threshold,
+            base: None,
+            new,
+            change: None,
+            change_lower: None,
+            change_upper: None,
+            p_value: None,
+            drift: None,
+            note: None,
+        }
+    }
+}
+
 /// Fewest degrees of freedom (runs beyond the first of each code version) from which a case's
 /// run-to-run drift is estimated: three runs of one commit, or two pairs.
 pub const MIN_RUNS_FOR_DRIFT: usize = 2;
@@ -212,18 +233,14 @@ pub fn drift_from_replicates(runs: &[(String, f64)]) -> Option<f64> {
     for (code, estimate) in runs {
         groups.entry(code.as_str()).or_default().push(*estimate);
     }
-    let mut residuals = Vec::new();
+    let (mut residuals, mut dof) = (Vec::new(), 0);
     for xs in groups.values().filter(|xs| xs.len() >= 2) {
         let n = xs.len() as f64;
         let mean = stats::mean(xs);
         let scale = (n / (n - 1.0)).sqrt();
         residuals.extend(xs.iter().map(|x| (x / mean - 1.0) * scale));
+        dof += xs.len() - 1;
     }
-    let dof = groups
-        .values()
-        .filter(|xs| xs.len() >= 2)
-        .map(|xs| xs.len() - 1)
-        .sum::<usize>();
     if dof < MIN_RUNS_FOR_DRIFT {
         return None;
     }
@@ -257,21 +274,7 @@ pub fn judge(
 ) -> CaseGate {
     let threshold = config.threshold_for(case);
     let tok_s = |xs: &[f64]| tokens as f64 / (stats::mean(xs) / 1e9);
-    let mut g = CaseGate {
-        case: case.to_string(),
-        metric: TOKENS_PER_SECOND.into(),
-        unit: "tok/s".into(),
-        outcome: Outcome::Missing,
-        threshold,
-        base: None,
-        new: tok_s(new_ns),
-        change: None,
-        change_lower: None,
-        change_upper: None,
-        p_value: None,
-        drift: None,
-        note: None,
-    };
+    let mut g = CaseGate::unjudged(case, TOKENS_PER_SECOND, "tok/s", threshold, tok_s(new_ns));
     let Some(base) = base_ns else {
         return g;
     };
@@ -345,21 +348,8 @@ pub fn judge_metric(
     threshold: f64,
 ) -> CaseGate {
     let up = higher_is_better(metric).unwrap_or(true);
-    let mut g = CaseGate {
-        case: case.to_string(),
-        metric: metric.to_string(),
-        unit: new.unit.clone(),
-        outcome: Outcome::Missing,
-        threshold,
-        base: base.map(|b| b.estimate),
-        new: new.estimate,
-        change: None,
-        change_lower: None,
-        change_upper: None,
-        p_value: None,
-        drift: None,
-        note: None,
-    };
+    let mut g = CaseGate::unjudged(case, metric, &new.unit, threshold, new.estimate);
+    g.base = base.map(|b| b.estimate);
     let Some(base) = base else {
         return g;
     };

@@ -21,8 +21,8 @@ fn status_field(name: &str) -> Option<u64> {
     parse_kib(&text, name)
 }
 
-/// `name   1234 kB` → bytes.
-fn parse_kib(status: &str, name: &str) -> Option<u64> {
+/// `name   1234 kB` → bytes (the `/proc/*/status` and `smaps` line format).
+pub(crate) fn parse_kib(status: &str, name: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(name))?;
     let kib: u64 = line[name.len()..]
         .trim()

@@ -151,6 +151,18 @@ fn inventory() -> Result<(std::path::PathBuf, Vec<devices::Device>)> {
     Ok((config, devices))
 }
 
+/// The suite's models in the cache (fetched or exported) and, for its ONNX model, this host's
+/// ONNX Runtime library: each a no-op once done.
+fn ready_suite() -> Result<()> {
+    let registry = models::registry()?;
+    for name in SUITE_MODELS {
+        models::fetch(&registry, &models::cache(), name)?;
+    }
+    let tc = devices::build::Toolchain::detect()?;
+    runtimes::setup_onnxruntime(&tc.host_triple, &tc.host_triple)?;
+    Ok(())
+}
+
 fn bench(args: &[String]) -> Result<ExitCode> {
     let opts = parse_bench(args)?;
     let rest = &opts.args;
@@ -216,13 +228,7 @@ fn bench(args: &[String]) -> Result<ExitCode> {
     }
     prereq::ensure()?;
     if !wants_local_model && !asks_help {
-        let registry = models::registry()?;
-        for name in SUITE_MODELS {
-            models::fetch(&registry, &models::cache(), name)?;
-        }
-        // The suite's ONNX model needs the runtime library (cached after the first time).
-        let tc = devices::build::Toolchain::detect()?;
-        runtimes::setup_onnxruntime(&tc.host_triple, &tc.host_triple)?;
+        ready_suite()?;
     }
     for round in 1..opts.rounds {
         eprintln!("xtask: bench: round {round} of {}", opts.rounds);
@@ -253,15 +259,9 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             })
         }
-        Some("setup") => prereq::ensure().and_then(|_| {
-            let registry = models::registry()?;
-            for name in SUITE_MODELS {
-                models::fetch(&registry, &models::cache(), name)?;
-            }
-            let tc = devices::build::Toolchain::detect()?;
-            runtimes::setup_onnxruntime(&tc.host_triple, &tc.host_triple)?;
-            Ok(ExitCode::SUCCESS)
-        }),
+        Some("setup") => prereq::ensure()
+            .and_then(|_| ready_suite())
+            .map(|_| ExitCode::SUCCESS),
         Some("models") => match args.get(1).map(String::as_str) {
             Some("list") => models::registry().map(|r| {
                 models::list(&r, &models::cache());

@@ -399,38 +399,24 @@ impl EnergySource for Battery {
 /// CPU package counters, an hwmon device, the battery. Returns it and why each other one is
 /// unavailable.
 pub fn detect(root: &Path) -> (Vec<Box<dyn EnergySource>>, Vec<String>) {
+    fn boxed<S: EnergySource + 'static>(v: Vec<S>) -> Vec<Box<dyn EnergySource>> {
+        v.into_iter()
+            .map(|s| Box::new(s) as Box<dyn EnergySource>)
+            .collect()
+    }
+    type Detect = fn(&Path) -> Result<Vec<Box<dyn EnergySource>>, Unavailable>;
+    let in_order: [Detect; 4] = [
+        |r| Jetson::detect(r).map(|j| boxed(vec![j])),
+        |r| Rapl::detect(r).map(boxed),
+        |r| Hwmon::detect(r).map(boxed),
+        |r| Battery::detect(r).map(|b| boxed(vec![b])),
+    ];
     let mut why = Vec::new();
-    match Jetson::detect(root) {
-        Ok(j) => return (vec![Box::new(j)], why),
-        Err(e) => why.push(e.0),
-    }
-    match Rapl::detect(root) {
-        Ok(zones) => {
-            return (
-                zones
-                    .into_iter()
-                    .map(|z| Box::new(z) as Box<dyn EnergySource>)
-                    .collect(),
-                why,
-            )
+    for detect in in_order {
+        match detect(root) {
+            Ok(sources) => return (sources, why),
+            Err(e) => why.push(e.0),
         }
-        Err(e) => why.push(e.0),
-    }
-    match Hwmon::detect(root) {
-        Ok(chans) => {
-            return (
-                chans
-                    .into_iter()
-                    .map(|c| Box::new(c) as Box<dyn EnergySource>)
-                    .collect(),
-                why,
-            )
-        }
-        Err(e) => why.push(e.0),
-    }
-    match Battery::detect(root) {
-        Ok(b) => return (vec![Box::new(b)], why),
-        Err(e) => why.push(e.0),
     }
     (Vec::new(), why)
 }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::memory::parse_kib;
 use energy::{EnergySource, Reading};
 use thermal::{Thermal, ThermalReading};
 
@@ -47,17 +48,6 @@ pub struct MemReading {
     pub pss: Option<u64>,
 }
 
-fn kib_field(text: &str, name: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with(name))?;
-    let v: u64 = line[name.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(v * 1024)
-}
-
 /// Reads memory under `root` (`/` for this process); PSS only when `pss` is asked, because
 /// `smaps_rollup` walks every page table of the process (milliseconds for a loaded model,
 /// under the lock its page faults need), where `status` is a counter read.
@@ -69,10 +59,10 @@ pub fn read_memory(root: &Path, pss: bool) -> MemReading {
         String::new()
     };
     MemReading {
-        rss: kib_field(&status, "VmRSS:"),
-        rss_anon: kib_field(&status, "RssAnon:"),
-        rss_file: kib_field(&status, "RssFile:"),
-        pss: kib_field(&rollup, "Pss:"),
+        rss: parse_kib(&status, "VmRSS:"),
+        rss_anon: parse_kib(&status, "RssAnon:"),
+        rss_file: parse_kib(&status, "RssFile:"),
+        pss: parse_kib(&rollup, "Pss:"),
     }
 }
 
@@ -93,9 +83,9 @@ pub fn model_mapping(root: &Path, model: &Path) -> Option<(u64, u64)> {
             inside = path.as_deref() == Some(want.as_path());
             found |= inside;
         } else if inside {
-            if let Some(v) = kib_field(line, "Size:") {
+            if let Some(v) = parse_kib(line, "Size:") {
                 size += v;
-            } else if let Some(v) = kib_field(line, "Rss:") {
+            } else if let Some(v) = parse_kib(line, "Rss:") {
                 rss += v;
             }
         }
