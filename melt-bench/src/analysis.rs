@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::criterion_format::{self, BaselineMode, ReportError};
 use crate::runner::CaseRecord;
 use crate::stats::{self, AnalysisConfig, Rng};
-use crate::store::{BaselineComparison, CaseSummary, Metric};
+use crate::store::{BaselineComparison, CaseSummary, Metric, Summary};
 
 fn metric(unit: &str, xs: &[f64], config: &AnalysisConfig) -> Metric {
     let (lower, upper) = if xs.len() >= 2 {
@@ -95,6 +95,38 @@ fn probe_metrics(p: &crate::probe::ProbeSummary, metrics: &mut BTreeMap<String, 
         bytes(p.rss_file_peak_bytes),
         sampled,
     );
+    // Per phase: the load (shared by the cases of one load), prefill, decode.
+    for (phase, m) in [
+        ("load", p.memory.load),
+        ("prefill", p.memory.prefill),
+        ("decode", p.memory.decode),
+    ] {
+        let Some(m) = m else { continue };
+        let note = Some(format!(
+            "{} snapshots, every {} ms",
+            m.snapshots, p.period_ms
+        ));
+        put(
+            &format!("{phase}_rss_peak_bytes"),
+            "bytes",
+            bytes(m.rss_peak_bytes),
+            note.clone(),
+        );
+        put(
+            &format!("{phase}_pss_peak_bytes"),
+            "bytes",
+            bytes(m.pss_peak_bytes),
+            note,
+        );
+    }
+    if let Some(l) = &p.load {
+        put(
+            "load_energy_j",
+            "J",
+            l.joules,
+            Some(p.energy_sources.join(" + ")),
+        );
+    }
     put(
         "model_mapped_bytes",
         "bytes",
@@ -128,6 +160,20 @@ fn probe_metrics(p: &crate::probe::ProbeSummary, metrics: &mut BTreeMap<String, 
     }
     put("tokens_per_joule", "tok/J", p.tokens_per_joule, source);
     put("temp_max_c", "°C", p.temp_max_c, None);
+    if let Some(c) = &p.cooldown {
+        let note = format!(
+            "--cooldown: {:.1} → {:.1} °C, target {:.1} °C{}",
+            c.from_c,
+            c.to_c,
+            c.target_c,
+            if c.reached {
+                ""
+            } else {
+                " (not reached: measured warm)"
+            }
+        );
+        put("cooldown_wait_s", "s", Some(c.waited_s), Some(note));
+    }
     if !p.throttling.is_empty() {
         put(
             "throttled",
@@ -296,6 +342,9 @@ pub fn analyze(
         stop_reason: record.stop_reason.clone(),
         metrics,
         outliers: stats::classify_outliers(&times),
+        sustained: (record.stop_reason == "sustained")
+            .then(|| crate::sustained::summarize(w, &record.samples, record.probes.as_ref()))
+            .flatten(),
         comparison: comparison.map(|result| BaselineComparison {
             baseline: mode.compare_with().unwrap_or_default().to_string(),
             result,
@@ -427,6 +476,89 @@ pub fn table(cases: &[CaseSummary]) -> String {
             c.function,
             c.samples,
         ));
+    }
+    out
+}
+
+/// What the probes found, under the table: the sources read and, plainly, the ones missing
+/// and why; then memory by phase for every case that has it.
+pub fn probes_section(summary: &Summary) -> String {
+    let Some(o) = &summary.probes else {
+        return String::new();
+    };
+    let mut out = format!("\nProbes (sampled every {} ms):\n", o.period_ms);
+    if o.energy_sources.is_empty() {
+        out.push_str("- energy: none readable here\n");
+    } else {
+        out.push_str(&format!("- energy: {}\n", o.energy_sources.join(" + ")));
+    }
+    for a in &o.assumptions {
+        out.push_str(&format!("- assumed: {a}\n"));
+    }
+    for u in &o.unavailable {
+        out.push_str(&format!("- {u}\n"));
+    }
+    let rows: Vec<&CaseSummary> = summary
+        .cases
+        .iter()
+        .filter(|c| {
+            c.metrics.contains_key("load_rss_peak_bytes")
+                || c.metrics.contains_key("decode_rss_peak_bytes")
+                || c.metrics.contains_key("prefill_rss_peak_bytes")
+        })
+        .collect();
+    if rows.is_empty() {
+        return out;
+    }
+    out.push_str("\nMemory by phase (peak RSS sampled; PSS at most once a second):\n\n");
+    out.push_str("| model | backend | test | load | prefill | decode | PSS peak | model file mapped / resident |\n");
+    out.push_str("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
+    for c in rows {
+        let bytes = |k: &str| {
+            c.metrics
+                .get(k)
+                .map_or("-".to_string(), |m| human_bytes(m.estimate))
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} |\n",
+            c.model.name,
+            c.backend,
+            c.function,
+            bytes("load_rss_peak_bytes"),
+            bytes("prefill_rss_peak_bytes"),
+            bytes("decode_rss_peak_bytes"),
+            bytes("pss_peak_bytes"),
+            bytes("model_mapped_bytes"),
+            bytes("model_resident_bytes"),
+        ));
+    }
+    out
+}
+
+/// Sustained cases over time: one line each, then their windows (throughput, power,
+/// temperature), thinned to a dozen rows for the terminal (`summary.json` has them all).
+pub fn sustained_section(cases: &[CaseSummary]) -> String {
+    let mut out = String::new();
+    for c in cases {
+        let Some(s) = &c.sustained else { continue };
+        out.push_str(&format!(
+            "\nSustained {} ({} {}): {}\n\n| t (s) | tok/s | W | °C |\n| ---: | ---: | ---: | ---: |\n",
+            c.function,
+            c.backend,
+            c.value,
+            s.line()
+        ));
+        let step = s.windows.len().div_ceil(12).max(1);
+        for w in s.windows.iter().step_by(step) {
+            let opt = |x: Option<f64>, d: usize| x.map_or("-".into(), |x| format!("{x:.d$}"));
+            out.push_str(&format!(
+                "| {:.0} | {:.2} | {} | {} |\n",
+                w.t_s,
+                w.tok_s,
+                opt(w.watts, 2),
+                opt(w.temp_c, 1)
+            ));
+        }
     }
     out
 }

@@ -22,6 +22,10 @@ pub struct Sampling {
     pub probe_period: Option<Duration>,
     /// Where `/sys` and `/proc` are read (a fixture tree in tests).
     pub sysroot: std::path::PathBuf,
+    /// Sustained mode: repeat each case back to back for this long, whatever the noise.
+    pub sustained: Option<Duration>,
+    /// `--cooldown`: wait for the device to cool to its starting temperature between cases.
+    pub cooldown: Option<crate::probe::thermal::Cooldown>,
 }
 
 impl Default for Sampling {
@@ -39,6 +43,8 @@ impl Default for Sampling {
             // that cost 1–4% of tok/s on 2 cores, at 50 ms 0–3% (README: How it measures).
             probe_period: Some(Duration::from_millis(50)),
             sysroot: "/".into(),
+            sustained: None,
+            cooldown: None,
         }
     }
 }
@@ -134,6 +140,13 @@ A melt bench target. Usage: cargo bench --bench <target> -- [OPTIONS] [FILTER]
   --target-ci PCT              adaptive stopping: 95% CI half-width of tok/s, % of mean [2]
   --probe-period MS            memory/energy/temperature sampling period, 0 = off [50]
   --sysroot DIR                read /sys and /proc under DIR (fixture trees) [/]
+  --cooldown                   before each case, wait until the hottest thermal zone is back
+                               near its temperature at the run's start
+  --cooldown-tolerance C       how near, in °C [2]
+  --cooldown-max SECS          wait at most this long, then run warm and say so [300]
+  --sustained DURATION         repeat each case back to back for DURATION (90s, 10m, 1h):
+                               throughput, power and temperature over time, and when
+                               throughput fell 10% below its start
   --nresamples N               bootstrap resamples [100000]
   --confidence-level X         [0.95]
   --significance-level X       [0.05]
@@ -168,6 +181,29 @@ fn secs(flag: &str, value: &str) -> Result<Duration, CliError> {
         });
     }
     Ok(Duration::from_secs_f64(s))
+}
+
+/// `90`, `90s`, `10m`, `1h`, `1.5m`.
+fn duration(flag: &str, value: &str) -> Result<Duration, CliError> {
+    let bad = || CliError::BadValue {
+        flag: flag.into(),
+        value: value.into(),
+        expected: "a positive duration such as 90s, 10m or 1h",
+    };
+    let (num, unit) = match value.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => value.split_at(i),
+        None => (value, "s"),
+    };
+    let scale = match unit {
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    match num.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(Duration::from_secs_f64(x * scale)),
+        _ => Err(bad()),
+    }
 }
 
 fn fraction(flag: &str, value: &str) -> Result<f64, CliError> {
@@ -281,6 +317,34 @@ impl Args {
                         });
                     }
                     sampling.sysroot = v.into();
+                }
+                "--cooldown" => {
+                    sampling.cooldown.get_or_insert_with(Default::default);
+                }
+                "--cooldown-tolerance" => {
+                    let v = value(&flag)?;
+                    let c: f64 = parse_num(&flag, &v, "degrees Celsius")?;
+                    if !(c >= 0.0 && c.is_finite()) {
+                        return Err(CliError::BadValue {
+                            flag,
+                            value: v,
+                            expected: "degrees Celsius ≥ 0",
+                        });
+                    }
+                    sampling
+                        .cooldown
+                        .get_or_insert_with(Default::default)
+                        .tolerance_c = c;
+                }
+                "--cooldown-max" => {
+                    let d = secs(&flag, &value(&flag)?)?;
+                    sampling
+                        .cooldown
+                        .get_or_insert_with(Default::default)
+                        .max_wait = d;
+                }
+                "--sustained" => {
+                    sampling.sustained = Some(duration(&flag, &value(&flag)?)?);
                 }
                 "--min-samples" => {
                     sampling.min_samples = count(&flag, &value(&flag)?)?;
@@ -461,5 +525,36 @@ mod tests {
         ));
         let e = Args::parse(["--min-samples", "9", "--max-samples", "3"]).unwrap_err();
         assert!(e.to_string().contains("at most --max-samples"));
+        for bad in ["0", "-5m", "10d", "m", "1e400"] {
+            let e = Args::parse(["--sustained", bad]).unwrap_err().to_string();
+            assert!(
+                e.contains("--sustained") && e.contains("90s, 10m"),
+                "{bad}: {e}"
+            );
+        }
+        let e = Args::parse(["--cooldown-tolerance", "-1"]).unwrap_err();
+        assert!(e.to_string().contains("degrees Celsius"), "{e}");
+    }
+
+    #[test]
+    fn sustained_and_cooldown() {
+        let s = |v: &str| Args::parse(["--sustained", v]).unwrap().sampling.sustained;
+        assert_eq!(s("90"), Some(Duration::from_secs(90)));
+        assert_eq!(s("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(s("1.5m"), Some(Duration::from_secs(90)));
+        assert_eq!(s("2h"), Some(Duration::from_secs(7200)));
+        let a = Args::parse(["--cooldown"])
+            .unwrap()
+            .sampling
+            .cooldown
+            .unwrap();
+        assert_eq!(a, crate::probe::thermal::Cooldown::default());
+        let a = Args::parse(["--cooldown-tolerance", "0.5", "--cooldown-max=60"])
+            .unwrap()
+            .sampling
+            .cooldown
+            .unwrap();
+        assert_eq!((a.tolerance_c, a.max_wait), (0.5, Duration::from_secs(60)));
+        assert_eq!(Args::parse(["--quick"]).unwrap().sampling.cooldown, None);
     }
 }

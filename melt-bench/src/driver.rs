@@ -190,6 +190,8 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
 
     let mut runner = Runner {
         roof: None,
+        start_temp_c: None,
+        cases_run: 0,
         models: &models,
         backends: &suite.backends,
         points: &points,
@@ -314,6 +316,9 @@ impl Finish {
             device_props: self.device_props.clone(),
             cases: summaries,
             errors,
+            probes: crate::store::ProbesOverview::of(
+                records.iter().filter_map(|r| r.probes.as_ref()),
+            ),
         };
         // The run's samples by case: the history keeps their times, the HTML report plots them.
         let by_case: BTreeMap<String, Vec<Measured>> = records
@@ -368,7 +373,9 @@ impl Finish {
             cases: summary.cases.len(),
             errors: summary.errors.len(),
         });
-        let table = analysis::table(&summary.cases);
+        let mut table = analysis::table(&summary.cases);
+        table.push_str(&analysis::probes_section(&summary));
+        table.push_str(&analysis::sustained_section(&summary.cases));
         Outcome {
             summary,
             run_dir,
@@ -564,6 +571,7 @@ mod tests {
                 decode_ns: ns,
                 ttft_ns: None,
                 token_ns: vec![],
+                at_ns: None,
             },
         }
     }

@@ -581,6 +581,22 @@ pub fn render_with_probes(
             if let Some(svg) = latency(&tokens) {
                 html.push_str(&img(&svg, &format!("per-token latency of {}", c.id)));
             }
+            if let Some(s) = &c.sustained {
+                let tok: Vec<(f64, f64)> = s.windows.iter().map(|w| (w.t_s, w.tok_s)).collect();
+                let floor = s.initial_tok_s * (1.0 - crate::sustained::DROP);
+                let end = s.duration_s;
+                if let Some(svg) = series_plot(
+                    "throughput over time",
+                    "tok/s",
+                    &[
+                        ("tok/s", "#08519c", tok),
+                        ("start −10%", "#999999", vec![(0.0, floor), (end, floor)]),
+                    ],
+                ) {
+                    html.push_str(&img(&svg, &format!("sustained throughput of {}", c.id)));
+                }
+                let _ = write!(html, "<p>sustained: {}</p>", esc(&s.line()));
+            }
             if let Some(p) = probes.get(&c.id) {
                 for (svg, what) in probe_plots(p) {
                     html.push_str(&img(&svg, &format!("{what} of {}", c.id)));

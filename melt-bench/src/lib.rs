@@ -26,6 +26,7 @@ pub mod probe;
 pub mod runner;
 pub mod stats;
 pub mod store;
+pub mod sustained;
 pub mod testkit;
 pub mod workload;
 

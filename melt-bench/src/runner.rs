@@ -169,6 +169,10 @@ pub struct CaseFailure {
 /// Decides, after each sample, whether a case has enough.
 pub fn should_stop(sampling: &Sampling, tok_s: &[f64], elapsed: Duration) -> Option<&'static str> {
     let n = tok_s.len();
+    if let Some(d) = sampling.sustained {
+        // Sustained mode measures drift, not a mean: it runs for its time, whatever the noise.
+        return (elapsed >= d).then_some("sustained");
+    }
     if let Some(fixed) = sampling.fixed_samples {
         return (n >= fixed).then_some("sample_size");
     }
@@ -194,11 +198,39 @@ pub struct Runner<'a> {
     pub log: &'a mut EventLog,
     /// The device's memory bandwidth, measured before the first probed case of the run.
     pub roof: Option<probe::bandwidth::Bandwidth>,
+    /// The hottest zone when the run began, and whether a case has run since (`--cooldown`).
+    pub start_temp_c: Option<f64>,
+    pub cases_run: usize,
 }
 
 const PROMPT_SEED: u64 = 0x5eed;
 
 impl Runner<'_> {
+    /// `--cooldown`, before every case but the first: back near the run's start temperature.
+    fn cool_down(&self, case: &str) -> Option<probe::thermal::CooledDown> {
+        let (cfg, start) = (self.sampling.cooldown?, self.start_temp_c?);
+        if self.cases_run == 0 {
+            return None;
+        }
+        let (thermal, _) = probe::thermal::Thermal::detect(&self.sampling.sysroot);
+        let target = start + cfg.tolerance_c;
+        let c = thermal.cool_down(target, cfg.max_wait, Duration::from_secs(1))?;
+        if c.waited_s >= 1.0 || !c.reached {
+            eprintln!(
+                "melt: {case}: cooled from {:.1} to {:.1} °C in {:.0} s{}",
+                c.from_c,
+                c.to_c,
+                c.waited_s,
+                if c.reached {
+                    String::new()
+                } else {
+                    format!(" — not down to {target:.1} °C; measuring warm")
+                }
+            );
+        }
+        Some(c)
+    }
+
     fn emit(&mut self, event: Event) {
         if let Err(e) = self.log.write(&event) {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -233,6 +265,17 @@ impl Runner<'_> {
     pub fn run(&mut self, cases: &[PlannedCase]) -> (Vec<CaseRecord>, Vec<CaseFailure>) {
         let mut records = Vec::new();
         let mut failures = Vec::new();
+        if self.sampling.cooldown.is_some() {
+            let (thermal, _) = probe::thermal::Thermal::detect(&self.sampling.sysroot);
+            self.start_temp_c = thermal.hottest_c();
+            match self.start_temp_c {
+                Some(t) => eprintln!("melt: --cooldown: the run starts at {t:.1} °C"),
+                None => eprintln!(
+                    "melt: --cooldown: unavailable: no thermal zone readable under {}",
+                    self.sampling.sysroot.join("sys/class/thermal").display()
+                ),
+            }
+        }
         let mut i = 0;
         while i < cases.len() {
             // Cases sharing a model file.
@@ -283,8 +326,20 @@ impl Runner<'_> {
                 spec.path.display(),
                 backend.name()
             );
+            // The load is a phase of its own for the probes: its memory and energy are
+            // reported with each case that used it.
             let start = Instant::now();
-            let loaded = match backend.load(spec, &mp) {
+            let sampler = self.sampling.probe_period.map(|period| {
+                let probes = probe::Probes::detect(&self.sampling.sysroot);
+                probe::Sampler::start(probes, period, start)
+            });
+            let loaded = backend.load(spec, &mp);
+            let load = start.elapsed();
+            let load_probe = sampler.map(|s| {
+                let (probes, series, _, _) = s.stop();
+                probe::summarize_load(&probes, &series, load.as_secs_f64())
+            });
+            let loaded = match loaded {
                 Ok(l) => l,
                 Err(e) => {
                     for c in group {
@@ -293,9 +348,8 @@ impl Runner<'_> {
                     continue;
                 }
             };
-            let load = start.elapsed();
             for case in group {
-                match self.run_case(spec, loaded.as_ref(), load, case) {
+                match self.run_case(spec, loaded.as_ref(), (load, &load_probe), case) {
                     Ok(r) => records.push(r),
                     Err(message) => self.fail(failures, Some(case.id.full_id.clone()), message),
                 }
@@ -307,7 +361,7 @@ impl Runner<'_> {
         &mut self,
         spec: &ModelSpec,
         loaded: &dyn LoadedModel,
-        load: Duration,
+        (load, load_probe): (Duration, &Option<probe::LoadProbe>),
         case: &PlannedCase,
     ) -> Result<CaseRecord, String> {
         let backend = &self.backends[case.backend];
@@ -341,6 +395,8 @@ impl Runner<'_> {
             );
             self.roof = Some(roof);
         }
+        let cooled = self.cool_down(&case.id.full_id);
+        self.cases_run += 1;
         let per_case = memory::reset_peak();
         let start = Instant::now();
         let mut session = loaded.session(&params.session).map_err(|e| e.to_string())?;
@@ -370,7 +426,11 @@ impl Runner<'_> {
         let mut samples = Vec::new();
         let mut tok_s = Vec::new();
         let measure_start = Instant::now();
-        // The probes watch the measured runs only (not load, context or warm-up).
+        let measure_start_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        // The probes watch the measured runs (and the load, above), not the context or the
+        // warm-up.
         let probing = self.sampling.probe_period.map(|period| {
             let log = probe::PhaseLog::new(measure_start);
             let probes = probe::Probes::detect(&self.sampling.sysroot);
@@ -378,8 +438,10 @@ impl Runner<'_> {
         });
         let stop_reason = loop {
             let phases = probing.as_ref().map(|(log, _)| log);
-            let m = run_once_marked(&w, session.as_mut(), n_vocab, PROMPT_SEED, phases)
+            let at_ns = measure_start.elapsed().as_nanos() as u64;
+            let mut m = run_once_marked(&w, session.as_mut(), n_vocab, PROMPT_SEED, phases)
                 .map_err(|e| e.to_string())?;
+            m.at_ns = Some(at_ns);
             tok_s.push(w.tokens() as f64 / (m.ns.max(1) as f64 / 1e9));
             self.emit(Event::Sample {
                 case: label.clone(),
@@ -421,6 +483,10 @@ impl Runner<'_> {
             let tokens = (n * w.prefill as u64, n * w.decode as u64);
             let mut s = probe::summarize(&probes, series, cost, period, &log.marks(), end, tokens);
             s.memory_bandwidth = self.roof;
+            s.cooldown = cooled;
+            s.epoch_unix_ns = measure_start_unix;
+            s.load = load_probe.clone();
+            s.memory.load = load_probe.as_ref().and_then(|l| l.memory);
             if let Some((mapped, resident)) = probe::model_mapping(&probes.root, &spec.path) {
                 s.model_mapped_bytes = Some(mapped);
                 s.model_resident_bytes = Some(resident);
@@ -518,6 +584,16 @@ mod tests {
         assert_eq!(
             should_stop(&s, &[100.0, 150.0, 50.0, 120.0, 80.0, 100.0], zero),
             Some("max_samples")
+        );
+        let sustained = Sampling {
+            sustained: Some(Duration::from_secs(60)),
+            ..s.clone()
+        };
+        assert_eq!(should_stop(&sustained, &noisy, zero), None);
+        assert_eq!(should_stop(&sustained, &[1.0; 500], zero), None, "past max");
+        assert_eq!(
+            should_stop(&sustained, &[1.0], Duration::from_secs(60)),
+            Some("sustained")
         );
         let fixed = Sampling {
             fixed_samples: Some(2),

@@ -261,6 +261,9 @@ pub struct CaseSummary {
     pub comparison: Option<BaselineComparison>,
     /// Directory of this case under `target/criterion`.
     pub criterion_dir: PathBuf,
+    /// Throughput, power and temperature over time (`--sustained` runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sustained: Option<crate::sustained::Sustained>,
 }
 
 /// The comparison against a criterion baseline directory.
@@ -286,6 +289,44 @@ pub struct Summary {
     pub cases: Vec<CaseSummary>,
     /// Cases that failed, with the reason; their samples (if any) are in samples.jsonl.
     pub errors: Vec<CaseError>,
+    /// What the probes could read on this machine, and why the rest is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<ProbesOverview>,
+}
+
+/// The probes of a run at a glance: every case's sources and reasons, without repeats.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProbesOverview {
+    pub period_ms: f64,
+    pub energy_sources: Vec<String>,
+    pub assumptions: Vec<String>,
+    pub unavailable: Vec<String>,
+}
+
+impl ProbesOverview {
+    pub fn of<'a>(
+        probes: impl IntoIterator<Item = &'a crate::probe::ProbeSummary>,
+    ) -> Option<ProbesOverview> {
+        let mut out: Option<ProbesOverview> = None;
+        for p in probes {
+            let o = out.get_or_insert_with(|| ProbesOverview {
+                period_ms: p.period_ms,
+                ..ProbesOverview::default()
+            });
+            for (from, to) in [
+                (&p.energy_sources, &mut o.energy_sources),
+                (&p.assumptions, &mut o.assumptions),
+                (&p.unavailable, &mut o.unavailable),
+            ] {
+                for x in from {
+                    if !to.contains(x) {
+                        to.push(x.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -354,6 +395,7 @@ pub(crate) mod test_support {
                 outliers: OutlierCounts::default(),
                 comparison: None,
                 criterion_dir: "/c".into(),
+                sustained: None,
             })
             .collect();
         Summary {
@@ -364,6 +406,7 @@ pub(crate) mod test_support {
             device_props: Default::default(),
             cases,
             errors: vec![],
+            probes: None,
         }
     }
 }
@@ -434,6 +477,7 @@ mod tests {
                 decode_ns: 0,
                 ttft_ns: None,
                 token_ns: vec![],
+                at_ns: None,
             },
         };
         log.write(&sample).unwrap();

@@ -110,6 +110,10 @@ pub struct Measured {
     pub ttft_ns: Option<u64>,
     /// Each decode step: evaluate one token and choose the next.
     pub token_ns: Vec<u64>,
+    /// When the run began, ns since measuring began (set by the runner for measured runs;
+    /// what places a sustained run's samples in time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ns: Option<u64>,
 }
 
 fn nanos(d: Duration) -> u64 {

@@ -253,6 +253,84 @@ pub struct PhaseEnergy {
     pub joules_per_token: f64,
 }
 
+/// Memory peaks over the snapshots of one phase (sampled: a peak between two snapshots is
+/// missed; VmHWM, the exact peak, is the case's `peak_rss_bytes`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseMemory {
+    pub snapshots: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_peak_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_anon_peak_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_file_peak_bytes: Option<u64>,
+    /// PSS is read at most every [`PSS_PERIOD`]: a short phase may have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pss_peak_bytes: Option<u64>,
+}
+
+impl PhaseMemory {
+    /// The peaks over `snapshots`; `None` when there are none.
+    pub fn of<'a>(snapshots: impl IntoIterator<Item = &'a Snapshot>) -> Option<PhaseMemory> {
+        let mut out = PhaseMemory::default();
+        let max = |a: Option<u64>, b: Option<u64>| a.max(b);
+        for s in snapshots {
+            out.snapshots += 1;
+            out.rss_peak_bytes = max(out.rss_peak_bytes, s.mem.rss);
+            out.rss_anon_peak_bytes = max(out.rss_anon_peak_bytes, s.mem.rss_anon);
+            out.rss_file_peak_bytes = max(out.rss_file_peak_bytes, s.mem.rss_file);
+            out.pss_peak_bytes = max(out.pss_peak_bytes, s.mem.pss);
+        }
+        (out.snapshots > 0).then_some(out)
+    }
+}
+
+/// Memory by phase: loading the model, and the prefill and decode of the measured runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemoryByPhase {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<PhaseMemory>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefill: Option<PhaseMemory>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode: Option<PhaseMemory>,
+}
+
+/// What the probes saw while the model was loaded (shared by the cases of that load).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadProbe {
+    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<PhaseMemory>,
+    /// RSS when the load returned (what the loaded model costs before any session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_after_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joules: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watts: Option<f64>,
+}
+
+/// Summarizes a load from its snapshots (a sampler started just before the load began).
+pub fn summarize_load(probes: &Probes, series: &[Snapshot], seconds: f64) -> LoadProbe {
+    let joules = cumulative_joules(series, probes.energy.len()).and_then(|c| c.last().copied());
+    LoadProbe {
+        seconds,
+        memory: PhaseMemory::of(series),
+        rss_after_bytes: series.last().and_then(|s| s.mem.rss),
+        joules,
+        watts: joules.filter(|_| seconds > 0.0).map(|j| j / seconds),
+    }
+}
+
+/// The phase each snapshot falls in: the last mark at or before it (idle before any mark).
+pub fn phase_at(marks: &[(u64, Phase)], t_ns: u64) -> Phase {
+    match marks.partition_point(|m| m.0 <= t_ns) {
+        0 => Phase::Idle,
+        i => marks[i - 1].1,
+    }
+}
+
 /// What the probes say about one case: the summary the report and the gate use, and the
 /// time series itself.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -292,8 +370,45 @@ pub struct ProbeSummary {
     /// The device's memory bandwidth, measured once per run ([`bandwidth::measure`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_bandwidth: Option<bandwidth::Bandwidth>,
+    #[serde(default)]
+    pub memory: MemoryByPhase,
+    /// What `--cooldown` did before the case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<thermal::CooledDown>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadProbe>,
+    /// Wall-clock time (Unix ns) of the series' epoch: what aligns an external meter's
+    /// readings with the marks.
+    #[serde(default)]
+    pub epoch_unix_ns: u64,
+    /// The phase changes (ns since the epoch) and when measuring ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub marks: Vec<(u64, Phase)>,
+    #[serde(default)]
+    pub end_ns: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub series: Vec<Snapshot>,
+}
+
+impl ProbeSummary {
+    /// Average power and the hottest reading between `a` and `b` seconds after the epoch.
+    pub fn window(&self, a: f64, b: f64) -> (Option<f64>, Option<f64>) {
+        let (a_ns, b_ns) = ((a * 1e9) as u64, (b * 1e9) as u64);
+        let n_sources = self.series.first().map_or(0, |s| s.energy.len());
+        let watts = cumulative_joules(&self.series, n_sources)
+            .filter(|_| b > a)
+            .map(|cum| {
+                (joules_at(&self.series, &cum, b_ns) - joules_at(&self.series, &cum, a_ns))
+                    / (b - a)
+            });
+        let temp = self
+            .series
+            .iter()
+            .filter(|s| (a_ns..=b_ns).contains(&s.t_ns))
+            .filter_map(|s| s.thermal.temps_c.iter().flatten().copied().reduce(f64::max))
+            .reduce(f64::max);
+        (watts, temp)
+    }
 }
 
 /// Cumulative joules of all sources at each snapshot (power integrated by trapezoids), or
@@ -452,6 +567,12 @@ pub fn summarize(
     out.pss_peak_bytes = peak(|m| m.pss);
     out.rss_anon_peak_bytes = peak(|m| m.rss_anon);
     out.rss_file_peak_bytes = peak(|m| m.rss_file);
+    let in_phase =
+        |p: Phase| PhaseMemory::of(series.iter().filter(|s| phase_at(marks, s.t_ns) == p));
+    out.memory.prefill = in_phase(Phase::Prefill);
+    out.memory.decode = in_phase(Phase::Decode);
+    out.marks = marks.to_vec();
+    out.end_ns = end_ns;
     out.series = series;
     out
 }

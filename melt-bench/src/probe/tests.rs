@@ -377,3 +377,89 @@ fn this_process_has_memory_and_the_sampler_runs() {
     assert!(s.sampler_overhead < 0.5, "{}", s.sampler_overhead);
     drop(std::hint::black_box(ballast));
 }
+
+#[test]
+fn memory_is_split_by_phase_and_the_load_summarized() {
+    let t = Tree::new();
+    t.put("sys/class/hwmon/hwmon0/name", "meter");
+    t.put("sys/class/hwmon/hwmon0/power1_input", "3000000");
+    let probes = Probes::detect(t.root());
+    // RSS grows 1 MiB per 100 ms snapshot; PSS is read on the first and the sixth only.
+    let series: Vec<Snapshot> = (0..10u64)
+        .map(|i| Snapshot {
+            mem: MemReading {
+                rss: Some((i + 1) << 20),
+                pss: (i % 5 == 0).then_some(i << 20),
+                ..MemReading::default()
+            },
+            ..snap(i * 100, vec![Some(Reading::Watts(3.0))])
+        })
+        .collect();
+    // Idle before 150 ms, prefill 150–450 ms (snapshots 2, 3, 4), decode 450–750 ms (5, 6, 7).
+    let marks = [
+        (150_000_000, Phase::Prefill),
+        (450_000_000, Phase::Decode),
+        (750_000_000, Phase::Idle),
+    ];
+    assert_eq!(phase_at(&marks, 0), Phase::Idle);
+    assert_eq!(phase_at(&marks, 150_000_000), Phase::Prefill);
+    assert_eq!(phase_at(&marks, 800_000_000), Phase::Idle);
+    let s = summarize(
+        &probes,
+        series.clone(),
+        Duration::ZERO,
+        Duration::from_millis(100),
+        &marks,
+        900_000_000,
+        (3, 3),
+    );
+    let (p, d) = (s.memory.prefill.unwrap(), s.memory.decode.unwrap());
+    assert_eq!((p.snapshots, p.rss_peak_bytes), (3, Some(5 << 20)));
+    assert_eq!(p.pss_peak_bytes, None, "no PSS was read in prefill");
+    assert_eq!((d.snapshots, d.rss_peak_bytes), (3, Some(8 << 20)));
+    assert_eq!(d.pss_peak_bytes, Some(5 << 20));
+    assert_eq!((s.marks.len(), s.end_ns), (3, 900_000_000));
+
+    // A load of 0.9 s: its peak, what stayed resident, and 3 W × 0.9 s.
+    let l = summarize_load(&probes, &series, 0.9);
+    assert_eq!(l.memory.unwrap().rss_peak_bytes, Some(10 << 20));
+    assert_eq!(l.rss_after_bytes, Some(10 << 20));
+    assert!((l.joules.unwrap() - 2.7).abs() < 1e-9 && (l.watts.unwrap() - 3.0).abs() < 1e-9);
+
+    // A window of the series: its power and hottest reading.
+    let (w, temp) = s.window(0.2, 0.6);
+    assert!((w.unwrap() - 3.0).abs() < 1e-9);
+    assert_eq!(temp, None, "no thermal zone, no temperature");
+}
+
+#[test]
+fn cooldown_waits_for_the_hottest_zone_and_gives_up_after_its_limit() {
+    let t = Tree::new();
+    t.put("sys/class/thermal/thermal_zone0/type", "soc");
+    t.put("sys/class/thermal/thermal_zone0/temp", "61500");
+    t.put("sys/class/thermal/thermal_zone1/type", "battery");
+    t.put("sys/class/thermal/thermal_zone1/temp", "35000");
+    let (thermal, _) = thermal::Thermal::detect(t.root());
+    assert_eq!(thermal.hottest_c(), Some(61.5));
+    // The SoC cools to 45 °C 200 ms from now.
+    let path = t.root().join("sys/class/thermal/thermal_zone0/temp");
+    let cooler = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        fs::write(path, "45000\n").unwrap();
+    });
+    let poll = Duration::from_millis(10);
+    let c = thermal
+        .cool_down(46.0, Duration::from_secs(10), poll)
+        .unwrap();
+    cooler.join().unwrap();
+    assert!(c.reached && c.from_c == 61.5 && c.to_c == 45.0, "{c:?}");
+    assert!(c.waited_s >= 0.2 && c.waited_s < 5.0, "{c:?}");
+    // Never cool enough: it stops at its limit and says so.
+    let c = thermal
+        .cool_down(30.0, Duration::from_millis(100), poll)
+        .unwrap();
+    assert!(!c.reached && c.to_c == 45.0 && c.waited_s >= 0.1, "{c:?}");
+    // Nothing to read: no cooldown at all, rather than a made-up temperature.
+    let (none, _) = thermal::Thermal::detect(Tree::new().root());
+    assert_eq!(none.cool_down(30.0, Duration::from_secs(1), poll), None);
+}

@@ -154,3 +154,64 @@ impl Thermal {
         }
     }
 }
+
+/// `--cooldown`: before each case after the first, wait until the hottest zone is back
+/// within `tolerance_c` of where it was when the run began, for at most `max_wait`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cooldown {
+    pub tolerance_c: f64,
+    pub max_wait: std::time::Duration,
+}
+
+impl Default for Cooldown {
+    fn default() -> Self {
+        Cooldown {
+            tolerance_c: 2.0,
+            max_wait: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
+/// What a cooldown did before a case.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CooledDown {
+    pub waited_s: f64,
+    pub from_c: f64,
+    pub to_c: f64,
+    pub target_c: f64,
+    /// False: `max_wait` ran out first, and the case ran warmer than the run began.
+    pub reached: bool,
+}
+
+impl Thermal {
+    /// The hottest zone now, if any can be read.
+    pub fn hottest_c(&self) -> Option<f64> {
+        self.read().temps_c.into_iter().flatten().reduce(f64::max)
+    }
+
+    /// Polls every `poll` until the hottest zone is at or below `target_c`, for at most
+    /// `max_wait`. `None`: no temperature can be read here.
+    pub fn cool_down(
+        &self,
+        target_c: f64,
+        max_wait: std::time::Duration,
+        poll: std::time::Duration,
+    ) -> Option<CooledDown> {
+        let start = std::time::Instant::now();
+        let from_c = self.hottest_c()?;
+        let mut now_c = from_c;
+        loop {
+            if now_c <= target_c || start.elapsed() >= max_wait {
+                return Some(CooledDown {
+                    waited_s: start.elapsed().as_secs_f64(),
+                    from_c,
+                    to_c: now_c,
+                    target_c,
+                    reached: now_c <= target_c,
+                });
+            }
+            std::thread::sleep(poll.min(max_wait.saturating_sub(start.elapsed())));
+            now_c = self.hottest_c().unwrap_or(now_c);
+        }
+    }
+}
