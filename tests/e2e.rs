@@ -774,6 +774,96 @@ fn probes_attribute_power_to_prefill_and_decode_and_flag_throttling() {
     assert!(err.contains("/no/such/dir"), "{err}");
 }
 
+#[test]
+fn sustained_mode_gives_a_time_series_with_memory_by_phase_and_cooldown() {
+    // A fixture sysfs: a 5 W meter, a zone at 50 °C (so the cooldown has nothing to wait for).
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("sysroot");
+    let put = |rel: &str, v: &str| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, format!("{v}\n")).unwrap();
+    };
+    put("sys/class/hwmon/hwmon0/name", "meter");
+    put("sys/class/hwmon/hwmon0/power1_input", "5000000");
+    put("sys/class/thermal/thermal_zone0/type", "soc");
+    put("sys/class/thermal/thermal_zone0/temp", "50000");
+    // This process's own memory, under the fixture root.
+    std::os::unix::fs::symlink("/proc", root.join("proc")).unwrap();
+    let model = tiny_model(dir.path());
+    let root_arg = root.display().to_string();
+    let out = run(
+        &model,
+        dir.path(),
+        &[
+            "--sysroot",
+            &root_arg,
+            "--probe-period",
+            "5",
+            "--sustained",
+            "1.5s",
+            "--cooldown",
+            "^[^/]+/(tg16|pp32)/.*t=1$",
+        ],
+    );
+    assert!(!out.failed(), "{:?}", out.summary.errors);
+    assert_eq!(out.summary.cases.len(), 2);
+    for c in &out.summary.cases {
+        assert_eq!(c.stop_reason, "sustained");
+        let s = c
+            .sustained
+            .as_ref()
+            .expect("a sustained case has its series");
+        assert!(s.duration_s >= 1.5 && s.duration_s < 3.0, "{s:?}");
+        assert_eq!(s.runs, c.samples);
+        assert!(s.windows.len() >= 2 && s.windows.len() <= melt::sustained::MAX_WINDOWS);
+        for w in &s.windows {
+            assert!((w.watts.unwrap() - 5.0).abs() < 1e-6, "{w:?}");
+            assert_eq!(w.temp_c, Some(50.0));
+        }
+        // Memory by phase: the load, and the phase this workload has.
+        let m = |k: &str| c.metrics.get(k).map(|m| m.estimate);
+        assert!(m("load_rss_peak_bytes").unwrap() > 1e6, "{}", c.id);
+        let phase = if c.workload.prefill > 0 {
+            "prefill"
+        } else {
+            "decode"
+        };
+        assert!(m(&format!("{phase}_rss_peak_bytes")).unwrap() > 1e6);
+        let load_w = m("load_energy_j").unwrap() / (m("load_ms").unwrap() / 1e3);
+        assert!((load_w - 5.0).abs() < 1e-6, "{load_w} W while loading");
+    }
+    // The first case runs as it finds the device; the second waited (not at all: 50 °C
+    // is the run's start) and says so.
+    let waits: Vec<Option<f64>> = out
+        .summary
+        .cases
+        .iter()
+        .map(|c| c.metrics.get("cooldown_wait_s").map(|m| m.estimate))
+        .collect();
+    assert_eq!(waits[0], None);
+    assert!(waits[1].unwrap() < 0.5, "{waits:?}");
+    for want in [
+        "Probes (sampled every 5 ms)",
+        "- energy: hwmon:meter:power1",
+        "- unavailable: RAPL",
+        "Memory by phase",
+        "Sustained tg16",
+        "| t (s) | tok/s | W | °C |",
+    ] {
+        assert!(out.table.contains(want), "{want} missing:\n{}", out.table);
+    }
+    // summary.json carries the series; samples.jsonl the start time of every run.
+    let v = json(&out.run_dir.join("summary.json"));
+    assert!(
+        v["cases"][0]["sustained"]["windows"][0]["tok_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(v["probes"]["unavailable"].as_array().unwrap().len() >= 2);
+}
+
 /// The memory probe against `/usr/bin/time -v` for the same run: the suite binary that
 /// `cargo xtask test` builds, one case of the real model (so the process's peak is the case's;
 /// on the tiny model the report's own bookkeeping would outweigh it).

@@ -496,7 +496,7 @@ pub fn probes_section(summary: &Summary) -> String {
         out.push_str(&format!("- assumed: {a}\n"));
     }
     for u in &o.unavailable {
-        out.push_str(&format!("- {u}\n"));
+        out.push_str(&format!("- unavailable: {u}\n"));
     }
     let rows: Vec<&CaseSummary> = summary
         .cases
@@ -542,9 +542,8 @@ pub fn sustained_section(cases: &[CaseSummary]) -> String {
     for c in cases {
         let Some(s) = &c.sustained else { continue };
         out.push_str(&format!(
-            "\nSustained {} ({} {}): {}\n\n| t (s) | tok/s | W | °C |\n| ---: | ---: | ---: | ---: |\n",
+            "\nSustained {} ({}): {}\n\n| t (s) | tok/s | W | °C |\n| ---: | ---: | ---: | ---: |\n",
             c.function,
-            c.backend,
             c.value,
             s.line()
         ));

@@ -345,8 +345,8 @@ pub struct Battery {
 impl Battery {
     pub fn detect(root: &Path) -> Result<Battery, Unavailable> {
         let dir = root.join("sys/class/power_supply/battery");
-        let status =
-            read_trimmed(&dir.join("status")).map_err(|e| Unavailable(format!("battery: {e}")))?;
+        let status = read_trimmed(&dir.join("status"))
+            .map_err(|e| Unavailable(format!("battery: {}", e.0)))?;
         if matches!(status.as_str(), "Charging" | "Full") {
             return Err(Unavailable(format!(
                 "battery: status is {status}: the battery is not what powers the device (unplug it)"

@@ -311,15 +311,23 @@ pub struct LoadProbe {
     pub watts: Option<f64>,
 }
 
-/// Summarizes a load from its snapshots (a sampler started just before the load began).
+/// Summarizes a load of `seconds` from its snapshots: the average power over the sampled
+/// span, times the load's duration (a load of a few milliseconds falls between snapshots).
 pub fn summarize_load(probes: &Probes, series: &[Snapshot], seconds: f64) -> LoadProbe {
-    let joules = cumulative_joules(series, probes.energy.len()).and_then(|c| c.last().copied());
+    let span = series
+        .last()
+        .zip(series.first())
+        .map_or(0.0, |(l, f)| (l.t_ns - f.t_ns) as f64 / 1e9);
+    let watts = cumulative_joules(series, probes.energy.len())
+        .and_then(|c| c.last().copied())
+        .filter(|_| span > 0.0)
+        .map(|j| j / span);
     LoadProbe {
         seconds,
         memory: PhaseMemory::of(series),
         rss_after_bytes: series.last().and_then(|s| s.mem.rss),
-        joules,
-        watts: joules.filter(|_| seconds > 0.0).map(|j| j / seconds),
+        joules: watts.map(|w| w * seconds),
+        watts,
     }
 }
 
@@ -392,14 +400,21 @@ pub struct ProbeSummary {
 
 impl ProbeSummary {
     /// Average power and the hottest reading between `a` and `b` seconds after the epoch.
+    /// Power is averaged over the part of the window the series covers.
     pub fn window(&self, a: f64, b: f64) -> (Option<f64>, Option<f64>) {
         let (a_ns, b_ns) = ((a * 1e9) as u64, (b * 1e9) as u64);
         let n_sources = self.series.first().map_or(0, |s| s.energy.len());
+        let covered = self
+            .series
+            .first()
+            .zip(self.series.last())
+            .map(|(f, l)| (a_ns.max(f.t_ns), b_ns.min(l.t_ns)))
+            .filter(|(a, b)| b > a);
         let watts = cumulative_joules(&self.series, n_sources)
-            .filter(|_| b > a)
-            .map(|cum| {
-                (joules_at(&self.series, &cum, b_ns) - joules_at(&self.series, &cum, a_ns))
-                    / (b - a)
+            .zip(covered)
+            .map(|(cum, (a, b))| {
+                (joules_at(&self.series, &cum, b) - joules_at(&self.series, &cum, a))
+                    / ((b - a) as f64 / 1e9)
             });
         let temp = self
             .series

@@ -420,11 +420,11 @@ fn memory_is_split_by_phase_and_the_load_summarized() {
     assert_eq!(d.pss_peak_bytes, Some(5 << 20));
     assert_eq!((s.marks.len(), s.end_ns), (3, 900_000_000));
 
-    // A load of 0.9 s: its peak, what stayed resident, and 3 W × 0.9 s.
-    let l = summarize_load(&probes, &series, 0.9);
+    // A load of 1.2 s sampled over 0.9 s: its peak, what stayed resident, and 3 W × 1.2 s.
+    let l = summarize_load(&probes, &series, 1.2);
     assert_eq!(l.memory.unwrap().rss_peak_bytes, Some(10 << 20));
     assert_eq!(l.rss_after_bytes, Some(10 << 20));
-    assert!((l.joules.unwrap() - 2.7).abs() < 1e-9 && (l.watts.unwrap() - 3.0).abs() < 1e-9);
+    assert!((l.joules.unwrap() - 3.6).abs() < 1e-9 && (l.watts.unwrap() - 3.0).abs() < 1e-9);
 
     // A window of the series: its power and hottest reading.
     let (w, temp) = s.window(0.2, 0.6);
