@@ -91,7 +91,7 @@ pub fn summarize(
         .map(|end| runs[end - 1].1);
 
     // Windows: equal slices of the run's time, at most one per run.
-    let n_windows = runs.len().min(MAX_WINDOWS).max(1);
+    let n_windows = runs.len().clamp(1, MAX_WINDOWS);
     let width = duration_s / n_windows as f64;
     let mut windows = Vec::with_capacity(n_windows);
     for i in 0..n_windows {
