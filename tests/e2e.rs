@@ -864,6 +864,116 @@ fn sustained_mode_gives_a_time_series_with_memory_by_phase_and_cooldown() {
     assert!(v["probes"]["unavailable"].as_array().unwrap().len() >= 2);
 }
 
+#[test]
+fn an_external_meters_csv_is_aligned_with_the_run_by_wall_clock() {
+    use melt::probe::meter;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let unix = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let before = unix();
+    // Sustained, so that the meter's power over time is checked too.
+    let out = run(&model, dir.path(), &["--sustained", "0.6", "t=2$"]);
+    let after = unix();
+    assert!(!out.failed(), "{:?}", out.summary.errors);
+    // A USB meter's log: 4 W every 20 ms, from a second before the run to a second after.
+    let mut csv = String::from("timestamp,power_w\n");
+    let mut t = before - 1.0;
+    while t < after + 1.0 {
+        csv.push_str(&format!("{t:.3},4.0\n"));
+        t += 0.02;
+    }
+    let path = dir.path().join("usb-meter.csv");
+    std::fs::write(&path, csv).unwrap();
+    let events = read_events(&out.run_dir.join("samples.jsonl")).unwrap();
+    let probes = melt::export::probes_by_case(&events);
+    let series = meter::read_csv(&path, meter::Alignment::default()).unwrap();
+    let mut summary = out.summary.clone();
+    let (covered, skipped) = meter::import(&mut summary, &probes, &series);
+    assert_eq!(
+        (covered, skipped.len()),
+        (summary.cases.len(), 0),
+        "{skipped:?}"
+    );
+    for c in &summary.cases {
+        let m = |k: &str| c.metrics.get(k).map(|m| m.estimate);
+        if c.workload.decode > 0 {
+            assert!(
+                (m("decode_power_w").unwrap() - 4.0).abs() < 1e-6,
+                "{}",
+                c.id
+            );
+            // 4 W over the decode windows, per token, against the samples' own decode time.
+            let (mut ns, mut n) = (0u64, 0usize);
+            for e in &events {
+                if let Event::Sample {
+                    case,
+                    warmup: false,
+                    measured,
+                    ..
+                } = e
+                {
+                    if *case == c.id {
+                        ns += measured.decode_ns;
+                        n += measured.token_ns.len();
+                    }
+                }
+            }
+            let expect = 4.0 * ns as f64 / 1e9 / n as f64;
+            let got = m("decode_j_per_token").unwrap();
+            assert!(
+                (got / expect - 1.0).abs() < 0.05,
+                "{}: {got} vs {expect}",
+                c.id
+            );
+            let note = c.metrics["decode_j_per_token"].note.clone().unwrap();
+            assert!(note.contains("meter:usb-meter.csv"), "{note}");
+        }
+        if c.workload.prefill > 0 {
+            assert!(
+                (m("prefill_power_w").unwrap() - 4.0).abs() < 1e-6,
+                "{}",
+                c.id
+            );
+        }
+        let windows = &c.sustained.as_ref().unwrap().windows;
+        assert!(windows
+            .iter()
+            .all(|w| (w.watts.unwrap() - 4.0).abs() < 1e-6));
+    }
+    assert!(summary
+        .probes
+        .unwrap()
+        .energy_sources
+        .contains(&"meter:usb-meter.csv".to_string()));
+    // The same file read with its clock an hour off covers nothing, and says which case.
+    let off = meter::Alignment {
+        offset_s: 3600.0,
+        ..meter::Alignment::default()
+    };
+    let mut untouched = out.summary.clone();
+    let (covered, skipped) = meter::import(
+        &mut untouched,
+        &probes,
+        &meter::read_csv(&path, off).unwrap(),
+    );
+    assert_eq!(covered, 0);
+    assert_eq!(
+        untouched, out.summary,
+        "nothing changes when nothing is covered"
+    );
+    let e = skipped[0].to_string();
+    assert!(
+        e.contains(&out.summary.cases[0].id) && e.contains("--meter-offset"),
+        "{e}"
+    );
+}
+
 /// The memory probe against `/usr/bin/time -v` for the same run: the suite binary that
 /// `cargo xtask test` builds, one case of the real model (so the process's peak is the case's;
 /// on the tiny model the report's own bookkeeping would outweigh it).

@@ -52,6 +52,9 @@ cargo xtask <command>
                                  recorded runs, or one metric of matching cases over runs
   report [--run ID]... [--html]  the table of stored runs (default: the latest), merged;
                                  --html also writes target/melt/report/index.html
+  meter FILE.csv [--run ID] [--meter-offset S] [--meter-start UNIX_S]
+                                 an external power meter's CSV put into a stored run
+                                 (default: the latest), aligned by wall-clock time
   export --format csv|jsonl|bmf|github|llama-bench [--run ID] [--output FILE]
                                  a stored run in another tool's format
 ";
@@ -290,6 +293,10 @@ fn main() -> ExitCode {
         }),
         Some("history") => history::run(&args[1..], &target_dir()).map(|_| ExitCode::SUCCESS),
         Some("report") => runs::report(&args[1..], &target_dir()).map(|t| {
+            print!("{t}");
+            ExitCode::SUCCESS
+        }),
+        Some("meter") => runs::meter(&args[1..], &target_dir()).map(|t| {
             print!("{t}");
             ExitCode::SUCCESS
         }),

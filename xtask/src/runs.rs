@@ -160,6 +160,61 @@ pub fn export(args: &[String], target_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `meter CSV [--run ID] [--meter-offset S] [--meter-start UNIX_S]`: an external power
+/// meter's readings put into a stored run (its `summary.json`), aligned by wall-clock time.
+pub fn meter(args: &[String], target_dir: &Path) -> Result<String> {
+    use melt_bench::probe::meter;
+    let (csv, rest) = args
+        .split_first()
+        .filter(|(c, _)| !c.starts_with("--"))
+        .context("meter needs the meter's CSV file first: cargo xtask meter FILE.csv [--run ID]")?;
+    check_flags(rest, &["--run", "--meter-offset", "--meter-start"])?;
+    let number = |flag: &str| -> Result<Option<f64>> {
+        values(rest, flag)?
+            .pop()
+            .map(|v| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite())
+                    .with_context(|| format!("{flag}: `{v}` is not a number of seconds"))
+            })
+            .transpose()
+    };
+    let align = meter::Alignment {
+        start_unix_s: number("--meter-start")?,
+        offset_s: number("--meter-offset")?.unwrap_or(0.0),
+    };
+    let dir = run_dir(target_dir, values(rest, "--run")?.pop().as_deref())?;
+    let series = meter::read_csv(Path::new(csv), align)?;
+    let mut summary = load_summary(&dir)?;
+    let events = read_events(&dir.join("samples.jsonl")).map_err(anyhow::Error::msg)?;
+    let (covered, skipped) = meter::import(&mut summary, &export::probes_by_case(&events), &series);
+    if covered == 0 {
+        let why: Vec<String> = skipped.iter().map(|e| format!("  {e}")).collect();
+        bail!(
+            "{csv} covers no case of run {}; nothing was changed:\n{}",
+            summary.run_id,
+            why.join("\n")
+        );
+    }
+    for e in &skipped {
+        eprintln!("xtask: not from the meter: {e}");
+    }
+    let path = dir.join("summary.json");
+    melt_bench::store::write_json(&path, &summary)
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!(
+        "xtask: {covered} case(s) of run {} now carry the meter's energy ({})",
+        summary.run_id,
+        path.display()
+    );
+    Ok(format!(
+        "{}{}",
+        melt_bench::analysis::table(&summary.cases),
+        melt_bench::analysis::probes_section(&summary)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +245,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown export format `pdf`"), "{e}");
+        let e = meter(&s(&["--run", "x"]), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs the meter's CSV file first"), "{e}");
+        let e = meter(&s(&["m.csv", "--meter-offset", "soon"]), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--meter-offset: `soon`"), "{e}");
+        let e = meter(&s(&["m.csv", "--offset", "1"]), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown option `--offset`"), "{e}");
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod bandwidth;
 pub mod energy;
+pub mod meter;
 pub mod thermal;
 
 #[cfg(test)]
