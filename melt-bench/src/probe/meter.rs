@@ -214,14 +214,12 @@ pub fn read_csv(path: &Path, align: Alignment) -> Result<MeterSeries, MeterError
         ),
     );
     let hint = "power, watts, (W), (mW); or voltage (V)/(mV) and current (A)/(mA)";
-    let (assumed, watts_of): (String, Box<dyn Fn(&[f64]) -> f64>) = match (power, vi) {
-        (Some((p, s)), _) => (
-            format!("power from column `{}`", header[p]),
-            Box::new(move |r: &[f64]| r[p] * s),
-        ),
-        (None, (Some((v, sv)), Some((i, si)))) => (
-            format!("power = `{}` × `{}`", header[v], header[i]),
-            Box::new(move |r: &[f64]| r[v] * sv * r[i] * si),
+    // Power is the product of these columns (each scaled to SI): power alone, or V × I.
+    let (assumed, factors): (String, Vec<(usize, f64)>) = match (power, vi) {
+        (Some(p), _) => (format!("power from column `{}`", header[p.0]), vec![p]),
+        (None, (Some(v), Some(i))) => (
+            format!("power = `{}` × `{}`", header[v.0], header[i.0]),
+            vec![v, i],
         ),
         _ => return Err(no("power (or voltage and current)", hint)),
     };
@@ -247,21 +245,14 @@ pub fn read_csv(path: &Path, align: Alignment) -> Result<MeterSeries, MeterError
                 header.len()
             )));
         }
-        let mut nums = vec![0.0; cells.len()];
-        for (k, c) in cells.iter().enumerate() {
-            if k == t_col {
-                continue;
-            }
-            if k == power.map_or(usize::MAX, |p| p.0)
-                || Some(k) == vi.0.map(|v| v.0)
-                || Some(k) == vi.1.map(|v| v.0)
-            {
-                nums[k] = c
-                    .parse()
-                    .map_err(|_| bad(format!("`{c}` in column `{}` is not a number", header[k])))?;
-            }
+        let mut w = 1.0;
+        for &(k, scale) in &factors {
+            let c = cells[k];
+            let x: f64 = c
+                .parse()
+                .map_err(|_| bad(format!("`{c}` in column `{}` is not a number", header[k])))?;
+            w *= x * scale;
         }
-        let w = watts_of(&nums);
         if !w.is_finite() {
             return Err(bad(format!("power `{w}` is not finite")));
         }
@@ -386,13 +377,21 @@ fn clock(ns: i128) -> String {
     )
 }
 
+/// A case's energy by phase, from the meter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Attributed {
+    pub prefill: Option<PhaseEnergy>,
+    pub decode: Option<PhaseEnergy>,
+    pub tokens_per_joule: Option<f64>,
+}
+
 /// The meter's energy by phase for one case: prefill, decode, and tokens per joule.
 pub fn attribute(
     meter: &MeterSeries,
     case: &str,
     p: &ProbeSummary,
     tokens: (u64, u64),
-) -> Result<(Option<PhaseEnergy>, Option<PhaseEnergy>, Option<f64>), MeterError> {
+) -> Result<Attributed, MeterError> {
     if p.epoch_unix_ns == 0 || p.marks.is_empty() {
         return Err(MeterError::NoMarks(case.into()));
     }
@@ -429,7 +428,11 @@ pub fn attribute(
     };
     let joules = per[0].1 + per[1].1;
     let per_joule = (joules > 0.0).then(|| (tokens.0 + tokens.1) as f64 / joules);
-    Ok((phase(per[0], tokens.0), phase(per[1], tokens.1), per_joule))
+    Ok(Attributed {
+        prefill: phase(per[0], tokens.0),
+        decode: phase(per[1], tokens.1),
+        tokens_per_joule: per_joule,
+    })
 }
 
 /// Puts the meter's energy into a run's summary: every case its readings cover gets
@@ -451,7 +454,11 @@ pub fn import(
         };
         let n = c.samples as u64;
         let tokens = (n * c.workload.prefill as u64, n * c.workload.decode as u64);
-        let (prefill, decode, per_joule) = match attribute(meter, &c.id, p, tokens) {
+        let Attributed {
+            prefill,
+            decode,
+            tokens_per_joule: per_joule,
+        } = match attribute(meter, &c.id, p, tokens) {
             Ok(x) => x,
             Err(e) => {
                 skipped.push(e);
@@ -649,8 +656,8 @@ mod tests {
             end_ns: ms(2500),
             ..ProbeSummary::default()
         };
-        let (pre, dec, per_j) = attribute(&m, "case", &probes, (40, 15)).unwrap();
-        let (pre, dec) = (pre.unwrap(), dec.unwrap());
+        let a = attribute(&m, "case", &probes, (40, 15)).unwrap();
+        let (pre, dec, per_j) = (a.prefill.unwrap(), a.decode.unwrap(), a.tokens_per_joule);
         assert!((pre.watts - 4.0).abs() < 1e-9 && (pre.joules - 1.6).abs() < 1e-9);
         // 1 s at 4 W, then 0.5 s at 8 W (less the 0.1 ms ramp between them).
         assert!((dec.joules - 8.0).abs() < 1e-3, "{dec:?}");
