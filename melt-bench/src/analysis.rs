@@ -31,11 +31,12 @@ fn metric(unit: &str, xs: &[f64], config: &AnalysisConfig) -> Metric {
     }
 }
 
-/// Decode against the device's memory bandwidth: the weights (the model file) streamed once
-/// per decoded token, at the decode rate, as a share of the triad bandwidth melt measured.
+/// Decode against the device's memory bandwidth: the weights (the model file) and the KV
+/// cache at the decode's mean context, streamed once per decoded token at the decode rate,
+/// as a share of the triad bandwidth melt measured.
 fn roofline_metrics(
     p: &crate::probe::ProbeSummary,
-    model_bytes: u64,
+    record: &CaseRecord,
     metrics: &mut BTreeMap<String, Metric>,
 ) {
     let Some(roof) = p.memory_bandwidth else {
@@ -47,23 +48,58 @@ fn roofline_metrics(
             "GB/s",
             roof.triad_gbs,
             Some(format!(
-                "triad on {} threads, measured by melt once per run",
-                roof.threads
+                "triad on {} threads, measured by melt {}",
+                roof.threads,
+                match (roof.measured_unix_s, p.epoch_unix_ns / 1_000_000_000) {
+                    (0, _) => "once per run".to_string(),
+                    (at, now) if now > at + 60 =>
+                        format!("{:.1} h before this case", (now - at) as f64 / 3600.0),
+                    _ => "for this run".to_string(),
+                }
             )),
         ),
     );
     let Some(decode) = metrics.get("decode_tokens_per_second").map(|m| m.estimate) else {
         return;
     };
-    let (gbs, share) = crate::probe::bandwidth::decode_share(model_bytes, decode, &roof);
-    let note = Some("weights read once per token; KV cache reads not counted".to_string());
+    let w = &record.workload;
+    // Decode step i (from 0) attends depth + prefill + i + 1 positions.
+    let ctx = (w.depth + w.prefill) as u64 + (w.decode as u64).div_ceil(2);
+    let (kv_bytes, note) = match &record.model_info.kv {
+        Some(kv) => {
+            let s = &record.params.session;
+            let elem = |t: &str| {
+                if kv.elem_from_session {
+                    crate::backend::ggml_type_bytes(t).unwrap_or(kv.elem_bytes)
+                } else {
+                    kv.elem_bytes
+                }
+            };
+            let b = kv.bytes_per_token(ctx, elem(&s.type_k), elem(&s.type_v));
+            metrics.insert(
+                "decode_kv_bytes_per_token".into(),
+                single(
+                    "bytes",
+                    b,
+                    Some(format!("K and V read per token at mean context {ctx}")),
+                ),
+            );
+            (b, format!("weights + KV cache ({:.2} MiB/token at mean context {ctx}) read once per token", b / 1048576.0))
+        }
+        None => (
+            0.0,
+            "weights read once per token; the KV cache's shape is unknown".to_string(),
+        ),
+    };
+    let bytes = record.model.size_bytes as f64 + kv_bytes;
+    let (gbs, share) = crate::probe::bandwidth::decode_share(bytes, decode, &roof);
     metrics.insert(
         "decode_bandwidth_gbs".into(),
-        single("GB/s", gbs, note.clone()),
+        single("GB/s", gbs, Some(note.clone())),
     );
     metrics.insert(
         "decode_bandwidth_share".into(),
-        single("fraction", share, note),
+        single("fraction", share, Some(note)),
     );
 }
 
@@ -309,7 +345,7 @@ pub fn analyze(
     }
     if let Some(p) = &record.probes {
         probe_metrics(p, &mut metrics);
-        roofline_metrics(p, record.model.size_bytes, &mut metrics);
+        roofline_metrics(p, record, &mut metrics);
     }
 
     let estimates = stats::estimates(&times, config);

@@ -45,6 +45,54 @@ pub struct ModelInfo {
     pub n_vocab: usize,
     /// Context length the model was trained with.
     pub n_ctx_train: usize,
+    /// The KV cache's shape, for the roofline (what decoding reads besides the weights).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv: Option<KvShape>,
+}
+
+/// The KV cache's shape: decoding one token reads every cached position's K and V of every
+/// layer (of a sliding-window layer, at most its window).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct KvShape {
+    pub n_layer: u32,
+    /// How many of the layers attend a sliding window of `window` positions.
+    pub swa_layers: u32,
+    pub window: u32,
+    pub kv_heads: u32,
+    pub k_dim: u32,
+    pub v_dim: u32,
+    /// Bytes per cached element (f16: 2, f32: 4).
+    pub elem_bytes: f64,
+    /// The element type is the session's `type_k` / `type_v` (llama.cpp), not `elem_bytes`.
+    #[serde(default)]
+    pub elem_from_session: bool,
+}
+
+impl KvShape {
+    /// Bytes of K and V read to decode one token that attends `ctx` positions, with K and V
+    /// elements of `k_bytes` and `v_bytes`.
+    pub fn bytes_per_token(&self, ctx: u64, k_bytes: f64, v_bytes: f64) -> f64 {
+        let full = self.n_layer.saturating_sub(self.swa_layers) as u64 * ctx;
+        let swa = self.swa_layers as u64 * ctx.min(self.window as u64);
+        let per_position =
+            self.kv_heads as f64 * (self.k_dim as f64 * k_bytes + self.v_dim as f64 * v_bytes);
+        (full + swa) as f64 * per_position
+    }
+}
+
+/// Bytes per element of a ggml type as llama.cpp names it (`f16`, `q8_0`, ...): the block
+/// size over the block's elements.
+pub fn ggml_type_bytes(name: &str) -> Option<f64> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "f32" => 4.0,
+        "f16" | "bf16" => 2.0,
+        "q8_0" => 34.0 / 32.0,
+        "q5_1" => 24.0 / 32.0,
+        "q5_0" => 22.0 / 32.0,
+        "q4_1" => 20.0 / 32.0,
+        "q4_0" | "iq4_nl" => 18.0 / 32.0,
+        _ => return None,
+    })
 }
 
 /// An inference engine. Implementations live in `melt-backends`, one per cargo feature.

@@ -26,6 +26,8 @@ pub struct Sampling {
     pub sustained: Option<Duration>,
     /// `--cooldown`: wait for the device to cool to its starting temperature between cases.
     pub cooldown: Option<crate::probe::thermal::Cooldown>,
+    /// Measure the memory bandwidth again rather than take the device's cached figure.
+    pub remeasure_bandwidth: bool,
 }
 
 impl Default for Sampling {
@@ -45,6 +47,7 @@ impl Default for Sampling {
             sysroot: "/".into(),
             sustained: None,
             cooldown: None,
+            remeasure_bandwidth: false,
         }
     }
 }
@@ -140,6 +143,8 @@ A melt bench target. Usage: cargo bench --bench <target> -- [OPTIONS] [FILTER]
   --target-ci PCT              adaptive stopping: 95% CI half-width of tok/s, % of mean [2]
   --probe-period MS            memory/energy/temperature sampling period, 0 = off [50]
   --sysroot DIR                read /sys and /proc under DIR (fixture trees) [/]
+  --remeasure-bandwidth        measure the memory bandwidth (the roofline's roof) again instead
+                               of using this device's cached figure (kept a week)
   --cooldown                   before each case, wait until the hottest thermal zone is back
                                near its temperature at the run's start
   --cooldown-tolerance C       how near, in °C [2]
@@ -318,6 +323,7 @@ impl Args {
                     }
                     sampling.sysroot = v.into();
                 }
+                "--remeasure-bandwidth" => sampling.remeasure_bandwidth = true,
                 "--cooldown" => {
                     sampling.cooldown.get_or_insert_with(Default::default);
                 }

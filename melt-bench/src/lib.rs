@@ -30,7 +30,7 @@ pub mod sustained;
 pub mod testkit;
 pub mod workload;
 
-pub use backend::{Backend, BackendError, LoadedModel, ModelInfo, Session, Token};
+pub use backend::{Backend, BackendError, KvShape, LoadedModel, ModelInfo, Session, Token};
 pub use model::{ModelFormat, ModelSpec};
 pub use params::{all_cores, FlashAttn, ModelParams, Params, SessionParams, Sweep};
 pub use runner::Suite;

@@ -385,13 +385,26 @@ impl Runner<'_> {
         });
 
         if self.sampling.probe_period.is_some() && self.roof.is_none() {
-            // Once per run, before the case (and before its memory peak is reset, so the
-            // arrays never count in it): 3 arrays of 64 MiB, far past any cache.
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let roof = probe::bandwidth::measure(threads, 64 << 20, 5);
+            // Once per device (cached with its description for a week) or per run with
+            // --remeasure-bandwidth; before the case's memory peak is reset, so the arrays
+            // never count in it.
+            let description = probe::bandwidth::device_description(&self.sampling.sysroot);
+            let (roof, cached) = probe::bandwidth::cached_or_measure(
+                &self.cache.root().join("devices"),
+                &description,
+                probe::bandwidth::MAX_AGE,
+                self.sampling.remeasure_bandwidth,
+            );
             eprintln!(
-                "melt: memory bandwidth {:.1} GB/s triad, {:.1} GB/s read ({threads} threads)",
-                roof.triad_gbs, roof.read_gbs
+                "melt: memory bandwidth {:.1} GB/s triad, {:.1} GB/s read ({} threads{}; {description})",
+                roof.triad_gbs,
+                roof.read_gbs,
+                roof.threads,
+                if cached {
+                    "; cached, --remeasure-bandwidth measures again"
+                } else {
+                    ""
+                }
             );
             self.roof = Some(roof);
         }

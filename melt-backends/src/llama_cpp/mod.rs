@@ -15,8 +15,8 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use melt_bench::{
-    Backend, BackendError, FlashAttn, LoadedModel, ModelFormat, ModelInfo, ModelParams, ModelSpec,
-    Session, SessionParams, Token,
+    Backend, BackendError, FlashAttn, KvShape, LoadedModel, ModelFormat, ModelInfo, ModelParams,
+    ModelSpec, Session, SessionParams, Token,
 };
 
 const NAME: &str = "llama.cpp";
@@ -177,6 +177,40 @@ impl LlamaLoaded {
     fn meta(&self, key: &str) -> Option<String> {
         self.model.meta_val_str(key).ok()
     }
+
+    /// The KV cache as llama.cpp lays it out for this architecture: key/value lengths from
+    /// the file (else n_embd / n_head), and the sliding-window layers of Gemma 2 (every
+    /// other layer) and Gemma 3 (all but every `pattern`-th, 6 unless the file says).
+    fn kv_shape(&self, arch: &str) -> Option<KvShape> {
+        let num = |k: &str| {
+            self.meta(&format!("{arch}.{k}"))
+                .and_then(|v| v.trim().parse::<u32>().ok())
+        };
+        let n_layer = num("block_count")?;
+        let n_head = num("attention.head_count")?.max(1);
+        let k_dim = num("attention.key_length").unwrap_or(num("embedding_length")? / n_head);
+        let window = num("attention.sliding_window").unwrap_or(0);
+        let pattern = match arch {
+            "gemma3" => num("attention.sliding_window_pattern").unwrap_or(6),
+            "gemma2" => 2,
+            _ => 0,
+        };
+        let swa_layers = if window > 0 && pattern > 0 {
+            (0..n_layer).filter(|il| il % pattern < pattern - 1).count() as u32
+        } else {
+            0
+        };
+        Some(KvShape {
+            n_layer,
+            swa_layers,
+            window,
+            kv_heads: num("attention.head_count_kv").unwrap_or(n_head),
+            k_dim,
+            v_dim: num("attention.value_length").unwrap_or(k_dim),
+            elem_bytes: 2.0,
+            elem_from_session: true,
+        })
+    }
 }
 
 impl LoadedModel for LlamaLoaded {
@@ -197,6 +231,7 @@ impl LoadedModel for LlamaLoaded {
             }
         });
         ModelInfo {
+            kv: self.kv_shape(&arch),
             description: format!("{arch} {size_label} {quant_desc}"),
             architecture: arch,
             quantization: quant.to_string(),

@@ -41,6 +41,12 @@ fn model_info_reads_the_gguf_metadata() {
     assert!(info.description.starts_with("llama ") && info.description.ends_with("all F32"));
     assert_eq!(info.n_vocab, melt_bench::testkit::tiny_vocab().0.len());
     assert!(info.n_params > 50_000, "{info:?}");
+    // 2 layers, 2 KV heads of 64 / 4 = 16, no sliding window.
+    let kv = info.kv.unwrap();
+    assert_eq!(
+        (kv.n_layer, kv.swa_layers, kv.kv_heads, kv.k_dim, kv.v_dim),
+        (2, 0, 2, 16, 16)
+    );
     assert!(
         LlamaCpp.version().contains("ggml"),
         "{}",
@@ -120,6 +126,25 @@ fn conformance_kit_passes_on_gemma_3_270m_q4_k_m() {
     let Some(model) = melt_bench::testkit::cached_model(here, "gemma-3-270m-q4_k_m") else {
         return;
     };
+    // Its KV cache as llama.cpp lays it out: 18 layers, every sixth global and the rest on a
+    // 512-position window, one KV head of 256.
+    let kv = LlamaCpp
+        .load(&model, &ModelParams::default())
+        .unwrap()
+        .info()
+        .kv
+        .unwrap();
+    assert_eq!(
+        (
+            kv.n_layer,
+            kv.swa_layers,
+            kv.window,
+            kv.kv_heads,
+            kv.k_dim,
+            kv.v_dim
+        ),
+        (18, 15, 512, 1, 256, 256)
+    );
     let dir = tempfile::tempdir().unwrap();
     // Q4_K weights: batched and single-token matmuls take different kernels, so logits agree
     // to a few % of their range (2.2% measured) rather than to float precision. The clear()

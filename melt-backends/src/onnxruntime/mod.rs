@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use melt_bench::{
-    Backend, BackendError, LoadedModel, ModelFormat, ModelInfo, ModelParams, ModelSpec, Session,
-    SessionParams, Token,
+    Backend, BackendError, KvShape, LoadedModel, ModelFormat, ModelInfo, ModelParams, ModelSpec,
+    Session, SessionParams, Token,
 };
 use ort::ep::{self, ExecutionProvider};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
@@ -503,6 +503,21 @@ impl Backend for OnnxRuntime {
                 KvType::F16 => "f16",
             }
         );
+        // Every layer keeps every position: a sliding window, if the graph has one, is a
+        // mask over the full cache.
+        let kv = KvShape {
+            n_layer: convention.n_layer as u32,
+            swa_layers: 0,
+            window: 0,
+            kv_heads: convention.kv_heads as u32,
+            k_dim: convention.head_dim as u32,
+            v_dim: convention.head_dim as u32,
+            elem_bytes: match convention.kv {
+                KvType::F32 => 4.0,
+                KvType::F16 => 2.0,
+            },
+            elem_from_session: false,
+        };
         Ok(Box::new(OrtModel {
             path: path.clone(),
             convention,
@@ -516,6 +531,7 @@ impl Backend for OnnxRuntime {
                 size_bytes: model.size_bytes,
                 n_vocab,
                 n_ctx_train: 0,
+                kv: Some(kv),
             },
         }))
     }
