@@ -52,8 +52,15 @@ fn roofline_metrics(
                 roof.threads,
                 match (roof.measured_unix_s, p.epoch_unix_ns / 1_000_000_000) {
                     (0, _) => "once per run".to_string(),
-                    (at, now) if now > at + 60 =>
-                        format!("{:.1} h before this case", (now - at) as f64 / 3600.0),
+                    (at, now) if now > at + 3600 => {
+                        format!(
+                            "{:.1} h before this case (cached)",
+                            (now - at) as f64 / 3600.0
+                        )
+                    }
+                    (at, now) if now > at + 60 => {
+                        format!("{} min before this case", (now - at) / 60)
+                    }
                     _ => "for this run".to_string(),
                 }
             )),
