@@ -177,9 +177,10 @@ fn a_run_writes_summary_samples_and_criterion_files() {
         s.cases[1].metrics["tokens_per_second"].estimate
     );
 
-    // The table has one row per case with t/s ± CI.
+    // The table has one row per case with t/s ± CI (the probes' sections follow it).
+    let main_table = out.table.split("\nProbes").next().unwrap();
     assert_eq!(
-        out.table
+        main_table
             .lines()
             .filter(|l| l.contains("llama.cpp"))
             .count(),
@@ -683,6 +684,53 @@ fn onnx_and_gguf_models_run_side_by_side_in_one_report() {
         out.table
     );
     println!("{}", out.table);
+}
+
+/// With the `libtorch` feature, a traced TorchScript model runs beside the GGUF and the ONNX
+/// model in the same report (issue 7's "Done when", on generated models).
+#[cfg(feature = "libtorch")]
+#[test]
+fn torchscript_runs_beside_gguf_and_onnx_in_one_report() {
+    use melt::testkit::onnx::TinyOnnxLm;
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = tiny_model(dir.path());
+    let ts = melt::backends::gguf_to_torchscript::export(&gguf, &dir.path().join("tiny-ts"))
+        .unwrap()
+        .model;
+    let onnx = TinyOnnxLm::default()
+        .write(&dir.path().join("tiny-onnx"))
+        .unwrap();
+    let (ts_arg, onnx_arg) = (ts.display().to_string(), onnx.display().to_string());
+    let out = run(
+        &gguf,
+        dir.path(),
+        &[
+            "--model",
+            &onnx_arg,
+            "--model",
+            &ts_arg,
+            "--sample-size",
+            "3",
+            "t=2$",
+        ],
+    );
+    assert!(!out.failed(), "{:?}", out.summary.errors);
+    let backends: std::collections::BTreeSet<&str> = out
+        .summary
+        .cases
+        .iter()
+        .map(|c| c.backend.as_str())
+        .collect();
+    assert_eq!(
+        backends.into_iter().collect::<Vec<_>>(),
+        ["libtorch", "llama.cpp", "onnxruntime"]
+    );
+    assert_eq!(out.summary.cases.len(), 3 * 4, "{}", out.table);
+    for c in out.summary.cases.iter().filter(|c| c.backend == "libtorch") {
+        assert!(c.model_info.description.contains("torchscript"), "{}", c.id);
+        assert!(c.metrics["tokens_per_second"].estimate > 0.0, "{}", c.id);
+        assert!(c.metrics.contains_key("decode_kv_bytes_per_token") || c.workload.decode == 0);
+    }
 }
 
 #[test]

@@ -5,9 +5,11 @@
 //! | --- | --- | --- |
 //! | `llama-cpp` (default) | llama.cpp through `llama-cpp-2` | [`llama_cpp`] |
 //! | `onnxruntime` | ONNX Runtime through `ort` (runtime library loaded at run time) | [`onnxruntime`] |
+//! | `libtorch` | libtorch through `tch` (links libtorch 2.13.0: `cargo xtask setup libtorch`) | [`libtorch`] |
 //!
-//! [`gguf_to_onnx`] (with `llama-cpp`) writes a GGUF model as an ONNX decoder, so the same
-//! weights run on both engines.
+//! [`gguf_to_onnx`] (with `llama-cpp`) writes a GGUF model as an ONNX decoder, and
+//! [`gguf_to_torchscript`] (with `llama-cpp` and `libtorch`) as a TorchScript one, so the same
+//! weights run on every engine.
 //!
 //! Without its feature an engine's module still exists and its constructor still works; loading
 //! a model then fails with an error saying which feature to enable (ripgrep's pattern for PCRE2).
@@ -22,10 +24,19 @@ pub mod llama_cpp;
 #[cfg_attr(not(feature = "onnxruntime"), path = "onnxruntime/disabled.rs")]
 pub mod onnxruntime;
 
+#[cfg_attr(feature = "libtorch", path = "libtorch/mod.rs")]
+#[cfg_attr(not(feature = "libtorch"), path = "libtorch/disabled.rs")]
+pub mod libtorch;
+
 /// GGUF → ONNX export (ggml dequantizes; needs the llama.cpp build).
 #[cfg(feature = "llama-cpp")]
 pub mod gguf_to_onnx;
 
+/// GGUF → TorchScript export (ggml dequantizes, tch traces).
+#[cfg(all(feature = "llama-cpp", feature = "libtorch"))]
+pub mod gguf_to_torchscript;
+
+pub use libtorch::LibTorch;
 pub use llama_cpp::LlamaCpp;
 pub use onnxruntime::OnnxRuntime;
 
@@ -39,5 +50,7 @@ pub fn enabled() -> Vec<Box<dyn Backend>> {
     v.push(Box::new(LlamaCpp::new()));
     #[cfg(feature = "onnxruntime")]
     v.push(Box::new(OnnxRuntime::new()));
+    #[cfg(feature = "libtorch")]
+    v.push(Box::new(LibTorch::new()));
     v
 }

@@ -1,12 +1,13 @@
-//! `melt-convert gguf-to-onnx MODEL.gguf OUT_DIR`: writes `OUT_DIR/model.onnx` and
-//! `OUT_DIR/tokenizer.json` from a llama.cpp model (`melt::backends::gguf_to_onnx`), so the same
-//! weights can be benchmarked on ONNX Runtime. `cargo xtask models fetch` runs it for registry
-//! entries with `source = { export = ... }`; it is also there for any local GGUF.
+//! `melt-convert gguf-to-onnx|gguf-to-torchscript MODEL.gguf OUT_DIR`: writes the same weights
+//! for another engine — `OUT_DIR/model.onnx` (`melt::backends::gguf_to_onnx`) or
+//! `OUT_DIR/model.pt` and `config.json` (`melt::backends::gguf_to_torchscript`, built with the
+//! `libtorch` feature), each with a `tokenizer.json`. `cargo xtask models fetch` runs it for
+//! registry entries with `source = { export = ... }`; it is also there for any local GGUF.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: melt-convert gguf-to-onnx MODEL.gguf OUT_DIR";
+const USAGE: &str = "usage: melt-convert gguf-to-onnx|gguf-to-torchscript MODEL.gguf OUT_DIR";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -14,20 +15,25 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    if cmd != "gguf-to-onnx" {
-        eprintln!("melt-convert: unknown conversion `{cmd}`\n{USAGE}");
-        return ExitCode::from(2);
-    }
+    let (model, out) = (PathBuf::from(model), PathBuf::from(out));
     let started = std::time::Instant::now();
-    match melt::backends::gguf_to_onnx::export(&PathBuf::from(model), &PathBuf::from(out)) {
-        Ok(done) => {
+    let done: Result<(u64, PathBuf), String> = match cmd.as_str() {
+        "gguf-to-onnx" => melt::backends::gguf_to_onnx::export(&model, &out)
+            .map(|d| (d.n_params, d.model))
+            .map_err(|e| e.to_string()),
+        "gguf-to-torchscript" => torchscript(&model, &out),
+        other => {
+            eprintln!("melt-convert: unknown conversion `{other}`\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match done {
+        Ok((n_params, written)) => {
             eprintln!(
-                "melt-convert: {} ({}, {:.1} M weights, f32) → {} and {} in {:.1} s",
-                model,
-                done.architecture,
-                done.n_params as f64 / 1e6,
-                done.model.display(),
-                done.tokenizer.display(),
+                "melt-convert: {} ({:.1} M weights, f32) → {} in {:.1} s",
+                model.display(),
+                n_params as f64 / 1e6,
+                written.display(),
                 started.elapsed().as_secs_f64()
             );
             ExitCode::SUCCESS
@@ -37,4 +43,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(feature = "libtorch")]
+fn torchscript(model: &std::path::Path, out: &std::path::Path) -> Result<(u64, PathBuf), String> {
+    melt::backends::gguf_to_torchscript::export(model, out)
+        .map(|d| (d.n_params, d.model))
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "libtorch"))]
+fn torchscript(_: &std::path::Path, _: &std::path::Path) -> Result<(u64, PathBuf), String> {
+    Err("this melt-convert was built without the `libtorch` feature (cargo xtask setup libtorch, then build with --features libtorch)".into())
 }

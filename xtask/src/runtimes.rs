@@ -94,11 +94,146 @@ pub fn setup_onnxruntime(triple: &str, host: &str) -> Result<PathBuf> {
     Ok(to)
 }
 
+/// The libtorch release tch 0.26 is built for.
+pub const TORCH_VERSION: &str = "2.13.0";
+
+/// libtorch_cpu NEEDS the CUDA runtime and CUPTI (loaded, never used, without a GPU): these
+/// PyPI wheels are `cuda-toolkit[cudart,cupti]==13.0.3`'s pins.
+const CUDA_WHEELS: [&str; 2] = ["nvidia-cuda-runtime==13.0.96", "nvidia-cuda-cupti==13.0.85"];
+
+/// What the CPU libtorch directory holds in `lib/` besides the stub `libtorch.so`.
+const LIBTORCH_LIBS: [&str; 5] = [
+    "libtorch_cpu.so",
+    "libc10.so",
+    "libgomp.so.1",
+    "libcudart.so.13",
+    "libcupti.so.13",
+];
+
+/// The cached CPU libtorch for `triple` (`LIBTORCH`): `include/`, `lib/`, `build-version`.
+pub fn libtorch_dir(triple: &str, host: &str) -> PathBuf {
+    let base = crate::models::cache()
+        .root()
+        .join("runtimes")
+        .join(format!("libtorch-{TORCH_VERSION}"));
+    if triple == host {
+        base
+    } else {
+        base.join(triple)
+    }
+}
+
+/// The cached libtorch directory, if `setup libtorch` made it.
+pub fn cached_libtorch(triple: &str, host: &str) -> Option<PathBuf> {
+    let dir = libtorch_dir(triple, host);
+    let complete = dir.join("build-version").is_file()
+        && LIBTORCH_LIBS
+            .iter()
+            .all(|l| dir.join("lib").join(l).is_file());
+    complete.then_some(dir)
+}
+
+/// `cargo xtask setup libtorch`: a CPU libtorch directory built from the PyPI `torch` wheel
+/// (only `libtorch_cpu`, `libc10`, `libgomp` and the headers of its 527 MB; `libtorch.so`
+/// would drag in the whole CUDA stack), plus the two small CUDA runtime libraries
+/// `libtorch_cpu` needs to load, and an empty `libtorch.so` (a linker script with nothing
+/// in it) for torch-sys's `-ltorch`: with `--as-needed` the binary then NEEDS only
+/// `libtorch_cpu` and `libc10`.
+pub fn setup_libtorch(triple: &str, host: &str) -> Result<PathBuf> {
+    if let Some(dir) = cached_libtorch(triple, host) {
+        eprintln!(
+            "xtask: libtorch {TORCH_VERSION} for {triple}: {}",
+            dir.display()
+        );
+        return Ok(dir);
+    }
+    let platforms: &[&str] = match triple {
+        "x86_64-unknown-linux-gnu" => &[
+            "manylinux_2_28_x86_64",
+            "manylinux_2_25_x86_64",
+            "manylinux_2_17_x86_64",
+            "manylinux2014_x86_64",
+        ],
+        "aarch64-unknown-linux-gnu" => &[
+            "manylinux_2_28_aarch64",
+            "manylinux_2_25_aarch64",
+            "manylinux_2_17_aarch64",
+            "manylinux2014_aarch64",
+        ],
+        t if t.contains("android") => bail!(
+            "PyPI has no Android libtorch: build one with PyTorch's scripts/build_android.sh (or take lib/<abi>/ from the pytorch_android AAR) and point LIBTORCH at it"
+        ),
+        t => bail!("no PyPI torch wheel is known for {t}: point LIBTORCH at a libtorch {TORCH_VERSION} for it"),
+    };
+    let dir = libtorch_dir(triple, host);
+    let parent = dir.parent().context("the runtimes directory")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let work = tempfile::tempdir_in(parent).context("a download directory")?;
+    let wheels = work.path().join("wheels");
+    crate::models::pip_download_into(&format!("torch=={TORCH_VERSION}"), platforms, &wheels)
+        .with_context(|| format!("the torch {TORCH_VERSION} wheel for {triple}"))?;
+    for spec in CUDA_WHEELS {
+        crate::models::pip_download_into(spec, platforms, &wheels)
+            .with_context(|| format!("the CUDA runtime wheel {spec} libtorch_cpu needs"))?;
+    }
+    let out = work.path().join("libtorch");
+    let lib = out.join("lib");
+    std::fs::create_dir_all(&lib)?;
+    for wheel in std::fs::read_dir(&wheels)?.flatten().map(|e| e.path()) {
+        let name = wheel
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        if name.starts_with("torch-") {
+            crate::models::extract_prefix(&wheel, "torch/include/", &out.join("include"))?;
+            for l in ["libtorch_cpu.so", "libc10.so", "libgomp.so.1"] {
+                crate::models::extract_member(&wheel, &format!("torch/lib/{l}"), &lib.join(l))?;
+            }
+        } else if name.starts_with("nvidia_cuda_runtime") {
+            let l = "libcudart.so.13";
+            crate::models::extract_member(&wheel, &format!("nvidia/cu13/lib/{l}"), &lib.join(l))?;
+        } else if name.starts_with("nvidia_cuda_cupti") {
+            let l = "libcupti.so.13";
+            crate::models::extract_member(&wheel, &format!("nvidia/cu13/lib/{l}"), &lib.join(l))?;
+        }
+    }
+    for l in LIBTORCH_LIBS {
+        let p = lib.join(l);
+        if !p.is_file() {
+            bail!("the wheels had no {l} (looked in {})", wheels.display());
+        }
+        check_elf(&p)?;
+    }
+    // torch-sys links `-ltorch` and `-lgomp`: an empty linker script, and the wheel's gomp.
+    std::fs::write(lib.join("libtorch.so"), "")?;
+    std::os::unix::fs::symlink("libgomp.so.1", lib.join("libgomp.so"))?;
+    // torch-sys checks this against the version tch expects.
+    std::fs::write(out.join("build-version"), format!("{TORCH_VERSION}\n"))?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("removing the incomplete {}", dir.display()))?;
+    }
+    std::fs::rename(&out, &dir).with_context(|| format!("moving it to {}", dir.display()))?;
+    eprintln!(
+        "xtask: libtorch {TORCH_VERSION} for {triple}: {}",
+        dir.display()
+    );
+    Ok(dir)
+}
+
+/// The environment a cargo build with the `libtorch` feature needs: torch-sys reads
+/// `LIBTORCH` (and the build scripts of melt and melt-backends put `LIBTORCH/lib` in the
+/// binaries' rpath).
+pub fn libtorch_env(dir: &Path) -> [(&'static str, PathBuf); 1] {
+    [("LIBTORCH", dir.to_path_buf())]
+}
+
 fn check_elf(path: &Path) -> Result<()> {
     let head = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if head.len() < 1 << 20 || &head[..4] != b"\x7fELF" {
+    if head.len() < 64 << 10 || &head[..4] != b"\x7fELF" {
         bail!(
-            "{} is not the ONNX Runtime shared library ({} bytes)",
+            "{} is not a shared library ({} bytes)",
             path.display(),
             head.len()
         );
@@ -132,6 +267,6 @@ mod tests {
         assert!(check_elf(&p)
             .unwrap_err()
             .to_string()
-            .contains("not the ONNX Runtime"));
+            .contains("not a shared library"));
     }
 }

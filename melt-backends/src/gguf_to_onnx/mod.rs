@@ -15,7 +15,7 @@
 //! tanh-GELU-gated MLP, tied output). Each graph is written with plain opset-17 operators, so
 //! every ONNX Runtime build runs it. Anything else is refused by name.
 
-mod tokenizer;
+pub(crate) mod tokenizer;
 
 #[cfg(all(test, feature = "onnxruntime"))]
 mod tests;
@@ -61,32 +61,32 @@ pub struct Exported {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Arch {
+pub(crate) enum Arch {
     Llama,
     Gemma3,
 }
 
 /// The hyperparameters a graph needs, read from the GGUF metadata.
 #[derive(Debug, Clone)]
-struct Hparams {
-    arch: Arch,
-    n_vocab: u64,
-    n_embd: u64,
-    n_layer: u64,
-    n_head: u64,
-    n_head_kv: u64,
-    head_dim: u64,
-    n_ff: u64,
-    eps: f32,
-    rope_base: f64,
-    rope_base_swa: f64,
+pub(crate) struct Hparams {
+    pub(crate) arch: Arch,
+    pub(crate) n_vocab: u64,
+    pub(crate) n_embd: u64,
+    pub(crate) n_layer: u64,
+    pub(crate) n_head: u64,
+    pub(crate) n_head_kv: u64,
+    pub(crate) head_dim: u64,
+    pub(crate) n_ff: u64,
+    pub(crate) eps: f32,
+    pub(crate) rope_base: f64,
+    pub(crate) rope_base_swa: f64,
     /// Linear RoPE scaling of the global layers (1 = none): positions are multiplied by it.
-    rope_freq_scale: f64,
+    pub(crate) rope_freq_scale: f64,
     /// Sliding window (0 = none) and which layers use it.
-    n_swa: u64,
-    is_swa: Vec<bool>,
-    attention_scale: f64,
-    final_logit_softcapping: Option<f64>,
+    pub(crate) n_swa: u64,
+    pub(crate) is_swa: Vec<bool>,
+    pub(crate) attention_scale: f64,
+    pub(crate) final_logit_softcapping: Option<f64>,
 }
 
 fn unsupported(g: &Gguf, reason: impl Into<String>) -> ExportError {
@@ -97,7 +97,7 @@ fn unsupported(g: &Gguf, reason: impl Into<String>) -> ExportError {
 }
 
 impl Hparams {
-    fn read(g: &Gguf) -> Result<Hparams, ExportError> {
+    pub(crate) fn read(g: &Gguf) -> Result<Hparams, ExportError> {
         let arch_name = g.architecture().unwrap_or("(none)").to_string();
         let arch = match arch_name.as_str() {
             "llama" => Arch::Llama,
@@ -261,9 +261,9 @@ fn dequantize(g: &Gguf, t: &TensorInfo) -> Result<Vec<f32>, ExportError> {
 }
 
 /// Reads weights with the shapes the architecture expects.
-struct Weights<'a> {
-    g: &'a Gguf,
-    n_params: u64,
+pub(crate) struct Weights<'a> {
+    pub(crate) g: &'a Gguf,
+    pub(crate) n_params: u64,
 }
 
 impl Weights<'_> {
@@ -277,7 +277,7 @@ impl Weights<'_> {
     }
 
     /// A tensor of ggml shape `dims` (fastest first), as f32.
-    fn get(&mut self, name: &str, dims: &[u64]) -> Result<Vec<f32>, ExportError> {
+    pub(crate) fn get(&mut self, name: &str, dims: &[u64]) -> Result<Vec<f32>, ExportError> {
         let t = self.info(name)?.clone();
         if t.dims != dims {
             return Err(ExportError::Shape {
@@ -293,7 +293,12 @@ impl Weights<'_> {
 
     /// A linear layer `{n_in → n_out}` (ggml shape `[n_in, n_out]`, row per output) as the
     /// `[n_in, n_out]` matrix ONNX `MatMul` takes on the right.
-    fn linear(&mut self, name: &str, n_in: u64, n_out: u64) -> Result<Vec<f32>, ExportError> {
+    pub(crate) fn linear(
+        &mut self,
+        name: &str,
+        n_in: u64,
+        n_out: u64,
+    ) -> Result<Vec<f32>, ExportError> {
         let w = self.get(name, &[n_in, n_out])?;
         Ok(transpose(&w, n_out as usize, n_in as usize))
     }
@@ -313,7 +318,7 @@ fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// Reorders the output rows of a Q or K projection, per head, from llama.cpp's "normal" RoPE
 /// (rotating adjacent pairs 2i, 2i+1) to the "neox" layout (rotating i, i + d/2), which is the
 /// one graph this exporter writes. Q and K move together, so every q·k is unchanged.
-fn pairs_to_halves(w: &[f32], n_in: usize, n_heads: usize, head_dim: usize) -> Vec<f32> {
+pub(crate) fn pairs_to_halves(w: &[f32], n_in: usize, n_heads: usize, head_dim: usize) -> Vec<f32> {
     // `w` is [n_in, n_heads*head_dim] (MatMul orientation): permute columns.
     let n_out = n_heads * head_dim;
     let half = head_dim / 2;

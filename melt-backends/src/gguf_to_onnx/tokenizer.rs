@@ -32,7 +32,7 @@ fn int(v: &Value) -> Option<i64> {
     }
 }
 
-pub(super) fn from_gguf(g: &Gguf) -> Result<String, ExportError> {
+pub(crate) fn from_gguf(g: &Gguf) -> Result<String, ExportError> {
     let model = g
         .get("tokenizer.ggml.model")
         .and_then(Value::as_str)

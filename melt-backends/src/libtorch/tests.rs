@@ -1,0 +1,239 @@
+//! The libtorch backend on tiny llamas the tests write as GGUF and trace into TorchScript
+//! with tch ops (`gguf_to_torchscript`), checked against llama.cpp on the same weights.
+
+use super::*;
+use melt_bench::conformance;
+use melt_bench::testkit::TinyLlama;
+use melt_bench::{workload, Params};
+
+/// A tiny llama as GGUF and as TorchScript (`model.pt`, `config.json`, `tokenizer.json`).
+fn tiny(dir: &Path, t: TinyLlama) -> (ModelSpec, ModelSpec) {
+    let gguf = dir.join("tiny-llama.gguf");
+    t.write(&gguf).unwrap();
+    let out = crate::gguf_to_torchscript::export(&gguf, &dir.join("ts")).unwrap();
+    (
+        ModelSpec::from_path(&gguf).unwrap(),
+        ModelSpec::from_path(&out.model).unwrap(),
+    )
+}
+
+fn two_threads() -> Params {
+    Params {
+        session: SessionParams {
+            threads: 2,
+            ..SessionParams::default()
+        },
+        ..Params::default()
+    }
+}
+
+#[test]
+fn conformance_kit_passes_on_a_traced_tiny_llama() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, ts) = tiny(dir.path(), TinyLlama::default());
+    let checks = conformance::run(&LibTorch, &ts, &two_threads(), 1e-3, dir.path());
+    conformance::assert_conforms(&checks);
+}
+
+/// Greedy tokens and logits of `prompt` then `n` decoded tokens.
+fn greedy(
+    backend: &dyn melt_bench::Backend,
+    m: &ModelSpec,
+    prompt: &[Token],
+    n: usize,
+) -> (Vec<Token>, Vec<Vec<f32>>) {
+    let loaded = backend.load(m, &ModelParams::default()).unwrap();
+    let mut s = loaded.session(&two_threads().session).unwrap();
+    s.prefill(prompt).unwrap();
+    let (mut tokens, mut logits) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let l = s.logits().unwrap().to_vec();
+        let t = melt_bench::backend::argmax(&l);
+        logits.push(l);
+        tokens.push(t);
+        s.decode(t).unwrap();
+    }
+    (tokens, logits)
+}
+
+#[test]
+fn the_trace_computes_what_llama_cpp_computes_from_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    // Grouped-query attention: 8 heads over 2 KV heads.
+    let t = TinyLlama {
+        n_head: 8,
+        n_head_kv: 2,
+        ..TinyLlama::default()
+    };
+    let (gguf, ts) = tiny(dir.path(), t);
+    let prompt: Vec<Token> = vec![1, 200, 171, 40, 99, 7, 160, 120];
+    let (a, la) = greedy(&crate::LlamaCpp, &gguf, &prompt, 12);
+    let (b, lb) = greedy(&LibTorch, &ts, &prompt, 12);
+    assert_eq!(a, b, "greedy tokens");
+    for (x, y) in la.iter().zip(&lb) {
+        let range = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-3 * range.max(1.0),
+            "worst {worst} of range {range}"
+        );
+    }
+}
+
+#[test]
+fn model_info_threads_and_dtype() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, ts) = tiny(dir.path(), TinyLlama::default());
+    let loaded = LibTorch.load(&ts, &ModelParams::default()).unwrap();
+    let info = loaded.info();
+    assert_eq!(info.n_vocab, melt_bench::testkit::tiny_vocab().0.len());
+    assert_eq!(info.kv.unwrap().n_layer, 2);
+    assert!(
+        info.description.contains("torchscript 2L 2x16"),
+        "{}",
+        info.description
+    );
+    // bf16: the same greedy continuation of a short prompt, near the f32 logits.
+    let mut p = two_threads().session;
+    p.options.insert("dtype".into(), "bf16".into());
+    let mut s = loaded.session(&p).unwrap();
+    let w = workload::pp_tg(8, 4);
+    let m = workload::run_once(&w, s.as_mut(), info.n_vocab, 3).unwrap();
+    assert_eq!(m.token_ns.len(), 4);
+    // Unknown options and values are refused by name.
+    let mut bad = two_threads().session;
+    bad.options.insert("dtype".into(), "int3".into());
+    let e = loaded.session(&bad).err().unwrap().to_string();
+    assert!(e.contains("int3"), "{e}");
+    let mut bad = two_threads().session;
+    bad.options.insert("graph_opt".into(), "all".into());
+    let e = loaded.session(&bad).err().unwrap().to_string();
+    assert!(
+        e.contains("graph_opt") && e.contains("dtype, inter_threads"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_models_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, ts) = tiny(dir.path(), TinyLlama::default());
+    let err = |m: &ModelSpec| {
+        LibTorch
+            .load(m, &ModelParams::default())
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    // Not TorchScript: a zip of something else, named .pt.
+    let ts_dir = ts.path.parent().unwrap().to_path_buf();
+    let junk = ts_dir.join("junk.pt");
+    std::fs::write(&junk, b"PK\x03\x04 not really a zip").unwrap();
+    let e = err(&ModelSpec::from_path(&junk).unwrap());
+    assert!(
+        e.contains("junk.pt") && e.contains("cannot load it as TorchScript"),
+        "{e}"
+    );
+    // Truncated.
+    let bytes = std::fs::read(&ts.path).unwrap();
+    let cut = ts_dir.join("cut.pt");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = err(&ModelSpec::from_path(&cut).unwrap());
+    assert!(e.contains("cut.pt") && e.contains("TorchScript"), "{e}");
+    // The wrong calling convention: a module whose forward takes one tensor.
+    let other = ts_dir.join("identity.pt");
+    let x = Tensor::zeros([2], (Kind::Float, Device::Cpu));
+    CModule::create_by_tracing("Double", "forward", &[x], &mut |xs: &[Tensor]| {
+        vec![&xs[0] * 2.0]
+    })
+    .unwrap()
+    .save(&other)
+    .unwrap();
+    let e = err(&ModelSpec::from_path(&other).unwrap());
+    assert!(e.contains("identity.pt") && e.contains("convention"), "{e}");
+    // A config.json that lies about the vocabulary.
+    let cfg = ts_dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["vocab_size"] = serde_json::json!(7);
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    let e = err(&ts);
+    assert!(
+        e.contains("logits have shape") && e.contains("vocab_size"),
+        "{e}"
+    );
+    std::fs::remove_file(&cfg).unwrap();
+    let e = err(&ts);
+    assert!(e.contains("config.json"), "{e}");
+}
+
+/// Gemma 3 270M: the Q4_K_M GGUF on llama.cpp against its TorchScript export (the registry's,
+/// when cached; else exported here) on libtorch. CI sets `MELT_TEST_REAL_MODEL=1`, which makes
+/// the GGUF's absence a failure.
+#[test]
+fn gemma_3_270m_traced_agrees_with_llama_cpp() {
+    use melt_bench::testkit::cached_model;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let Some(gguf) = cached_model(&root, "gemma-3-270m-q4_k_m") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ts = match cached_model(&root, "gemma-3-270m-f32-torchscript") {
+        Some(m) => m,
+        None => {
+            let out = crate::gguf_to_torchscript::export(&gguf.path, dir.path()).unwrap();
+            ModelSpec::from_path(&out.model).unwrap()
+        }
+    };
+    // Past the 512-position sliding window, as the ONNX exporter's test does.
+    let text = std::fs::read_to_string(root.join("../shared/data/text/tinyshakespeare.txt"))
+        .map(|t| t.chars().take(2400).collect::<String>())
+        .unwrap_or_else(|_| "The quick brown fox jumps over the lazy dog. ".repeat(60));
+    let mut sp = two_threads().session;
+    sp.n_ctx = Some(1024);
+    let run = |b: &dyn melt_bench::Backend, m: &ModelSpec| {
+        let loaded = b.load(m, &ModelParams::default()).unwrap();
+        let mut s = loaded.session(&sp).unwrap();
+        let prompt = s.tokenize(&text, true).unwrap();
+        s.prefill(&prompt).unwrap();
+        let mut out = Vec::new();
+        for _ in 0..16 {
+            let l = s.logits().unwrap().to_vec();
+            let t = melt_bench::backend::argmax(&l);
+            s.decode(t).unwrap();
+            out.push((t, l));
+        }
+        (prompt, out)
+    };
+    let (pa, a) = run(&crate::LlamaCpp, &gguf);
+    let (pb, b) = run(&LibTorch, &ts);
+    assert_eq!(pa, pb, "both tokenizers split the prompt alike");
+    let mut worst = 0f32;
+    let mut agree = 0;
+    for ((ta, la), (tb, lb)) in a.iter().zip(&b) {
+        let range = la.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = la
+            .iter()
+            .zip(lb)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        worst = worst.max(d / range);
+        agree += (ta == tb) as usize;
+        if ta != tb {
+            break;
+        }
+    }
+    eprintln!("gemma-3-270m torchscript: worst relative logit difference {worst:.4}, greedy {agree}/16 before the first divergence");
+    assert!(worst < 0.1, "relative logit difference {worst}");
+    assert!(agree >= 8, "greedy tokens agree {agree}/16");
+    let kit = Params {
+        session: two_threads().session,
+        ..Params::default()
+    };
+    let checks = conformance::run(&LibTorch, &ts, &kit, 1e-3, dir.path());
+    conformance::assert_conforms(&checks);
+}
