@@ -733,20 +733,28 @@ fn torchscript_runs_beside_gguf_and_onnx_in_one_report() {
     }
 }
 
-#[test]
-fn probes_attribute_power_to_prefill_and_decode_and_flag_throttling() {
-    // A fixture sysfs: a 5 W hwmon power meter, a zone already past its passive trip point.
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("sysroot");
-    let put = |rel: &str, v: &str| {
-        let p = root.join(rel);
+/// A fixture tree under `dir/sysroot`: a 5 W hwmon meter and a `soc` zone at `temp` m°C; the
+/// writer it returns adds more files.
+fn meter_and_zone(dir: &Path, temp: &str) -> (PathBuf, impl Fn(&str, &str)) {
+    let root = dir.join("sysroot");
+    let at = root.clone();
+    let put = move |rel: &str, v: &str| {
+        let p = at.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, format!("{v}\n")).unwrap();
     };
     put("sys/class/hwmon/hwmon0/name", "meter");
     put("sys/class/hwmon/hwmon0/power1_input", "5000000");
     put("sys/class/thermal/thermal_zone0/type", "soc");
-    put("sys/class/thermal/thermal_zone0/temp", "91000");
+    put("sys/class/thermal/thermal_zone0/temp", temp);
+    (root, put)
+}
+
+#[test]
+fn probes_attribute_power_to_prefill_and_decode_and_flag_throttling() {
+    // A fixture sysfs: a 5 W hwmon power meter, a zone already past its passive trip point.
+    let dir = tempfile::tempdir().unwrap();
+    let (root, put) = meter_and_zone(dir.path(), "91000");
     put("sys/class/thermal/thermal_zone0/trip_point_0_temp", "90000");
     put(
         "sys/class/thermal/thermal_zone0/trip_point_0_type",
@@ -826,16 +834,7 @@ fn probes_attribute_power_to_prefill_and_decode_and_flag_throttling() {
 fn sustained_mode_gives_a_time_series_with_memory_by_phase_and_cooldown() {
     // A fixture sysfs: a 5 W meter, a zone at 50 °C (so the cooldown has nothing to wait for).
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("sysroot");
-    let put = |rel: &str, v: &str| {
-        let p = root.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, format!("{v}\n")).unwrap();
-    };
-    put("sys/class/hwmon/hwmon0/name", "meter");
-    put("sys/class/hwmon/hwmon0/power1_input", "5000000");
-    put("sys/class/thermal/thermal_zone0/type", "soc");
-    put("sys/class/thermal/thermal_zone0/temp", "50000");
+    let (root, _) = meter_and_zone(dir.path(), "50000");
     // This process's own memory, under the fixture root.
     std::os::unix::fs::symlink("/proc", root.join("proc")).unwrap();
     let model = tiny_model(dir.path());

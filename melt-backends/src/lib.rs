@@ -36,6 +36,10 @@ pub mod gguf_to_onnx;
 #[cfg(all(feature = "llama-cpp", feature = "libtorch"))]
 pub mod gguf_to_torchscript;
 
+/// `tokenizer.json` handling shared by the ONNX Runtime and libtorch backends.
+#[cfg(any(feature = "onnxruntime", feature = "libtorch"))]
+mod hf_tokenizer;
+
 pub use libtorch::LibTorch;
 pub use llama_cpp::LlamaCpp;
 pub use onnxruntime::OnnxRuntime;

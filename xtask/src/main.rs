@@ -95,7 +95,8 @@ cargo xtask <command>
         [--resume]               device runs: continue the device's unfinished run
         [--case-timeout SECS]    device runs: kill a case silent this long [300]
         [--cross] [--bench-bin PATH]  build with `cross` / use a binary built already
-        [--features libtorch]    host runs: also the libtorch backend and its model
+        [--features libtorch]    also the libtorch backend and its model (on a device: built
+                                 against that triple's libtorch, shipped beside the binary)
   devices                        the [[device]]s of melt.toml, probed
   test [-- ARGS]                 run every test (cargo test --workspace --release
                                  --features libtorch, after `setup libtorch`)
@@ -143,6 +144,7 @@ fn parse_bench(args: &[String]) -> Result<devices::run::Options> {
         bench: "suite".into(),
         args: Vec::new(),
         rounds: 1,
+        features: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -222,11 +224,14 @@ fn ready_suite() -> Result<()> {
 
 fn bench(args: &[String]) -> Result<ExitCode> {
     let (features, args) = take_features(args)?;
-    let opts = parse_bench(&args)?;
-    if !features.is_empty() && opts.target != "host" {
-        bail!("--features is for host runs; device builds take their engines from the [[device]]'s defaults");
-    }
+    let mut opts = parse_bench(&args)?;
+    opts.features = features.clone();
     let libtorch = features.iter().any(|f| f == "libtorch");
+    let suite_models: Vec<&str> = SUITE_MODELS
+        .iter()
+        .copied()
+        .chain(libtorch.then_some(LIBTORCH_SUITE_MODEL))
+        .collect();
     let rest = &opts.args;
     let wants_local_model = rest
         .iter()
@@ -246,16 +251,20 @@ fn bench(args: &[String]) -> Result<ExitCode> {
         let mut registry_models = Vec::new();
         if !wants_local_model && !asks_help {
             let registry = models::registry()?;
-            for name in SUITE_MODELS {
+            for name in &suite_models {
                 let path = models::fetch(&registry, &models::cache(), name)?;
                 let entry = registry.get(name)?;
                 let spec = models::cache().lookup(name, entry)?;
                 // The device's own cache finds it where the host's does, with what goes beside.
-                let beside = ["tokenizer.json", &format!("{}.sha256", entry.file)]
-                    .iter()
-                    .map(|f| path.with_file_name(f))
-                    .filter(|p| p.is_file())
-                    .collect();
+                let beside = [
+                    "tokenizer.json",
+                    "config.json",
+                    &format!("{}.sha256", entry.file),
+                ]
+                .iter()
+                .map(|f| path.with_file_name(f))
+                .filter(|p| p.is_file())
+                .collect();
                 registry_models.push(devices::run::ModelFile {
                     local: path,
                     sha256: spec.sha256,

@@ -222,6 +222,15 @@ pub fn setup_libtorch(triple: &str, host: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The libraries a binary linked against the libtorch in `dir` loads at run time (what a
+/// device needs beside it; the stub `libtorch.so` is not among them).
+pub fn libtorch_runtime_libs(dir: &Path) -> Vec<PathBuf> {
+    LIBTORCH_LIBS
+        .iter()
+        .map(|l| dir.join("lib").join(l))
+        .collect()
+}
+
 /// The environment a cargo build with the `libtorch` feature needs: torch-sys reads
 /// `LIBTORCH` (and the build scripts of melt and melt-backends put `LIBTORCH/lib` in the
 /// binaries' rpath).

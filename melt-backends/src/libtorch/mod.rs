@@ -217,15 +217,11 @@ impl Backend for LibTorch {
         if !path.is_file() {
             return Err(bad("no such file".into()));
         }
-        let config = Config::read(&path.with_file_name("config.json"))
+        let mut config = Config::read(&path.with_file_name("config.json"))
             .map_err(|e| bad(format!("its config.json: {e}")))?;
-        let tokenizer_path = path.with_file_name("tokenizer.json");
-        let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| {
-            bad(format!(
-                "its tokenizer {} could not be read: {e}",
-                tokenizer_path.display()
-            ))
-        })?;
+        let tokenizer = crate::hf_tokenizer::beside(path).map_err(bad)?;
+        // config.json may not say; the tokenizer then does.
+        config.bos = config.bos.or_else(|| crate::hf_tokenizer::bos(&tokenizer));
         let module = load_module(path, Kind::Float)?;
         let loaded = TorchModel {
             path: path.clone(),
@@ -444,20 +440,11 @@ impl TorchSession<'_> {
 
 impl Session for TorchSession<'_> {
     fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<Token>, BackendError> {
-        let enc = self
-            .model
-            .tokenizer
-            .encode(text, add_special)
-            .map_err(|e| runtime(format!("tokenizing: {e}")))?;
-        Ok(enc.get_ids().iter().map(|&t| t as Token).collect())
+        crate::hf_tokenizer::encode(&self.model.tokenizer, text, add_special).map_err(runtime)
     }
 
     fn detokenize(&self, tokens: &[Token]) -> Result<String, BackendError> {
-        let ids: Vec<u32> = tokens.iter().map(|&t| t as u32).collect();
-        self.model
-            .tokenizer
-            .decode(&ids, true)
-            .map_err(|e| runtime(format!("detokenizing: {e}")))
+        crate::hf_tokenizer::decode(&self.model.tokenizer, tokens).map_err(runtime)
     }
 
     fn prefill(&mut self, tokens: &[Token]) -> Result<(), BackendError> {

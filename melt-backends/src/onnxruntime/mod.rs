@@ -465,13 +465,7 @@ impl Backend for OnnxRuntime {
         if !path.is_file() {
             return Err(bad("no such file".into()));
         }
-        let tokenizer_path = path.with_file_name("tokenizer.json");
-        let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| {
-            bad(format!(
-                "its tokenizer {} could not be read: {e}",
-                tokenizer_path.display()
-            ))
-        })?;
+        let tokenizer = crate::hf_tokenizer::beside(path).map_err(bad)?;
         let options = Options::from_params(&SessionParams::default())?;
         let session = options
             .builder()?
@@ -481,11 +475,7 @@ impl Backend for OnnxRuntime {
         let n_vocab = convention
             .n_vocab
             .unwrap_or_else(|| tokenizer.get_vocab_size(true));
-        let bos = tokenizer
-            .encode("", true)
-            .ok()
-            .and_then(|e| e.get_ids().first().copied())
-            .map(|id| id as Token);
+        let bos = crate::hf_tokenizer::bos(&tokenizer);
         // Weights and the graph's name from the file itself (ONNX Runtime does not list
         // initializers); a file it loaded but this cannot read only loses those columns.
         let summary = melt_bench::onnx_proto::summarize(path).unwrap_or_default();
@@ -708,20 +698,11 @@ impl OrtSession<'_> {
 
 impl Session for OrtSession<'_> {
     fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<Token>, BackendError> {
-        let enc = self
-            .model
-            .tokenizer
-            .encode(text, add_special)
-            .map_err(|e| runtime(format!("tokenizing: {e}")))?;
-        Ok(enc.get_ids().iter().map(|&t| t as Token).collect())
+        crate::hf_tokenizer::encode(&self.model.tokenizer, text, add_special).map_err(runtime)
     }
 
     fn detokenize(&self, tokens: &[Token]) -> Result<String, BackendError> {
-        let ids: Vec<u32> = tokens.iter().map(|&t| t as u32).collect();
-        self.model
-            .tokenizer
-            .decode(&ids, true)
-            .map_err(|e| runtime(format!("detokenizing: {e}")))
+        crate::hf_tokenizer::decode(&self.model.tokenizer, tokens).map_err(runtime)
     }
 
     fn prefill(&mut self, tokens: &[Token]) -> Result<(), BackendError> {

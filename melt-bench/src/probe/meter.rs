@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Phase, PhaseEnergy, ProbeSummary};
+use super::{EnergyByPhase, ProbeSummary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeterError {
@@ -377,21 +377,13 @@ fn clock(ns: i128) -> String {
     )
 }
 
-/// A case's energy by phase, from the meter.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Attributed {
-    pub prefill: Option<PhaseEnergy>,
-    pub decode: Option<PhaseEnergy>,
-    pub tokens_per_joule: Option<f64>,
-}
-
 /// The meter's energy by phase for one case: prefill, decode, and tokens per joule.
 pub fn attribute(
     meter: &MeterSeries,
     case: &str,
     p: &ProbeSummary,
     tokens: (u64, u64),
-) -> Result<Attributed, MeterError> {
+) -> Result<EnergyByPhase, MeterError> {
     if p.epoch_unix_ns == 0 || p.marks.is_empty() {
         return Err(MeterError::NoMarks(case.into()));
     }
@@ -406,33 +398,12 @@ pub fn attribute(
             case_span: format!("{} – {}", clock(first), clock(last)),
         });
     }
-    let mut per = [(0.0f64, 0.0f64); 2];
-    for (k, &(start, phase)) in p.marks.iter().enumerate() {
-        let end = p.marks.get(k + 1).map_or(p.end_ns, |m| m.0);
-        let slot = match phase {
-            Phase::Prefill => 0,
-            Phase::Decode => 1,
-            Phase::Idle => continue,
-        };
-        per[slot].0 += (end - start) as f64 / 1e9;
-        per[slot].1 += meter.joules_between(epoch + start as i128, epoch + end as i128);
-    }
-    let phase = |(s, j): (f64, f64), n: u64| {
-        (s > 0.0 && n > 0).then(|| PhaseEnergy {
-            seconds: s,
-            joules: j,
-            watts: j / s,
-            tokens: n,
-            joules_per_token: j / n as f64,
-        })
-    };
-    let joules = per[0].1 + per[1].1;
-    let per_joule = (joules > 0.0).then(|| (tokens.0 + tokens.1) as f64 / joules);
-    Ok(Attributed {
-        prefill: phase(per[0], tokens.0),
-        decode: phase(per[1], tokens.1),
-        tokens_per_joule: per_joule,
-    })
+    Ok(super::energy_by_phase(
+        &p.marks,
+        p.end_ns,
+        tokens,
+        |a, b| meter.joules_between(epoch + a as i128, epoch + b as i128),
+    ))
 }
 
 /// Puts the meter's energy into a run's summary: every case its readings cover gets
@@ -454,7 +425,7 @@ pub fn import(
         };
         let n = c.samples as u64;
         let tokens = (n * c.workload.prefill as u64, n * c.workload.decode as u64);
-        let Attributed {
+        let EnergyByPhase {
             prefill,
             decode,
             tokens_per_joule: per_joule,
@@ -519,6 +490,7 @@ pub fn import(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::Phase;
 
     fn csv(text: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();

@@ -472,6 +472,50 @@ fn joules_at(series: &[Snapshot], cum: &[f64], t: u64) -> f64 {
     cum[i - 1] + f * (cum[i] - cum[i - 1])
 }
 
+/// A case's energy by phase: prefill, decode, and tokens per joule over both.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EnergyByPhase {
+    pub prefill: Option<PhaseEnergy>,
+    pub decode: Option<PhaseEnergy>,
+    pub tokens_per_joule: Option<f64>,
+}
+
+/// Integrates `joules_between(start, end)` (ns since the epoch) over the marked prefill and
+/// decode windows — from the probes' own series or an external meter's.
+pub fn energy_by_phase(
+    marks: &[(u64, Phase)],
+    end_ns: u64,
+    tokens: (u64, u64),
+    joules_between: impl Fn(u64, u64) -> f64,
+) -> EnergyByPhase {
+    let mut per = [(0.0f64, 0.0f64); 2]; // (seconds, joules) for prefill, decode
+    for (k, &(start, phase)) in marks.iter().enumerate() {
+        let end = marks.get(k + 1).map_or(end_ns, |m| m.0);
+        let slot = match phase {
+            Phase::Prefill => 0,
+            Phase::Decode => 1,
+            Phase::Idle => continue,
+        };
+        per[slot].0 += (end - start) as f64 / 1e9;
+        per[slot].1 += joules_between(start, end);
+    }
+    let phase = |(s, j): (f64, f64), n: u64| {
+        (s > 0.0 && n > 0).then(|| PhaseEnergy {
+            seconds: s,
+            joules: j,
+            watts: j / s,
+            tokens: n,
+            joules_per_token: j / n as f64,
+        })
+    };
+    let joules = per[0].1 + per[1].1;
+    EnergyByPhase {
+        prefill: phase(per[0], tokens.0),
+        decode: phase(per[1], tokens.1),
+        tokens_per_joule: (joules > 0.0).then(|| (tokens.0 + tokens.1) as f64 / joules),
+    }
+}
+
 /// Summarizes a case: `marks` are its phase changes, `end_ns` when measuring stopped, and
 /// `tokens` the prefill and decode tokens of the marked runs.
 pub fn summarize(
@@ -501,32 +545,12 @@ pub fn summarize(
     };
     // Energy per phase over exactly the marked windows.
     if let Some(cum) = cumulative_joules(&series, probes.energy.len()) {
-        let mut per = [(0.0f64, 0.0f64); 2]; // (seconds, joules) for prefill, decode
-        for (k, &(start, phase)) in marks.iter().enumerate() {
-            let end = marks.get(k + 1).map_or(end_ns, |m| m.0);
-            let slot = match phase {
-                Phase::Prefill => 0,
-                Phase::Decode => 1,
-                Phase::Idle => continue,
-            };
-            per[slot].0 += (end - start) as f64 / 1e9;
-            per[slot].1 += joules_at(&series, &cum, end) - joules_at(&series, &cum, start);
-        }
-        let phase = |(s, j): (f64, f64), n: u64| {
-            (s > 0.0 && n > 0).then(|| PhaseEnergy {
-                seconds: s,
-                joules: j,
-                watts: j / s,
-                tokens: n,
-                joules_per_token: j / n as f64,
-            })
-        };
-        out.prefill = phase(per[0], tokens.0);
-        out.decode = phase(per[1], tokens.1);
-        let joules = per[0].1 + per[1].1;
-        if joules > 0.0 {
-            out.tokens_per_joule = Some((tokens.0 + tokens.1) as f64 / joules);
-        }
+        let e = energy_by_phase(marks, end_ns, tokens, |a, b| {
+            joules_at(&series, &cum, b) - joules_at(&series, &cum, a)
+        });
+        out.prefill = e.prefill;
+        out.decode = e.decode;
+        out.tokens_per_joule = e.tokens_per_joule;
     } else if !probes.energy.is_empty() {
         out.unavailable
             .push("energy: a source stopped answering during the case".into());

@@ -43,6 +43,9 @@ pub struct Options {
     /// Back-to-back runs of the suite, each recorded on its own (the history then has the
     /// run-to-run spread the gate widens its intervals by).
     pub rounds: usize,
+    /// Cargo features of the bench build (`libtorch`: built against, and shipped with, the
+    /// libtorch `setup libtorch` made for the device's triple).
+    pub features: Vec<String>,
 }
 
 /// A model file to put in the device's cache.
@@ -883,6 +886,13 @@ pub fn bench_devices(
             .clone()
             .unwrap_or_else(|| target_dir.to_path_buf()),
     };
+    let libtorch = |triple: &str| -> Result<Option<PathBuf>> {
+        if !opts.features.iter().any(|f| f == "libtorch") {
+            return Ok(None);
+        }
+        let host = super::build::Toolchain::detect()?.host_triple;
+        crate::runtimes::setup_libtorch(triple, &host).map(Some)
+    };
     // One build per triple, before any device is touched.
     let mut builds: BTreeMap<String, (PathBuf, Vec<PathBuf>)> = BTreeMap::new();
     let tc = super::build::Toolchain::detect()?;
@@ -898,12 +908,26 @@ pub fn bench_devices(
                 (bin.clone(), Vec::new())
             }
             None => {
-                let plan =
+                let mut plan =
                     super::build::plan(&tc, &d.triple, &opts.bench, d.api_level, opts.cross)?;
+                if !opts.features.is_empty() {
+                    plan.args
+                        .extend(["--features".into(), opts.features.join(",")]);
+                }
+                if let Some(dir) = &libtorch(&d.triple)? {
+                    plan.env.extend(
+                        crate::runtimes::libtorch_env(dir)
+                            .map(|(k, v)| (k.to_string(), v.display().to_string())),
+                    );
+                }
                 super::build::run(&plan, &opts.bench)?
             }
         };
         let mut built = built;
+        // libtorch is linked: its libraries go beside the binary (LD_LIBRARY_PATH there).
+        if let Some(dir) = &libtorch(&d.triple)? {
+            built.1.extend(crate::runtimes::libtorch_runtime_libs(dir));
+        }
         // The ONNX Runtime backend opens its library at run time: ship it when it was fetched
         // for this triple (`cargo xtask setup onnxruntime --triple T`).
         if let Some(lib) = crate::runtimes::cached_onnxruntime(&d.triple, &tc.host_triple) {
