@@ -264,8 +264,11 @@ pub fn export(gguf: &Path, out_dir: &Path) -> Result<Exported, ExportError> {
             _ => None,
         })
         .unwrap_or(true);
+    let (model, n_params) = Model::read(&g, hp.clone())?;
     let config = serde_json::json!({
         "architectures": [format!("melt gguf-to-torchscript ({})", g.architecture().unwrap_or_default())],
+        "model_type": g.architecture().unwrap_or_default(),
+        "num_parameters": n_params,
         "num_hidden_layers": hp.n_layer,
         "num_attention_heads": hp.n_head,
         "num_key_value_heads": hp.n_head_kv,
@@ -278,7 +281,6 @@ pub fn export(gguf: &Path, out_dir: &Path) -> Result<Exported, ExportError> {
         "bos_token_id": bos.filter(|_| add_bos),
         "torch_dtype": "float32",
     });
-    let (model, n_params) = Model::read(&g, hp.clone())?;
     // Example inputs: two new tokens after one cached position, so nothing is special-cased
     // on a length of 1 or 0 (the trace keeps only ops, not these sizes).
     let (l, hkv, d) = (hp.n_layer as i64, hp.n_head_kv as i64, hp.head_dim as i64);

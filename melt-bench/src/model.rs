@@ -211,7 +211,7 @@ pub struct ExportSource {
 }
 
 /// Version of the exporters' output: bump it when an export changes, so caches make it again.
-pub const EXPORT_VERSION: u32 = 1;
+pub const EXPORT_VERSION: u32 = 2;
 
 /// A named model in `melt.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -62,7 +62,7 @@ fn unsupported(what: impl std::fmt::Display) -> BackendError {
 }
 
 /// The model's shape, from `config.json`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub n_layer: usize,
     pub kv_heads: usize,
@@ -70,6 +70,11 @@ pub struct Config {
     pub n_vocab: usize,
     pub n_ctx_train: usize,
     pub bos: Option<Token>,
+    /// Hugging Face's `model_type` (`gemma3`, `llama`), for the report.
+    pub model_type: String,
+    /// `num_parameters` (melt's exports write it: a traced module keeps its weights as
+    /// constants, not parameters, so libtorch cannot count them).
+    pub n_params: Option<u64>,
 }
 
 impl Config {
@@ -105,6 +110,12 @@ impl Config {
             n_vocab: need("vocab_size")? as usize,
             n_ctx_train: num("max_position_embeddings").unwrap_or(0) as usize,
             bos: num("bos_token_id").map(|b| b as Token),
+            model_type: v
+                .get("model_type")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            n_params: num("num_parameters"),
         })
     }
 }
@@ -331,25 +342,29 @@ impl TorchModel {
 impl LoadedModel for TorchModel {
     fn info(&self) -> ModelInfo {
         let c = &self.config;
-        let n_params: i64 = self
+        let counted: u64 = self
             .module
             .named_parameters()
-            .map(|ps| ps.iter().map(|(_, t)| t.numel() as i64).sum())
+            .map(|ps| ps.iter().map(|(_, t)| t.numel() as u64).sum())
             .unwrap_or(0);
-        let name = self
-            .path
-            .parent()
-            .and_then(|d| d.file_name())
-            .map(|d| d.to_string_lossy().to_string())
-            .unwrap_or_default();
+        let n_params = c.n_params.unwrap_or(counted);
         ModelInfo {
             description: format!(
-                "{name} torchscript {}L {}x{} f32",
-                c.n_layer, c.kv_heads, c.head_dim
-            ),
+                "{} torchscript {}L {}x{} f32",
+                if c.model_type.is_empty() {
+                    "decoder"
+                } else {
+                    &c.model_type
+                },
+                c.n_layer,
+                c.kv_heads,
+                c.head_dim
+            )
+            .trim_start()
+            .to_string(),
             architecture: "torchscript-decoder".into(),
             quantization: "F32".into(),
-            n_params: n_params as u64,
+            n_params,
             size_bytes: self.size_bytes,
             n_vocab: c.n_vocab,
             n_ctx_train: c.n_ctx_train,
