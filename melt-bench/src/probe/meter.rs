@@ -482,7 +482,9 @@ pub fn import(
         if !o.energy_sources.contains(&meter.name) {
             o.energy_sources.push(meter.name.clone());
         }
-        o.assumptions.push(source);
+        if !o.assumptions.contains(&source) {
+            o.assumptions.push(source);
+        }
     }
     (covered, skipped)
 }

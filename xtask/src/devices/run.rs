@@ -900,6 +900,7 @@ pub fn bench_devices(
         if builds.contains_key(&d.triple) {
             continue;
         }
+        let linked_libtorch = libtorch(&d.triple)?;
         let built = match &opts.bench_bin {
             Some(bin) => {
                 if !bin.is_file() {
@@ -914,7 +915,7 @@ pub fn bench_devices(
                     plan.args
                         .extend(["--features".into(), opts.features.join(",")]);
                 }
-                if let Some(dir) = &libtorch(&d.triple)? {
+                if let Some(dir) = &linked_libtorch {
                     plan.env.extend(
                         crate::runtimes::libtorch_env(dir)
                             .map(|(k, v)| (k.to_string(), v.display().to_string())),
@@ -925,7 +926,7 @@ pub fn bench_devices(
         };
         let mut built = built;
         // libtorch is linked: its libraries go beside the binary (LD_LIBRARY_PATH there).
-        if let Some(dir) = &libtorch(&d.triple)? {
+        if let Some(dir) = &linked_libtorch {
             built.1.extend(crate::runtimes::libtorch_runtime_libs(dir));
         }
         // The ONNX Runtime backend opens its library at run time: ship it when it was fetched
