@@ -733,6 +733,26 @@ fn torchscript_runs_beside_gguf_and_onnx_in_one_report() {
     }
 }
 
+/// Seconds of decode per decoded token over a case's measured samples, from its events.
+fn decode_seconds_per_token(events: &[Event], case: &str) -> f64 {
+    let (mut ns, mut n) = (0u64, 0usize);
+    for e in events {
+        if let Event::Sample {
+            case: c,
+            warmup: false,
+            measured,
+            ..
+        } = e
+        {
+            if c == case {
+                ns += measured.decode_ns;
+                n += measured.token_ns.len();
+            }
+        }
+    }
+    ns as f64 / 1e9 / n as f64
+}
+
 /// A fixture tree under `dir/sysroot`: a 5 W hwmon meter and a `soc` zone at `temp` m°C; the
 /// writer it returns adds more files.
 fn meter_and_zone(dir: &Path, temp: &str) -> (PathBuf, impl Fn(&str, &str)) {
@@ -786,22 +806,11 @@ fn probes_attribute_power_to_prefill_and_decode_and_flag_throttling() {
         if c.workload.decode > 0 {
             assert!((m("decode_power_w").unwrap() - 5.0).abs() < 1e-6);
             // 5 W over the decode windows, per token: 5 × decode seconds / decode tokens.
-            let (mut ns, mut n) = (0u64, 0usize);
-            for e in read_events(&out.run_dir.join("samples.jsonl")).unwrap() {
-                if let Event::Sample {
-                    case,
-                    warmup: false,
-                    measured,
-                    ..
-                } = e
-                {
-                    if case == c.id {
-                        ns += measured.decode_ns;
-                        n += measured.token_ns.len();
-                    }
-                }
-            }
-            let expect = 5.0 * ns as f64 / 1e9 / n as f64;
+            let per_token = decode_seconds_per_token(
+                &read_events(&out.run_dir.join("samples.jsonl")).unwrap(),
+                &c.id,
+            );
+            let expect = 5.0 * per_token;
             let got = m("decode_j_per_token").unwrap();
             assert!(
                 (got / expect - 1.0).abs() < 0.05,
@@ -956,22 +965,8 @@ fn an_external_meters_csv_is_aligned_with_the_run_by_wall_clock() {
                 c.id
             );
             // 4 W over the decode windows, per token, against the samples' own decode time.
-            let (mut ns, mut n) = (0u64, 0usize);
-            for e in &events {
-                if let Event::Sample {
-                    case,
-                    warmup: false,
-                    measured,
-                    ..
-                } = e
-                {
-                    if *case == c.id {
-                        ns += measured.decode_ns;
-                        n += measured.token_ns.len();
-                    }
-                }
-            }
-            let expect = 4.0 * ns as f64 / 1e9 / n as f64;
+            let per_token = decode_seconds_per_token(&events, &c.id);
+            let expect = 4.0 * per_token;
             let got = m("decode_j_per_token").unwrap();
             assert!(
                 (got / expect - 1.0).abs() < 0.05,
