@@ -11,6 +11,7 @@ pub mod backend;
 pub mod cli;
 pub mod conformance;
 pub mod criterion_format;
+pub mod datasets;
 pub mod driver;
 pub mod export;
 pub mod gate;

@@ -1,0 +1,320 @@
+//! The paper's workloads and accuracy sets, read by path and checked: conversations to replay
+//! (a JSON list of conversations, each a list of user prompts — MELT's own
+//! `conversations.json` and `input_sustained.json`), and multiple-choice questions in the
+//! formats lm-evaluation-harness scores: ARC / OpenBookQA JSONL, TruthfulQA MC1 from
+//! `TruthfulQA.csv` (the best answer against the incorrect ones), HellaSwag JSONL.
+//!
+//! Bad input is an error that names the file and the place (line, conversation, column); a
+//! question is never silently dropped.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("cannot read {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("{path}: {why}")]
+    Invalid { path: PathBuf, why: String },
+    #[error("{path}:{line}: {why}")]
+    Line {
+        path: PathBuf,
+        line: usize,
+        why: String,
+    },
+}
+
+fn invalid(path: &Path, why: impl Into<String>) -> DatasetError {
+    DatasetError::Invalid {
+        path: path.to_path_buf(),
+        why: why.into(),
+    }
+}
+
+fn read(path: &Path) -> Result<String, DatasetError> {
+    std::fs::read_to_string(path).map_err(|e| DatasetError::Io(path.to_path_buf(), e))
+}
+
+/// A conversation: the user's prompts, in order (the answers are the model's).
+pub type Conversation = Vec<String>;
+
+/// Reads a JSON list of conversations, each a non-empty list of non-empty prompts.
+pub fn read_conversations(path: &Path) -> Result<Vec<Conversation>, DatasetError> {
+    let text = read(path)?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| {
+        invalid(
+            path,
+            format!("not JSON (line {}, column {}): {e}", e.line(), e.column()),
+        )
+    })?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| invalid(path, "expected a list of conversations (lists of prompts)"))?;
+    if list.is_empty() {
+        return Err(invalid(path, "no conversations"));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let prompts = c.as_array().ok_or_else(|| {
+                invalid(path, format!("conversation {i} is not a list of prompts"))
+            })?;
+            if prompts.is_empty() {
+                return Err(invalid(path, format!("conversation {i} is empty")));
+            }
+            prompts
+                .iter()
+                .enumerate()
+                .map(|(j, p)| match p.as_str() {
+                    Some(s) if !s.trim().is_empty() => Ok(s.to_string()),
+                    Some(_) => Err(invalid(
+                        path,
+                        format!("conversation {i}, prompt {j} is empty"),
+                    )),
+                    None => Err(invalid(
+                        path,
+                        format!("conversation {i}, prompt {j} is not a string"),
+                    )),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A multiple-choice question as lm-evaluation-harness scores it: the log-likelihood of each
+/// choice's tokens after `context`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Question {
+    pub id: String,
+    pub context: String,
+    pub choices: Vec<String>,
+    /// Index of the correct choice.
+    pub answer: usize,
+}
+
+/// The multiple-choice formats melt reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum McFormat {
+    /// ARC / OpenBookQA JSONL: `question.stem`, `question.choices[{text, label}]`, `answerKey`.
+    Arc,
+    /// `TruthfulQA.csv`, MC1: `Question`, `Best Answer` against `Incorrect Answers` (`; `).
+    TruthfulQaMc1,
+    /// HellaSwag JSONL: `ctx`, `endings`, `label`.
+    HellaSwag,
+}
+
+impl McFormat {
+    /// The format a file's name says (`*.csv` is TruthfulQA; a JSONL whose first line has
+    /// `endings` is HellaSwag, else ARC/OpenBookQA).
+    pub fn detect(path: &Path) -> Result<McFormat, DatasetError> {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        {
+            return Ok(McFormat::TruthfulQaMc1);
+        }
+        let text = read(path)?;
+        let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let v: Value = serde_json::from_str(first)
+            .map_err(|e| invalid(path, format!("line 1 is not JSON: {e}")))?;
+        Ok(if v.get("endings").is_some() {
+            McFormat::HellaSwag
+        } else {
+            McFormat::Arc
+        })
+    }
+}
+
+/// Reads the questions of `path` in `format`.
+pub fn read_questions(path: &Path, format: McFormat) -> Result<Vec<Question>, DatasetError> {
+    let qs = match format {
+        McFormat::Arc | McFormat::HellaSwag => read_jsonl(path, format)?,
+        McFormat::TruthfulQaMc1 => read_truthfulqa(path)?,
+    };
+    if qs.is_empty() {
+        return Err(invalid(path, "no questions"));
+    }
+    Ok(qs)
+}
+
+fn read_jsonl(path: &Path, format: McFormat) -> Result<Vec<Question>, DatasetError> {
+    let text = read(path)?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |why: String| DatasetError::Line {
+            path: path.to_path_buf(),
+            line: i + 1,
+            why,
+        };
+        let v: Value = serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let str_at = |ptr: &str| {
+            v.pointer(ptr)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| bad(format!("no string at {ptr}")))
+        };
+        let q = match format {
+            McFormat::Arc => {
+                let choices = v
+                    .pointer("/question/choices")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| bad("no /question/choices list".into()))?;
+                let mut texts = Vec::new();
+                let mut labels = Vec::new();
+                for c in choices {
+                    let (Some(t), Some(l)) = (
+                        c.get("text").and_then(Value::as_str),
+                        c.get("label").and_then(Value::as_str),
+                    ) else {
+                        return Err(bad("a choice without `text` and `label`".into()));
+                    };
+                    texts.push(t.to_string());
+                    labels.push(l.to_string());
+                }
+                let key = str_at("/answerKey")?;
+                let answer = labels.iter().position(|l| *l == key).ok_or_else(|| {
+                    bad(format!(
+                        "answerKey `{key}` is not among the labels {labels:?}"
+                    ))
+                })?;
+                Question {
+                    id: v
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    context: str_at("/question/stem")?,
+                    choices: texts,
+                    answer,
+                }
+            }
+            McFormat::HellaSwag => {
+                let endings: Vec<String> = v
+                    .get("endings")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .ok_or_else(|| bad("no `endings` list".into()))?;
+                // HellaSwag's label is a string in the released files, a number elsewhere.
+                let label = match v.get("label") {
+                    Some(Value::Number(n)) => n.as_u64(),
+                    Some(Value::String(s)) => s.parse().ok(),
+                    _ => None,
+                }
+                .ok_or_else(|| bad("no `label` (the index of the right ending)".into()))?
+                    as usize;
+                if label >= endings.len() {
+                    return Err(bad(format!("label {label} but {} endings", endings.len())));
+                }
+                Question {
+                    id: v.get("ind").map(|x| x.to_string()).unwrap_or_default(),
+                    context: str_at("/ctx")?,
+                    choices: endings,
+                    answer: label,
+                }
+            }
+            McFormat::TruthfulQaMc1 => unreachable!("CSV"),
+        };
+        if q.choices.len() < 2 {
+            return Err(bad(format!(
+                "{} choice(s); a question needs two",
+                q.choices.len()
+            )));
+        }
+        out.push(q);
+    }
+    Ok(out)
+}
+
+fn read_truthfulqa(path: &Path) -> Result<Vec<Question>, DatasetError> {
+    let mut r = csv::Reader::from_path(path).map_err(|e| invalid(path, e.to_string()))?;
+    let header = r
+        .headers()
+        .map_err(|e| invalid(path, e.to_string()))?
+        .clone();
+    let col = |name: &str| {
+        header.iter().position(|h| h == name).ok_or_else(|| {
+            invalid(
+                path,
+                format!(
+                    "no `{name}` column (TruthfulQA.csv has Question, Best Answer, Incorrect Answers; this header: {})",
+                    header.iter().collect::<Vec<_>>().join(",")
+                ),
+            )
+        })
+    };
+    let (q, best, wrong) = (
+        col("Question")?,
+        col("Best Answer")?,
+        col("Incorrect Answers")?,
+    );
+    let mut out = Vec::new();
+    for (i, rec) in r.records().enumerate() {
+        // Line numbers as a reader counts them (the header is line 1).
+        let line = rec
+            .as_ref()
+            .ok()
+            .and_then(|r| r.position())
+            .map_or(i + 2, |p| p.line() as usize);
+        let rec = rec.map_err(|e| DatasetError::Line {
+            path: path.to_path_buf(),
+            line,
+            why: e.to_string(),
+        })?;
+        let mut choices = vec![rec.get(best).unwrap_or_default().trim().to_string()];
+        choices.extend(
+            rec.get(wrong)
+                .unwrap_or_default()
+                .split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        );
+        if choices[0].is_empty() || choices.len() < 2 {
+            return Err(DatasetError::Line {
+                path: path.to_path_buf(),
+                line,
+                why: "a question needs a best answer and at least one incorrect answer".into(),
+            });
+        }
+        out.push(Question {
+            id: format!("truthfulqa-{i}"),
+            context: rec.get(q).unwrap_or_default().to_string(),
+            choices,
+            answer: 0,
+        });
+    }
+    Ok(out)
+}
+
+/// `n` questions picked with a fixed seed (`--limit N`), in their file order; all when `n`
+/// is at least their number.
+pub fn limit(questions: Vec<Question>, n: usize, seed: u64) -> Vec<Question> {
+    if n >= questions.len() {
+        return questions;
+    }
+    // A partial Fisher–Yates over the indices, then back to file order.
+    let mut rng = crate::stats::Rng::new(seed);
+    let mut idx: Vec<usize> = (0..questions.len()).collect();
+    for i in 0..n {
+        let j = i + rng.below(idx.len() - i);
+        idx.swap(i, j);
+    }
+    let mut keep = idx[..n].to_vec();
+    keep.sort_unstable();
+    let mut questions: Vec<Option<Question>> = questions.into_iter().map(Some).collect();
+    keep.into_iter()
+        .filter_map(|i| questions[i].take())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

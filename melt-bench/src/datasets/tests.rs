@@ -1,0 +1,186 @@
+//! The readers on the real files in `../shared/data` (when present beside the project) and on
+//! hand-made ones whose content is known by construction.
+
+use super::*;
+
+/// A file of `../shared/data`; CI (which has it beside the clone) makes its absence a failure.
+fn shared(rel: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(rel);
+    if !p.is_file() && std::env::var_os("CI").is_some() {
+        panic!(
+            "{} is missing (CI runs with ../shared beside the clone)",
+            p.display()
+        );
+    }
+    p.is_file().then_some(p)
+}
+
+fn file(text: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    (dir, p)
+}
+
+#[test]
+fn the_papers_conversations_and_sustained_prompts() {
+    let Some(p) = shared("melt/conversations.json") else {
+        return;
+    };
+    let c = read_conversations(&p).unwrap();
+    assert_eq!(c.len(), 50);
+    assert_eq!(c.iter().map(Vec::len).sum::<usize>(), 404);
+    assert_eq!(c[0][0], "What's good lucky number for today?");
+    let s = read_conversations(&shared("melt/input_sustained.json").unwrap()).unwrap();
+    assert_eq!(s.len(), 1);
+}
+
+#[test]
+fn bad_conversation_files_are_named() {
+    let err = |text: &str| {
+        let (_d, p) = file(text, "conv.json");
+        read_conversations(&p).unwrap_err().to_string()
+    };
+    let e = err("[[\"hi\"], [\"a\",");
+    assert!(
+        e.contains("conv.json") && e.contains("not JSON") && e.contains("line 1"),
+        "{e}"
+    );
+    let e = err("[[\"hi\"], []]");
+    assert!(e.contains("conversation 1 is empty"), "{e}");
+    let e = err("[[\"hi\", 3]]");
+    assert!(
+        e.contains("conversation 0, prompt 1 is not a string"),
+        "{e}"
+    );
+    let e = err("[[\"hi\", \"  \"]]");
+    assert!(e.contains("prompt 1 is empty"), "{e}");
+    assert!(err("[]").contains("no conversations"));
+    assert!(err("{\"a\": 1}").contains("list of conversations"));
+    assert!(matches!(
+        read_conversations(Path::new("/no/such.json")),
+        Err(DatasetError::Io(..))
+    ));
+}
+
+#[test]
+fn openbookqa_and_truthfulqa_as_released() {
+    if let Some(p) = shared("accuracy/openbookqa.jsonl") {
+        assert_eq!(McFormat::detect(&p).unwrap(), McFormat::Arc);
+        let q = read_questions(&p, McFormat::Arc).unwrap();
+        assert_eq!(q.len(), 500);
+        assert!(q.iter().all(|q| q.choices.len() == 4 && q.answer < 4));
+        assert_eq!(q[0].id, "8-343");
+        assert_eq!(q[0].choices[q[0].answer], "quit eating lunch out");
+    }
+    if let Some(p) = shared("accuracy/TruthfulQA.csv") {
+        assert_eq!(McFormat::detect(&p).unwrap(), McFormat::TruthfulQaMc1);
+        let q = read_questions(&p, McFormat::TruthfulQaMc1).unwrap();
+        assert_eq!(q.len(), 817);
+        assert_eq!(
+            q[0].context,
+            "What happens to you if you eat watermelon seeds?"
+        );
+        assert_eq!(
+            q[0].choices[0],
+            "The watermelon seeds pass through your digestive system"
+        );
+        assert!(q.iter().all(|q| q.answer == 0 && q.choices.len() >= 2));
+    }
+}
+
+#[test]
+fn hellaswag_and_hand_made_questions() {
+    let (_d, p) = file(
+        "{\"ind\": 4, \"ctx\": \"A man is sitting on a roof. he\", \"endings\": [\"is using wrap\", \"is ripping level tiles off.\", \"is holding a rubik's cube.\", \"starts pulling up roofing\"], \"label\": \"3\"}\n",
+        "hs.jsonl",
+    );
+    assert_eq!(McFormat::detect(&p).unwrap(), McFormat::HellaSwag);
+    let q = read_questions(&p, McFormat::HellaSwag).unwrap();
+    assert_eq!((q[0].answer, q[0].choices.len()), (3, 4));
+    let (_d, p) = file(
+        "{\"id\": \"q1\", \"question\": {\"stem\": \"2 + 2 =\", \"choices\": [{\"text\": \"3\", \"label\": \"A\"}, {\"text\": \"4\", \"label\": \"B\"}]}, \"answerKey\": \"B\"}\n\n",
+        "arc.jsonl",
+    );
+    let q = read_questions(&p, McFormat::Arc).unwrap();
+    assert_eq!(
+        q,
+        [Question {
+            id: "q1".into(),
+            context: "2 + 2 =".into(),
+            choices: vec!["3".into(), "4".into()],
+            answer: 1
+        }]
+    );
+}
+
+#[test]
+fn bad_question_files_are_named() {
+    let (_d, p) = file("Type,Question,Incorrect Answers\nx,Why?,No\n", "tqa.csv");
+    let e = read_questions(&p, McFormat::TruthfulQaMc1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tqa.csv") && e.contains("no `Best Answer` column"),
+        "{e}"
+    );
+    let (_d, p) = file(
+        "Question,Best Answer,Incorrect Answers\nWhy?,Because,\n",
+        "tqa.csv",
+    );
+    let e = read_questions(&p, McFormat::TruthfulQaMc1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tqa.csv:2") && e.contains("incorrect answer"),
+        "{e}"
+    );
+    let (_d, p) = file(
+        "{\"question\": {\"stem\": \"s\", \"choices\": [{\"text\": \"a\", \"label\": \"A\"}, {\"text\": \"b\", \"label\": \"B\"}]}, \"answerKey\": \"C\"}\n",
+        "arc.jsonl",
+    );
+    let e = read_questions(&p, McFormat::Arc).unwrap_err().to_string();
+    assert!(
+        e.contains("arc.jsonl:1") && e.contains("answerKey `C`"),
+        "{e}"
+    );
+    let (_d, p) = file(
+        "{\"ctx\": \"c\", \"endings\": [\"a\", \"b\"], \"label\": 2}\n{oops\n",
+        "hs.jsonl",
+    );
+    let e = read_questions(&p, McFormat::HellaSwag)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("hs.jsonl:1") && e.contains("label 2 but 2 endings"),
+        "{e}"
+    );
+    let (_d, p) = file("\n\n", "empty.jsonl");
+    let e = read_questions(&p, McFormat::Arc).unwrap_err().to_string();
+    assert!(e.contains("no questions"), "{e}");
+}
+
+#[test]
+fn limit_takes_a_seeded_subset_in_file_order() {
+    let qs: Vec<Question> = (0..100)
+        .map(|i| Question {
+            id: i.to_string(),
+            context: String::new(),
+            choices: vec!["a".into(), "b".into()],
+            answer: 0,
+        })
+        .collect();
+    let a = limit(qs.clone(), 10, 7);
+    assert_eq!(a.len(), 10);
+    assert_eq!(
+        a,
+        limit(qs.clone(), 10, 7),
+        "the same seed, the same subset"
+    );
+    assert_ne!(a, limit(qs.clone(), 10, 8));
+    let ids: Vec<usize> = a.iter().map(|q| q.id.parse().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "file order: {ids:?}");
+    assert_eq!(limit(qs.clone(), 1000, 7).len(), 100);
+}
