@@ -318,3 +318,58 @@ pub fn limit(questions: Vec<Question>, n: usize, seed: u64) -> Vec<Question> {
 
 #[cfg(test)]
 mod tests;
+
+/// Accuracy over scored questions, as lm-evaluation-harness reports it.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Accuracy {
+    pub n: usize,
+    /// The choice with the highest log-likelihood is the answer.
+    pub acc: f64,
+    pub acc_stderr: f64,
+    /// The same, each log-likelihood divided by its choice's length in bytes.
+    pub acc_norm: f64,
+    pub acc_norm_stderr: f64,
+}
+
+/// Scores `questions` from the summed log-probabilities of each choice's tokens given the
+/// context (`loglik[q][c]`). Ties go to the first choice, as `argmax` does. The standard error
+/// is the sample standard deviation of the 0/1 outcomes over √n (lm-evaluation-harness's).
+pub fn accuracy(questions: &[Question], loglik: &[Vec<f64>]) -> Accuracy {
+    let pick = |xs: &mut dyn Iterator<Item = f64>| {
+        let mut best = (0, f64::NEG_INFINITY);
+        for (i, x) in xs.enumerate() {
+            if x > best.1 {
+                best = (i, x);
+            }
+        }
+        best.0
+    };
+    let (mut hits, mut hits_norm) = (Vec::new(), Vec::new());
+    for (q, ll) in questions.iter().zip(loglik) {
+        hits.push((pick(&mut ll.iter().copied()) == q.answer) as u8 as f64);
+        let mut normed = ll
+            .iter()
+            .zip(&q.choices)
+            .map(|(l, c)| l / c.len().max(1) as f64);
+        hits_norm.push((pick(&mut normed) == q.answer) as u8 as f64);
+    }
+    let stats = |xs: &[f64]| {
+        let n = xs.len() as f64;
+        let mean = xs.iter().sum::<f64>() / n.max(1.0);
+        let var = if xs.len() > 1 {
+            xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+        } else {
+            0.0
+        };
+        (mean, (var / n.max(1.0)).sqrt())
+    };
+    let (acc, acc_stderr) = stats(&hits);
+    let (acc_norm, acc_norm_stderr) = stats(&hits_norm);
+    Accuracy {
+        n: hits.len(),
+        acc,
+        acc_stderr,
+        acc_norm,
+        acc_norm_stderr,
+    }
+}

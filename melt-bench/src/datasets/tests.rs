@@ -184,3 +184,33 @@ fn limit_takes_a_seeded_subset_in_file_order() {
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "file order: {ids:?}");
     assert_eq!(limit(qs.clone(), 1000, 7).len(), 100);
 }
+
+#[test]
+fn accuracy_and_length_normalised_accuracy_as_lm_eval_scores() {
+    let q = |choices: &[&str], answer| Question {
+        id: String::new(),
+        context: "c".into(),
+        choices: choices.iter().map(|s| s.to_string()).collect(),
+        answer,
+    };
+    let questions = [
+        q(&["a", "bbbb"], 0),
+        q(&["a", "bbbb"], 1),
+        q(&["xx", "yy", "zz"], 2),
+    ];
+    // 1: "a" wins both ways. 2: raw picks "a" (-2 > -4), per byte "bbbb" (-1 > -2).
+    // 3: a tie between the first two, below the answer's.
+    let ll = [vec![-1.0, -8.0], vec![-2.0, -4.0], vec![-3.0, -3.0, -1.0]];
+    let a = accuracy(&questions, &ll);
+    assert_eq!(a.n, 3);
+    assert!(
+        (a.acc - 2.0 / 3.0).abs() < 1e-12 && (a.acc_norm - 1.0).abs() < 1e-12,
+        "{a:?}"
+    );
+    // Outcomes 1, 0, 1: sample sd √(1/3), over √3.
+    assert!((a.acc_stderr - (1.0f64 / 3.0).sqrt() / 3f64.sqrt()).abs() < 1e-12);
+    assert_eq!(a.acc_norm_stderr, 0.0);
+    // Ties go to the first choice.
+    let t = accuracy(&[q(&["a", "b"], 1)], &[vec![-1.0, -1.0]]);
+    assert_eq!(t.acc, 0.0);
+}
