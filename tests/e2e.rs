@@ -65,6 +65,17 @@ fn shape(v: &Value) -> Value {
     }
 }
 
+/// The backends a run's cases ran on, sorted, each once.
+fn backends_of(out: &Outcome) -> Vec<&str> {
+    let set: std::collections::BTreeSet<&str> = out
+        .summary
+        .cases
+        .iter()
+        .map(|c| c.backend.as_str())
+        .collect();
+    set.into_iter().collect()
+}
+
 fn json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
@@ -654,16 +665,7 @@ fn onnx_and_gguf_models_run_side_by_side_in_one_report() {
         &["--model", &onnx_arg, "--sample-size", "3", "t=2$"],
     );
     assert!(!out.failed(), "{:?}", out.summary.errors);
-    let backends: std::collections::BTreeSet<&str> = out
-        .summary
-        .cases
-        .iter()
-        .map(|c| c.backend.as_str())
-        .collect();
-    assert_eq!(
-        backends.into_iter().collect::<Vec<_>>(),
-        ["llama.cpp", "onnxruntime"]
-    );
+    assert_eq!(backends_of(&out), ["llama.cpp", "onnxruntime"]);
     assert_eq!(out.summary.cases.len(), 2 * 4, "{}", out.table);
     for c in &out.summary.cases {
         let expected = if c.backend == "onnxruntime" {
@@ -715,16 +717,7 @@ fn torchscript_runs_beside_gguf_and_onnx_in_one_report() {
         ],
     );
     assert!(!out.failed(), "{:?}", out.summary.errors);
-    let backends: std::collections::BTreeSet<&str> = out
-        .summary
-        .cases
-        .iter()
-        .map(|c| c.backend.as_str())
-        .collect();
-    assert_eq!(
-        backends.into_iter().collect::<Vec<_>>(),
-        ["libtorch", "llama.cpp", "onnxruntime"]
-    );
+    assert_eq!(backends_of(&out), ["libtorch", "llama.cpp", "onnxruntime"]);
     assert_eq!(out.summary.cases.len(), 3 * 4, "{}", out.table);
     for c in out.summary.cases.iter().filter(|c| c.backend == "libtorch") {
         assert!(c.model_info.description.contains("torchscript"), "{}", c.id);

@@ -151,6 +151,17 @@ impl Default for TinyLlama {
     }
 }
 
+/// Default parameters with `n` threads: what the backends' tests run at.
+pub fn with_threads(n: usize) -> crate::Params {
+    crate::Params {
+        session: crate::SessionParams {
+            threads: n,
+            ..crate::SessionParams::default()
+        },
+        ..crate::Params::default()
+    }
+}
+
 /// Vocabulary: `<unk>`, `<s>`, `</s>`, the 256 byte tokens, then `▁` and common pieces, so
 /// any text tokenizes (byte fallback) and round-trips.
 pub fn tiny_vocab() -> (Vec<String>, Vec<f32>, Vec<i32>) {

@@ -18,13 +18,7 @@ fn tiny(dir: &Path, t: TinyLlama) -> (ModelSpec, ModelSpec) {
 }
 
 fn two_threads() -> Params {
-    Params {
-        session: SessionParams {
-            threads: 2,
-            ..SessionParams::default()
-        },
-        ..Params::default()
-    }
+    melt_bench::testkit::with_threads(2)
 }
 
 #[test]

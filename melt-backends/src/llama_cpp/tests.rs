@@ -12,13 +12,7 @@ fn tiny(dir: &std::path::Path) -> ModelSpec {
 }
 
 fn two_threads() -> Params {
-    Params {
-        session: SessionParams {
-            threads: 2,
-            ..SessionParams::default()
-        },
-        ..Params::default()
-    }
+    melt_bench::testkit::with_threads(2)
 }
 
 #[test]

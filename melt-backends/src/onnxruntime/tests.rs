@@ -12,13 +12,7 @@ fn write(dir: &Path, lm: &TinyOnnxLm) -> ModelSpec {
 }
 
 fn two_threads() -> Params {
-    Params {
-        session: SessionParams {
-            threads: 2,
-            ..SessionParams::default()
-        },
-        ..Params::default()
-    }
+    melt_bench::testkit::with_threads(2)
 }
 
 fn load_error(model: &ModelSpec) -> String {
