@@ -142,6 +142,68 @@ pub trait Session {
     fn n_past(&self) -> usize;
     /// Beginning-of-sequence token, if the model uses one.
     fn bos(&self) -> Option<Token>;
+
+    /// Text that may spell out the model's special tokens (a chat template's
+    /// `<start_of_turn>`), those read as the tokens they name; nothing added in front.
+    /// The default is [`Session::tokenize`], right for tokenizers that always match their
+    /// added tokens (Hugging Face `tokenizer.json`).
+    fn tokenize_special(&self, text: &str) -> Result<Vec<Token>, BackendError> {
+        self.tokenize(text, false)
+    }
+
+    /// Whether generating `token` ends the answer (end of sequence, end of turn). A chat
+    /// replay stops there; the timed pp/tg workloads never do.
+    fn is_end_of_generation(&self, token: Token) -> bool {
+        let _ = token;
+        false
+    }
+
+    /// Appends `tokens` to the context like [`Session::prefill`], and hands `each` the logits
+    /// of every position from `from` on — `(i, logits)` predicts the token after `tokens[i]` —
+    /// in order. What perplexity and log-likelihood scoring read; afterwards
+    /// [`Session::logits`] is the last position's, as after a prefill.
+    ///
+    /// The default prefills up to `from` and decodes the rest one token at a time: right on
+    /// any engine, slow. Engines that compute every position's logits in one pass override it.
+    fn prefill_with_logits(
+        &mut self,
+        tokens: &[Token],
+        from: usize,
+        each: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<(), BackendError> {
+        check_scored_range(tokens, from)?;
+        self.prefill(&tokens[..=from])?;
+        each(from, self.logits()?);
+        for (i, &t) in tokens.iter().enumerate().skip(from + 1) {
+            self.decode(t)?;
+            each(i, self.logits()?);
+        }
+        Ok(())
+    }
+}
+
+/// The error [`Session::prefill_with_logits`] gives when `from` is not a position of `tokens`.
+pub fn check_scored_range(tokens: &[Token], from: usize) -> Result<(), BackendError> {
+    if from >= tokens.len() {
+        return Err(BackendError::Runtime {
+            backend: "melt".into(),
+            what: format!(
+                "logits asked from position {from} of {} tokens",
+                tokens.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `ln p(token)` under `logits` (a log-softmax at one index), summed in f64 so that a 262k
+/// vocabulary loses nothing: the numbers perplexity and log-likelihood scoring add up.
+pub fn log_prob(logits: &[f32], token: Token) -> f64 {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
+    logits
+        .get(token as usize)
+        .map_or(f64::NEG_INFINITY, |&x| x as f64 - max - sum.ln())
 }
 
 /// Index of the largest logit: melt's greedy sampler, the same for every backend.

@@ -4,7 +4,8 @@
 //!
 //! Checks: tokenize round-trip; greedy determinism; prefill-then-decode logits equal one long
 //! prefill (the KV cache is correct), also when the prompt arrives in two chunks; `clear()`
-//! really empties the cache; wrong-format, truncated and missing model files give errors
+//! really empties the cache; every position's logits (for scoring) equal those of prefills that
+//! end there; wrong-format, truncated and missing model files give errors
 //! naming the file, never a panic.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -134,6 +135,56 @@ pub fn check_kv_cache(s: &mut dyn Session, prompt: &[Token], tolerance: f32) -> 
     )
 }
 
+/// [`Session::prefill_with_logits`] hands over each position from `from` once, in order, and
+/// each position's logits are those of a prefill that ends there (what perplexity and
+/// multiple-choice scoring rely on); the context then holds every token.
+pub fn check_all_logits(
+    s: &mut dyn Session,
+    prompt: &[Token],
+    tolerance: f32,
+) -> Result<(), String> {
+    let e = |e: crate::backend::BackendError| e.to_string();
+    let (n, from) = (prompt.len(), prompt.len() / 4);
+    s.clear().map_err(e)?;
+    let mut rows: Vec<(usize, Vec<f32>)> = Vec::new();
+    s.prefill_with_logits(prompt, from, &mut |i, l| rows.push((i, l.to_vec())))
+        .map_err(e)?;
+    let seen: Vec<usize> = rows.iter().map(|(i, _)| *i).collect();
+    if seen != (from..n).collect::<Vec<_>>() {
+        return Err(format!(
+            "asked for positions {from}..{n}, was handed {seen:?}"
+        ));
+    }
+    if s.n_past() != n {
+        return Err(format!(
+            "after prefill_with_logits of {n} tokens n_past() is {}",
+            s.n_past()
+        ));
+    }
+    same_logits(
+        "logits() after prefill_with_logits vs its last row",
+        &logits_of(s)?,
+        &rows[rows.len() - 1].1,
+        tolerance,
+    )?;
+    for i in [from, (from + n) / 2, n - 1] {
+        s.clear().map_err(e)?;
+        s.prefill(&prompt[..=i]).map_err(e)?;
+        // A row of one long batch against a shorter batch: quantized engines pick kernels by
+        // batch size, so these differ more than prefill against prefill+decode does.
+        same_logits(
+            &format!(
+                "position {i} of prefill_with_logits vs a prefill of {} tokens",
+                i + 1
+            ),
+            &rows[i - from].1,
+            &logits_of(s)?,
+            2.0 * tolerance,
+        )?;
+    }
+    Ok(())
+}
+
 /// After `clear()` the context is empty: n_past is 0 and a prefill gives the logits of a fresh
 /// context, not of a continuation.
 pub fn check_clear(s: &mut dyn Session, prompt: &[Token], tolerance: f32) -> Result<(), String> {
@@ -260,6 +311,10 @@ pub fn run(
             Check {
                 name: "clear() empties the cache",
                 result: check_clear(s.as_mut(), &prompt, tolerance),
+            },
+            Check {
+                name: "every position's logits equal prefills that end there",
+                result: check_all_logits(s.as_mut(), &prompt, tolerance),
             },
         ])
     };

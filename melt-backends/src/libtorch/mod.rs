@@ -234,12 +234,14 @@ impl Backend for LibTorch {
         // config.json may not say; the tokenizer then does.
         config.bos = config.bos.or_else(|| crate::hf_tokenizer::bos(&tokenizer));
         let module = load_module(path, Kind::Float)?;
+        let end_of_generation = crate::hf_tokenizer::end_of_generation(path, &tokenizer);
         let loaded = TorchModel {
             path: path.clone(),
             config,
             tokenizer,
             module,
             size_bytes: model.size_bytes,
+            end_of_generation,
         };
         // One step of one token: a module that does not follow the convention is refused
         // here, by name, rather than in the middle of a case.
@@ -254,6 +256,7 @@ struct TorchModel {
     tokenizer: tokenizers::Tokenizer,
     module: CModule,
     size_bytes: u64,
+    end_of_generation: Vec<Token>,
 }
 
 impl TorchModel {
@@ -430,7 +433,14 @@ struct TorchSession<'m> {
 }
 
 impl TorchSession<'_> {
-    fn step(&mut self, tokens: &[Token]) -> Result<(), BackendError> {
+    /// Evaluates `tokens` after the cache; keeps the last position's logits and hands `each`
+    /// those of the positions from `rows_from` on (indices into `tokens`).
+    fn step(
+        &mut self,
+        tokens: &[Token],
+        rows_from: usize,
+        each: Option<&mut dyn FnMut(usize, &[f32])>,
+    ) -> Result<(), BackendError> {
         if self.n_past + tokens.len() > self.n_ctx {
             return Err(runtime(format!(
                 "context full: {} + {} positions > n_ctx {}",
@@ -443,12 +453,26 @@ impl TorchSession<'_> {
         let logits = self
             .model
             .forward(module, tokens, self.n_past, (&self.keys, &self.values))?;
-        let last = logits
-            .select(1, tokens.len() as i64 - 1)
+        let n = tokens.len();
+        let first = if each.is_some() {
+            rows_from.min(n - 1)
+        } else {
+            n - 1
+        };
+        let rows = logits
+            .narrow(1, first as i64, (n - first) as i64)
+            .contiguous()
             .view([-1])
             .to_kind(Kind::Float);
-        self.logits = Vec::<f32>::try_from(&last).map_err(|e| runtime(format!("logits: {e}")))?;
-        self.n_past += tokens.len();
+        let rows = Vec::<f32>::try_from(&rows).map_err(|e| runtime(format!("logits: {e}")))?;
+        let vocab = self.model.config.n_vocab;
+        if let Some(each) = each {
+            for (r, row) in rows.chunks_exact(vocab).enumerate().skip(rows_from - first) {
+                each(first + r, row);
+            }
+        }
+        self.logits = rows[rows.len() - vocab..].to_vec();
+        self.n_past += n;
         Ok(())
     }
 }
@@ -467,13 +491,33 @@ impl Session for TorchSession<'_> {
             return Err(runtime("prefill of zero tokens"));
         }
         for chunk in tokens.chunks(self.n_batch) {
-            self.step(chunk)?;
+            self.step(chunk, chunk.len(), None)?;
         }
         Ok(())
     }
 
     fn decode(&mut self, token: Token) -> Result<(), BackendError> {
-        self.step(&[token])
+        self.step(&[token], 1, None)
+    }
+
+    fn is_end_of_generation(&self, token: Token) -> bool {
+        self.model.end_of_generation.contains(&token)
+    }
+
+    /// The module returns every position's logits; this reads them all.
+    fn prefill_with_logits(
+        &mut self,
+        tokens: &[Token],
+        from: usize,
+        each: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<(), BackendError> {
+        melt_bench::backend::check_scored_range(tokens, from)?;
+        for (c, chunk) in tokens.chunks(self.n_batch).enumerate() {
+            let start = c * self.n_batch;
+            let mut shifted = |i: usize, row: &[f32]| each(start + i, row);
+            self.step(chunk, from.saturating_sub(start), Some(&mut shifted))?;
+        }
+        Ok(())
     }
 
     fn logits(&self) -> Result<&[f32], BackendError> {

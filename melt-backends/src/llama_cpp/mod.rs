@@ -313,16 +313,17 @@ impl LlamaSession<'_> {
         Ok(())
     }
 
-    fn eval(&mut self, tokens: &[Token], logits_for_last: bool) -> Result<(), BackendError> {
+    /// Evaluates `tokens` as one batch, with logits for the positions from `logits_from` on
+    /// (`tokens.len() - 1`: the last only; `tokens.len()`: none).
+    fn eval(&mut self, tokens: &[Token], logits_from: usize) -> Result<(), BackendError> {
         self.batch.clear();
-        let last = tokens.len() - 1;
         for (i, &t) in tokens.iter().enumerate() {
             self.batch
                 .add(
                     LlamaToken(t),
                     (self.n_past + i) as i32,
                     &[0],
-                    logits_for_last && i == last,
+                    i >= logits_from,
                 )
                 .map_err(runtime)?;
         }
@@ -330,7 +331,7 @@ impl LlamaSession<'_> {
             .decode(&mut self.batch)
             .map_err(|e| runtime(format!("llama_decode failed: {e}")))?;
         self.n_past += tokens.len();
-        self.last_logits = logits_for_last.then_some(last as i32);
+        self.last_logits = (logits_from < tokens.len()).then_some(tokens.len() as i32 - 1);
         Ok(())
     }
 }
@@ -346,6 +347,41 @@ impl Session for LlamaSession<'_> {
             .collect())
     }
 
+    fn tokenize_special(&self, text: &str) -> Result<Vec<Token>, BackendError> {
+        Ok(self
+            .model
+            .vocab()
+            .tokenize(text.as_bytes(), false, true)
+            .into_iter()
+            .map(|t| t.0)
+            .collect())
+    }
+
+    fn is_end_of_generation(&self, token: Token) -> bool {
+        self.model.vocab().is_eog(LlamaToken(token))
+    }
+
+    /// Every position's logits in one pass per batch, as llama-perplexity asks for them.
+    fn prefill_with_logits(
+        &mut self,
+        tokens: &[Token],
+        from: usize,
+        each: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<(), BackendError> {
+        melt_bench::backend::check_scored_range(tokens, from)?;
+        self.check_room(tokens.len())?;
+        for (c, chunk) in tokens.chunks(self.n_batch).enumerate() {
+            let start = c * self.n_batch;
+            let logits_from = from.saturating_sub(start).min(chunk.len());
+            self.eval(chunk, logits_from)?;
+            for i in logits_from..chunk.len() {
+                each(start + i, self.ctx.get_logits_ith(i as i32));
+            }
+        }
+        self.ctx.synchronize();
+        Ok(())
+    }
+
     fn detokenize(&self, tokens: &[Token]) -> Result<String, BackendError> {
         let tokens: Vec<LlamaToken> = tokens.iter().map(|&t| LlamaToken(t)).collect();
         let bytes = self.model.vocab().detokenize(&tokens, true, false);
@@ -359,7 +395,12 @@ impl Session for LlamaSession<'_> {
         self.check_room(tokens.len())?;
         let n_chunks = tokens.len().div_ceil(self.n_batch);
         for (i, chunk) in tokens.chunks(self.n_batch).enumerate() {
-            self.eval(chunk, i + 1 == n_chunks)?;
+            let logits_from = if i + 1 == n_chunks {
+                chunk.len() - 1
+            } else {
+                chunk.len()
+            };
+            self.eval(chunk, logits_from)?;
         }
         // Returns once the work is done, so the harness's clock is honest on async backends.
         self.ctx.synchronize();
@@ -368,7 +409,7 @@ impl Session for LlamaSession<'_> {
 
     fn decode(&mut self, token: Token) -> Result<(), BackendError> {
         self.check_room(1)?;
-        self.eval(&[token], true)?;
+        self.eval(&[token], 0)?;
         self.ctx.synchronize();
         Ok(())
     }

@@ -20,7 +20,7 @@ fn conformance_kit_passes_on_a_tiny_llama() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny(dir.path());
     let checks = conformance::run(&LlamaCpp, &model, &two_threads(), 1e-3, dir.path());
-    assert_eq!(checks.len(), 5);
+    assert_eq!(checks.len(), 6);
     conformance::assert_conforms(&checks);
 }
 
@@ -141,9 +141,10 @@ fn conformance_kit_passes_on_gemma_3_270m_q4_k_m() {
     );
     let dir = tempfile::tempdir().unwrap();
     // Q4_K weights: batched and single-token matmuls take different kernels, so logits agree
-    // to a few % of their range (2.2% measured) rather than to float precision. The clear()
-    // check fails if a different context also fell within this tolerance, so it still
-    // discriminates.
+    // to a few % of their range (2.2% measured for 24 against 23 + 1 tokens, 5.6% for a
+    // row of a 24-token batch against a 7-token prefill, which the kit allows twice the
+    // tolerance) rather than to float precision. The clear() check fails if a different
+    // context also fell within this tolerance, so it still discriminates.
     let checks = conformance::run(&LlamaCpp, &model, &two_threads(), 5e-2, dir.path());
     conformance::assert_conforms(&checks);
 }

@@ -511,6 +511,7 @@ impl Backend for OnnxRuntime {
         Ok(Box::new(OrtModel {
             path: path.clone(),
             convention,
+            end_of_generation: crate::hf_tokenizer::end_of_generation(path, &tokenizer),
             tokenizer,
             bos,
             info: ModelInfo {
@@ -532,6 +533,7 @@ struct OrtModel {
     convention: Convention,
     tokenizer: tokenizers::Tokenizer,
     bos: Option<Token>,
+    end_of_generation: Vec<Token>,
     info: ModelInfo,
 }
 
@@ -591,8 +593,14 @@ impl OrtSession<'_> {
         v.map_err(|e| runtime(format!("empty KV cache tensor: {e}")))
     }
 
-    /// Runs the graph on `tokens` after the cache; keeps the new cache and last logits.
-    fn step(&mut self, tokens: &[Token]) -> Result<(), BackendError> {
+    /// Runs the graph on `tokens` after the cache; keeps the new cache and last logits, and
+    /// hands `each` the logits of the rows from `rows_from` on (indices into `tokens`).
+    fn step(
+        &mut self,
+        tokens: &[Token],
+        rows_from: usize,
+        mut each: Option<&mut dyn FnMut(usize, &[f32])>,
+    ) -> Result<(), BackendError> {
         let model = self.model;
         let c = &model.convention;
         let (n, past) = (tokens.len(), self.n_past);
@@ -663,19 +671,31 @@ impl OrtSession<'_> {
             }
             Ok((rows, vocab))
         };
+        // Every row from `rows_from` goes to `each` (scoring); the last one is kept.
         self.logits.clear();
         if c.logits_f16 {
             let (shape, data) = logits
                 .try_extract_tensor::<half::f16>()
                 .map_err(err("reading logits"))?;
             let (rows, vocab) = rows_of(shape)?;
-            let last = &data[(rows - 1) * vocab..rows * vocab];
-            self.logits.extend(last.iter().map(|x| x.to_f32()));
+            for r in rows_from.min(rows - 1)..rows {
+                self.logits.clear();
+                let row = &data[r * vocab..(r + 1) * vocab];
+                self.logits.extend(row.iter().map(|x| x.to_f32()));
+                if let Some(each) = each.as_mut() {
+                    each(r, &self.logits);
+                }
+            }
         } else {
             let (shape, data) = logits
                 .try_extract_tensor::<f32>()
                 .map_err(err("reading logits"))?;
             let (rows, vocab) = rows_of(shape)?;
+            if let Some(each) = each.as_mut() {
+                for r in rows_from.min(rows)..rows {
+                    each(r, &data[r * vocab..(r + 1) * vocab]);
+                }
+            }
             self.logits
                 .extend_from_slice(&data[(rows - 1) * vocab..rows * vocab]);
         }
@@ -710,13 +730,33 @@ impl Session for OrtSession<'_> {
             return Err(runtime("prefill of zero tokens"));
         }
         for chunk in tokens.chunks(self.n_batch) {
-            self.step(chunk)?;
+            self.step(chunk, chunk.len(), None)?;
         }
         Ok(())
     }
 
     fn decode(&mut self, token: Token) -> Result<(), BackendError> {
-        self.step(&[token])
+        self.step(&[token], 1, None)
+    }
+
+    fn is_end_of_generation(&self, token: Token) -> bool {
+        self.model.end_of_generation.contains(&token)
+    }
+
+    /// The graph computes every position's logits anyway; this reads them all.
+    fn prefill_with_logits(
+        &mut self,
+        tokens: &[Token],
+        from: usize,
+        each: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<(), BackendError> {
+        melt_bench::backend::check_scored_range(tokens, from)?;
+        for (c, chunk) in tokens.chunks(self.n_batch).enumerate() {
+            let start = c * self.n_batch;
+            let mut shifted = |i: usize, row: &[f32]| each(start + i, row);
+            self.step(chunk, from.saturating_sub(start), Some(&mut shifted))?;
+        }
+        Ok(())
     }
 
     fn logits(&self) -> Result<&[f32], BackendError> {
