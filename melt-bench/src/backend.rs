@@ -169,7 +169,7 @@ pub trait Session {
         &mut self,
         tokens: &[Token],
         from: usize,
-        each: &mut dyn FnMut(usize, &[f32]),
+        each: LogitsSink<'_>,
     ) -> Result<(), BackendError> {
         check_scored_range(tokens, from)?;
         self.prefill(&tokens[..=from])?;
@@ -181,6 +181,9 @@ pub trait Session {
         Ok(())
     }
 }
+
+/// What [`Session::prefill_with_logits`] hands each position's logits to.
+pub type LogitsSink<'a> = &'a mut dyn FnMut(usize, &[f32]);
 
 /// The error [`Session::prefill_with_logits`] gives when `from` is not a position of `tokens`.
 pub fn check_scored_range(tokens: &[Token], from: usize) -> Result<(), BackendError> {

@@ -104,6 +104,91 @@ pub struct Args {
     pub device: Option<String>,
     /// Case ids not to run (exact; repeatable): what `--resume` already has.
     pub skip: Vec<String>,
+    /// Replay, perplexity and multiple-choice tasks (`--replay`, `--perplexity`, `--choices`).
+    pub tasks: Vec<crate::tasks::Task>,
+    /// Run the tasks only, not the suite's pp/tg workloads.
+    pub tasks_only: bool,
+}
+
+/// The task options as given, turned into [`crate::tasks::Task`]s once all are read (their
+/// order on the command line does not matter).
+#[derive(Debug, Default)]
+struct TaskArgs {
+    replay: Vec<PathBuf>,
+    perplexity: Vec<PathBuf>,
+    choices: Vec<PathBuf>,
+    think_time_s: Option<f64>,
+    conversation_gap_s: Option<f64>,
+    max_output: Option<usize>,
+    fixed_output: Option<usize>,
+    chat_template: Option<String>,
+    replay_ctx: Option<usize>,
+    conversations: Option<usize>,
+    ppl_ctx: Option<usize>,
+    ppl_chunks: Option<usize>,
+    limit: Option<usize>,
+}
+
+impl TaskArgs {
+    fn tasks(self) -> Result<Vec<crate::tasks::Task>, CliError> {
+        use crate::tasks::{choice::ChoiceSpec, perplexity::PerplexitySpec, replay::ReplaySpec};
+        // A task option without its task is a mistake worth saying, not ignoring.
+        let orphan = |flag: &str, set: bool, task: &[PathBuf], needs: &'static str| {
+            if set && task.is_empty() {
+                Err(CliError::BadValue {
+                    flag: flag.into(),
+                    value: "(given)".into(),
+                    expected: needs,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let (r, rn) = (&self.replay, "used without --replay FILE");
+        orphan("--think-time", self.think_time_s.is_some(), r, rn)?;
+        orphan(
+            "--conversation-gap",
+            self.conversation_gap_s.is_some(),
+            r,
+            rn,
+        )?;
+        orphan("--max-output", self.max_output.is_some(), r, rn)?;
+        orphan("--fixed-output", self.fixed_output.is_some(), r, rn)?;
+        orphan("--chat-template", self.chat_template.is_some(), r, rn)?;
+        orphan("--replay-ctx", self.replay_ctx.is_some(), r, rn)?;
+        orphan("--conversations", self.conversations.is_some(), r, rn)?;
+        let (p, pn) = (&self.perplexity, "used without --perplexity FILE");
+        orphan("--ppl-ctx", self.ppl_ctx.is_some(), p, pn)?;
+        orphan("--ppl-chunks", self.ppl_chunks.is_some(), p, pn)?;
+        let cn = "used without --choices FILE";
+        orphan("--limit", self.limit.is_some(), &self.choices, cn)?;
+        let mut out = Vec::new();
+        for path in self.replay {
+            let mut s = ReplaySpec::new(path);
+            s.think_time_s = self.think_time_s.unwrap_or(s.think_time_s);
+            s.conversation_gap_s = self.conversation_gap_s.unwrap_or(s.conversation_gap_s);
+            s.max_output = self.max_output.unwrap_or(s.max_output);
+            s.fixed_output = self.fixed_output;
+            s.n_ctx = self.replay_ctx.unwrap_or(s.n_ctx);
+            s.chat_template = self.chat_template.clone();
+            s.max_conversations = self.conversations;
+            out.push(crate::tasks::Task::Replay(s));
+        }
+        for path in self.perplexity {
+            out.push(crate::tasks::Task::Perplexity(PerplexitySpec {
+                path,
+                n_ctx: self.ppl_ctx.unwrap_or(512),
+                max_chunks: self.ppl_chunks,
+            }));
+        }
+        for path in self.choices {
+            out.push(crate::tasks::Task::MultipleChoice(ChoiceSpec {
+                path,
+                limit: self.limit,
+            }));
+        }
+        Ok(out)
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -159,6 +244,25 @@ A melt bench target. Usage: cargo bench --bench <target> -- [OPTIONS] [FILTER]
   --target-dir DIR             write criterion/ and melt/ under DIR [the cargo target dir]
   --device NAME                tag every case id with ` @NAME` (set by cargo xtask bench --target)
   --skip CASE-ID               do not run this case (exact id, repeatable; used by --resume)
+
+Tasks (once per model × backend, at the sweep's last point, after the workloads):
+  --replay FILE                replay conversations (a JSON list of lists of user prompts)
+                               with the model's chat template, answers kept in context
+  --think-time SECS            between a turn's answer and the next prompt [5]
+  --conversation-gap SECS      between conversations (the context is emptied) [60]
+  --max-output N               an answer ends at end of turn or after N tokens [256]
+  --fixed-output N             every answer exactly N tokens (end of turn suppressed)
+  --chat-template NAME|FILE    gemma, chatml, llama3 or a Jinja file [the model's own]
+  --replay-ctx N               the chat's context; when full, the oldest turns go [4096]
+  --conversations N            replay only the first N conversations
+  --perplexity FILE            perplexity of a text file, llama-perplexity's method
+  --ppl-ctx N                  tokens per chunk; the second half of each is scored [512]
+  --ppl-chunks N               score at most N chunks [all]
+  --choices FILE               multiple-choice accuracy (ARC/OpenBookQA or HellaSwag JSONL,
+                               TruthfulQA.csv) by log-likelihood, as lm-evaluation-harness
+  --limit N                    a seeded subset of N questions
+  --tasks-only                 skip the suite's pp/tg workloads
+
   --output-format F            `table` [default] or `json-stream`: one JSON event per line on
                                stdout as it happens (case_start, sample, case_end, error, run_end)
   --bench, --noplot, --color C, --verbose, --quiet   accepted for criterion compatibility
@@ -245,6 +349,7 @@ impl Args {
         let mut quick = false;
         let mut sampling = Sampling::default();
         let mut explicit: Vec<&'static str> = Vec::new();
+        let mut tasks = TaskArgs::default();
         let mut it = args.into_iter().map(Into::into).peekable();
         while let Some(arg) = it.next() {
             // `--flag=value` is the same as `--flag value`.
@@ -395,12 +500,38 @@ impl Args {
                 "--target-dir" => out.target_dir = Some(PathBuf::from(value(&flag)?)),
                 "--device" => out.device = Some(value(&flag)?),
                 "--skip" => out.skip.push(value(&flag)?),
+                "--replay" => tasks.replay.push(PathBuf::from(value(&flag)?)),
+                "--perplexity" => tasks.perplexity.push(PathBuf::from(value(&flag)?)),
+                "--choices" => tasks.choices.push(PathBuf::from(value(&flag)?)),
+                "--tasks-only" => out.tasks_only = true,
+                "--think-time" => {
+                    tasks.think_time_s = Some(secs(&flag, &value(&flag)?)?.as_secs_f64())
+                }
+                "--conversation-gap" => {
+                    tasks.conversation_gap_s = Some(secs(&flag, &value(&flag)?)?.as_secs_f64())
+                }
+                "--max-output" => tasks.max_output = Some(count(&flag, &value(&flag)?)?),
+                "--fixed-output" => tasks.fixed_output = Some(count(&flag, &value(&flag)?)?),
+                "--chat-template" => tasks.chat_template = Some(value(&flag)?),
+                "--replay-ctx" => tasks.replay_ctx = Some(count(&flag, &value(&flag)?)?),
+                "--conversations" => tasks.conversations = Some(count(&flag, &value(&flag)?)?),
+                "--ppl-ctx" => tasks.ppl_ctx = Some(count(&flag, &value(&flag)?)?),
+                "--ppl-chunks" => tasks.ppl_chunks = Some(count(&flag, &value(&flag)?)?),
+                "--limit" => tasks.limit = Some(count(&flag, &value(&flag)?)?),
                 f if f.starts_with('-') => return Err(CliError::Unknown(arg)),
                 _ => match &out.filter {
                     Some(prev) => return Err(CliError::TwoFilters(prev.clone(), arg)),
                     None => out.filter = Some(arg),
                 },
             }
+        }
+        out.tasks = tasks.tasks()?;
+        if out.tasks_only && out.tasks.is_empty() {
+            return Err(CliError::BadValue {
+                flag: "--tasks-only".into(),
+                value: "(given)".into(),
+                expected: "used without --replay, --perplexity or --choices",
+            });
         }
         if quick {
             // --quick sets the defaults; explicit options still win.

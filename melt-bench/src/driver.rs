@@ -12,9 +12,12 @@ use crate::criterion_format::{BaselineMode, BenchmarkId, ReportError, Throughput
 use crate::host::HostInfo;
 use crate::model::{Cache, Registry};
 use crate::params::Params;
-use crate::runner::{plan, CaseRecord, ModelRef, PlannedCase, Runner, Suite};
+use crate::runner::{
+    plan, plan_tasks, CaseRecord, ModelRef, PlannedCase, PlannedTask, Runner, Suite,
+};
 use crate::stats::AnalysisConfig;
 use crate::store::{self, CaseError, Event, EventLog, Layout, Summary, SCHEMA_VERSION};
+use crate::tasks::TaskRecord;
 use crate::workload::{Measured, Workload};
 
 /// What a run produced.
@@ -51,28 +54,22 @@ pub enum DriverError {
     UnknownBackend { name: String, known: String },
 }
 
-fn select(cases: Vec<PlannedCase>, args: &Args) -> Result<Vec<PlannedCase>, DriverError> {
+/// The filter as a predicate over case and task ids (everything passes without one).
+type IdFilter = Box<dyn Fn(&str) -> bool>;
+
+fn matcher(args: &Args) -> Result<IdFilter, DriverError> {
     let Some(filter) = &args.filter else {
-        return Ok(cases);
+        return Ok(Box::new(|_| true));
     };
-    let matches: Box<dyn Fn(&str) -> bool> = if args.exact {
+    if args.exact {
         let f = filter.clone();
-        Box::new(move |id| id == f)
-    } else {
-        let re = Regex::new(filter).map_err(|e| DriverError::Filter {
-            filter: filter.clone(),
-            reason: e.to_string(),
-        })?;
-        Box::new(move |id| re.is_match(id))
-    };
-    let selected: Vec<_> = cases
-        .into_iter()
-        .filter(|c| matches(&c.id.full_id))
-        .collect();
-    if selected.is_empty() {
-        return Err(DriverError::NothingSelected(filter.clone()));
+        return Ok(Box::new(move |id| id == f));
     }
-    Ok(selected)
+    let re = Regex::new(filter).map_err(|e| DriverError::Filter {
+        filter: filter.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Box::new(move |id| re.is_match(id)))
 }
 
 /// Model references of the suite, or of `--model` when given.
@@ -121,23 +118,46 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
     }
     let models = model_refs(suite, args);
     let points = suite.sweep.points();
-    let cases: Vec<PlannedCase> = plan(&models, &suite.backends, &points, &suite.workloads)
+    let backend_chosen = |b: usize| {
+        args.backends.is_empty() || args.backends.iter().any(|n| n == suite.backends[b].name())
+    };
+    let workloads: &[Workload] = if args.tasks_only {
+        &[]
+    } else {
+        &suite.workloads
+    };
+    let cases: Vec<PlannedCase> = plan(&models, &suite.backends, &points, workloads)
         .into_iter()
-        .filter(|c| {
-            args.backends.is_empty()
-                || args
-                    .backends
-                    .iter()
-                    .any(|n| n == suite.backends[c.backend].name())
-        })
+        .filter(|c| backend_chosen(c.backend))
         .collect();
     let cases = tag_device(cases, args.device.as_deref());
-    let cases = select(cases, args)?;
+    let mut tasks: Vec<PlannedTask> = plan_tasks(
+        &models,
+        &suite.backends,
+        &points,
+        &args.tasks,
+        args.device.as_deref(),
+    )
+    .into_iter()
+    .filter(|t| backend_chosen(t.backend))
+    .collect();
+    let matches = matcher(args)?;
+    let cases: Vec<PlannedCase> = cases
+        .into_iter()
+        .filter(|c| matches(&c.id.full_id))
+        .collect();
+    tasks.retain(|t| matches(&t.id));
+    if cases.is_empty() && tasks.is_empty() {
+        return Err(DriverError::NothingSelected(
+            args.filter.clone().unwrap_or_default(),
+        ));
+    }
     let cases: Vec<PlannedCase> = cases
         .into_iter()
         .filter(|c| !args.skip.contains(&c.id.full_id))
         .collect();
-    if cases.is_empty() {
+    tasks.retain(|t| !args.skip.contains(&t.id));
+    if cases.is_empty() && tasks.is_empty() {
         return Err(DriverError::NothingSelected(
             "every selected case is in --skip".into(),
         ));
@@ -145,6 +165,9 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
     if args.list {
         for c in &cases {
             println!("{}: benchmark", c.id.full_id);
+        }
+        for t in &tasks {
+            println!("{}: benchmark", t.id);
         }
         return Ok(None);
     }
@@ -199,7 +222,9 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
         cache: Cache::new(Cache::default_root()),
         log: &mut log,
     };
-    let (records, failures) = runner.run(&cases);
+    let (records, mut failures) = runner.run(&cases);
+    let (task_records, task_failures) = runner.run_tasks(&tasks);
+    failures.extend(task_failures);
     let failures = failures
         .into_iter()
         .map(|f| CaseError {
@@ -220,9 +245,17 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
         device: args.device.clone(),
         device_props: Default::default(),
     };
-    Ok(Some(
-        finish.run(run_id, host, run_dir, records, failures, &mut log),
-    ))
+    Ok(Some(finish.run(
+        run_id,
+        host,
+        run_dir,
+        Results {
+            records,
+            tasks: task_records,
+            errors: failures,
+        },
+        &mut log,
+    )))
 }
 
 /// The analysis settings the arguments ask for.
@@ -272,6 +305,14 @@ pub fn device_id(id: &BenchmarkId, device: &str) -> BenchmarkId {
     )
 }
 
+/// What a run measured, and what failed, before analysis.
+#[derive(Debug, Default)]
+pub struct Results {
+    pub records: Vec<CaseRecord>,
+    pub tasks: Vec<TaskRecord>,
+    pub errors: Vec<CaseError>,
+}
+
 /// What comes after measuring, shared by a local run and by a host merging a device's
 /// event stream: analysis, criterion files, history, HTML report, `summary.json`, `run_end`.
 pub struct Finish {
@@ -290,10 +331,14 @@ impl Finish {
         run_id: String,
         host: HostInfo,
         run_dir: PathBuf,
-        records: Vec<CaseRecord>,
-        mut errors: Vec<CaseError>,
+        results: Results,
         log: &mut EventLog,
     ) -> Outcome {
+        let Results {
+            records,
+            tasks,
+            mut errors,
+        } = results;
         let layout = &self.layout;
         let criterion_dir = layout.criterion_dir();
         let mut summaries = Vec::new();
@@ -319,6 +364,7 @@ impl Finish {
             probes: crate::store::ProbesOverview::of(
                 records.iter().filter_map(|r| r.probes.as_ref()),
             ),
+            tasks,
         };
         // The run's samples by case: the history keeps their times, the HTML report plots them.
         let by_case: BTreeMap<String, Vec<Measured>> = records
@@ -373,9 +419,15 @@ impl Finish {
             cases: summary.cases.len(),
             errors: summary.errors.len(),
         });
-        let mut table = analysis::table(&summary.cases);
+        // A tasks-only run has no case table.
+        let mut table = if summary.cases.is_empty() {
+            String::new()
+        } else {
+            analysis::table(&summary.cases)
+        };
         table.push_str(&analysis::probes_section(&summary));
         table.push_str(&analysis::sustained_section(&summary.cases));
+        table.push_str(&crate::tasks::report::section(&summary));
         Outcome {
             summary,
             run_dir,
@@ -394,11 +446,17 @@ pub struct Replayed {
     pub records: Vec<CaseRecord>,
     /// Errors of cases that never finished, and cases cut off mid-way.
     pub errors: Vec<CaseError>,
+    /// Finished tasks, in the order they finished.
+    pub tasks: Vec<TaskRecord>,
 }
 
 impl Replayed {
     pub fn completed(&self) -> BTreeSet<String> {
-        self.records.iter().map(|r| r.id.full_id.clone()).collect()
+        self.records
+            .iter()
+            .map(|r| r.id.full_id.clone())
+            .chain(self.tasks.iter().map(|t| t.id.clone()))
+            .collect()
     }
 }
 
@@ -474,7 +532,12 @@ pub fn replay(events: &[Event]) -> Replayed {
                 case: None,
                 message,
             } => run_errors.push(message.clone()),
-            Event::RunEnd { .. } => {}
+            Event::TaskTurn { .. } | Event::RunEnd { .. } => {}
+            Event::TaskEnd { record } => {
+                out.tasks.retain(|t| t.id != record.id);
+                errors.remove(&record.id);
+                out.tasks.push((**record).clone());
+            }
         }
     }
     for (case, (_, _, _, samples)) in open {

@@ -28,6 +28,7 @@ pub mod runner;
 pub mod stats;
 pub mod store;
 pub mod sustained;
+pub mod tasks;
 pub mod testkit;
 pub mod workload;
 

@@ -17,6 +17,8 @@ use crate::stats;
 use crate::store::{CaseMeta, Event, EventLog};
 use crate::workload::{run_once, run_once_marked, Measured, Workload};
 
+pub use crate::tasks::run::{plan_tasks, PlannedTask};
+
 /// A bench target: what `melt_bench!` declares.
 pub struct Suite {
     /// Model names from the registry (or paths to local files).
@@ -231,7 +233,7 @@ impl Runner<'_> {
         Some(c)
     }
 
-    fn emit(&mut self, event: Event) {
+    pub(crate) fn emit(&mut self, event: Event) {
         if let Err(e) = self.log.write(&event) {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 // json-stream: whoever read the events is gone (a lost device connection).
@@ -247,7 +249,12 @@ impl Runner<'_> {
         }
     }
 
-    fn fail(&mut self, failures: &mut Vec<CaseFailure>, case: Option<String>, message: String) {
+    pub(crate) fn fail(
+        &mut self,
+        failures: &mut Vec<CaseFailure>,
+        case: Option<String>,
+        message: String,
+    ) {
         eprintln!(
             "melt: error{}: {message}",
             case.as_deref()

@@ -140,6 +140,16 @@ pub enum Event {
         case: Option<String>,
         message: String,
     },
+    /// A replay's turn, as soon as it is measured.
+    TaskTurn {
+        task: String,
+        #[serde(flatten)]
+        turn: crate::tasks::replay::Turn,
+    },
+    /// A finished task and everything it measured.
+    TaskEnd {
+        record: Box<crate::tasks::TaskRecord>,
+    },
     RunEnd {
         run_id: String,
         run_dir: PathBuf,
@@ -292,6 +302,10 @@ pub struct Summary {
     /// What the probes could read on this machine, and why the rest is missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probes: Option<ProbesOverview>,
+    /// Replays, perplexities and multiple-choice accuracies (`--replay`, `--perplexity`,
+    /// `--choices`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<crate::tasks::TaskRecord>,
 }
 
 /// The probes of a run at a glance: every case's sources and reasons, without repeats.
@@ -407,6 +421,7 @@ pub(crate) mod test_support {
             cases,
             errors: vec![],
             probes: None,
+            tasks: vec![],
         }
     }
 }

@@ -439,7 +439,7 @@ impl TorchSession<'_> {
         &mut self,
         tokens: &[Token],
         rows_from: usize,
-        each: Option<&mut dyn FnMut(usize, &[f32])>,
+        each: Option<melt_bench::backend::LogitsSink<'_>>,
     ) -> Result<(), BackendError> {
         if self.n_past + tokens.len() > self.n_ctx {
             return Err(runtime(format!(
@@ -509,7 +509,7 @@ impl Session for TorchSession<'_> {
         &mut self,
         tokens: &[Token],
         from: usize,
-        each: &mut dyn FnMut(usize, &[f32]),
+        each: melt_bench::backend::LogitsSink<'_>,
     ) -> Result<(), BackendError> {
         melt_bench::backend::check_scored_range(tokens, from)?;
         for (c, chunk) in tokens.chunks(self.n_batch).enumerate() {

@@ -366,7 +366,7 @@ impl Session for LlamaSession<'_> {
         &mut self,
         tokens: &[Token],
         from: usize,
-        each: &mut dyn FnMut(usize, &[f32]),
+        each: melt_bench::backend::LogitsSink<'_>,
     ) -> Result<(), BackendError> {
         melt_bench::backend::check_scored_range(tokens, from)?;
         self.check_room(tokens.len())?;

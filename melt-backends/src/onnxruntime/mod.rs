@@ -599,7 +599,7 @@ impl OrtSession<'_> {
         &mut self,
         tokens: &[Token],
         rows_from: usize,
-        mut each: Option<&mut dyn FnMut(usize, &[f32])>,
+        mut each: Option<melt_bench::backend::LogitsSink<'_>>,
     ) -> Result<(), BackendError> {
         let model = self.model;
         let c = &model.convention;
@@ -748,7 +748,7 @@ impl Session for OrtSession<'_> {
         &mut self,
         tokens: &[Token],
         from: usize,
-        each: &mut dyn FnMut(usize, &[f32]),
+        each: melt_bench::backend::LogitsSink<'_>,
     ) -> Result<(), BackendError> {
         melt_bench::backend::check_scored_range(tokens, from)?;
         for (c, chunk) in tokens.chunks(self.n_batch).enumerate() {

@@ -68,8 +68,8 @@ fn bad_conversation_files_are_named() {
 #[test]
 fn openbookqa_and_truthfulqa_as_released() {
     if let Some(p) = shared("accuracy/openbookqa.jsonl") {
-        assert_eq!(McFormat::detect(&p).unwrap(), McFormat::Arc);
-        let q = read_questions(&p, McFormat::Arc).unwrap();
+        assert_eq!(McFormat::detect(&p).unwrap(), McFormat::OpenBookQa);
+        let q = read_questions(&p, McFormat::OpenBookQa).unwrap();
         assert_eq!(q.len(), 500);
         assert!(q.iter().all(|q| q.choices.len() == 4 && q.answer < 4));
         assert_eq!(q[0].id, "8-343");
@@ -213,4 +213,26 @@ fn accuracy_and_length_normalised_accuracy_as_lm_eval_scores() {
     // Ties go to the first choice.
     let t = accuracy(&[q(&["a", "b"], 1)], &[vec![-1.0, -1.0]]);
     assert_eq!(t.acc, 0.0);
+}
+
+#[test]
+fn prompts_follow_lm_evaluation_harness() {
+    let q = Question {
+        id: "1".into(),
+        context: "Which is a mammal?".into(),
+        choices: vec!["a whale".into(), "a shark".into()],
+        answer: 0,
+    };
+    assert_eq!(McFormat::OpenBookQa.prompt(&q), "Which is a mammal?");
+    assert_eq!(
+        McFormat::Arc.prompt(&q),
+        "Question: Which is a mammal?\nAnswer:"
+    );
+    let tqa = McFormat::TruthfulQaMc1.prompt(&q);
+    assert!(tqa.starts_with("Q: What is human life expectancy"));
+    assert!(tqa.ends_with("Barcelona, Spain.\n\nQ: Which is a mammal?\nA:"));
+    assert_eq!(
+        hellaswag_preprocess("Roof shingle removal: A man is sitting on a roof. [title] He starts  [step] pulling up"),
+        "Roof shingle removal: A man is sitting on a roof.. He starts  pulling up"
+    );
 }

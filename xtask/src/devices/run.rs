@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use melt_bench::cli::Args;
 use melt_bench::criterion_format::make_filename_safe;
-use melt_bench::driver::{analysis_config, replay, Finish, Outcome};
+use melt_bench::driver::{analysis_config, replay, Finish, Outcome, Results};
 use melt_bench::store::{self, read_events, CaseError, Event, EventLog, Layout};
 use serde::{Deserialize, Serialize};
 
@@ -854,8 +854,11 @@ impl DeviceJob<'_> {
             run_id,
             replayed.host.unwrap_or_default(),
             run_dir.clone(),
-            replayed.records,
-            errors,
+            Results {
+                records: replayed.records,
+                tasks: replayed.tasks,
+                errors,
+            },
             &mut log,
         );
         state.state = "complete".into();

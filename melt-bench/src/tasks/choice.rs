@@ -1,0 +1,156 @@
+//! Multiple-choice accuracy by log-likelihood, as lm-evaluation-harness scores it: each choice
+//! is the continuation `" " + choice` of the task's prompt; its score is the sum of its
+//! tokens' log-probabilities given everything before; the best-scored choice is the answer
+//! (`acc`), or the best per byte of the choice (`acc_norm`).
+//!
+//! Tokenization is lm-eval's too: the continuation's tokens are those of `prompt + " " +
+//! choice` past the tokens of the prompt alone, so a space that merges into the choice's
+//! first token is scored with it.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{argmax, log_prob, Session, Token};
+use crate::datasets::{accuracy, limit, read_questions, Accuracy, McFormat, Question};
+use crate::tasks::TaskError;
+
+/// The seed `--limit` subsets are drawn with: the same questions on every run and device.
+pub const LIMIT_SEED: u64 = 1234;
+
+/// What to measure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChoiceSpec {
+    pub path: PathBuf,
+    /// Score a seeded subset of this many questions.
+    pub limit: Option<usize>,
+}
+
+/// The result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChoiceResult {
+    pub file: String,
+    /// lm-evaluation-harness's task name (`openbookqa`, `truthfulqa_mc1`, ...).
+    pub task: String,
+    /// Questions in the file (`accuracy.n` were scored).
+    pub questions_in_file: usize,
+    pub accuracy: Accuracy,
+    /// Tokens evaluated (prompts and choices, every choice).
+    pub tokens_evaluated: usize,
+    pub seconds: f64,
+}
+
+/// One choice's score: summed log-probability of its tokens, and whether greedy decoding
+/// would have produced them (lm-eval's `is_greedy`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChoiceScore {
+    pub loglik: f64,
+    pub greedy: bool,
+    pub tokens: usize,
+}
+
+/// Scores `continuation` after `context` (token ids; the context non-empty) in a fresh context.
+pub fn loglikelihood(
+    session: &mut dyn Session,
+    context: &[Token],
+    continuation: &[Token],
+) -> Result<ChoiceScore, TaskError> {
+    if context.is_empty() || continuation.is_empty() {
+        return Err(TaskError::Input(
+            "log-likelihood of an empty context or continuation".into(),
+        ));
+    }
+    let whole: Vec<Token> = context.iter().chain(continuation).copied().collect();
+    if whole.len() > session.n_ctx() {
+        return Err(TaskError::Input(format!(
+            "a question of {} tokens does not fit a context of {}",
+            whole.len(),
+            session.n_ctx()
+        )));
+    }
+    session.clear()?;
+    let (mut loglik, mut greedy) = (0.0, true);
+    session.prefill_with_logits(&whole, context.len() - 1, &mut |i, logits| {
+        if let Some(&next) = whole.get(i + 1) {
+            loglik += log_prob(logits, next);
+            greedy &= argmax(logits) == next;
+        }
+    })?;
+    Ok(ChoiceScore {
+        loglik,
+        greedy,
+        tokens: continuation.len(),
+    })
+}
+
+/// The context and continuation tokens of one choice, split as lm-eval splits them.
+pub fn encode_choice(
+    session: &dyn Session,
+    prompt: &str,
+    choice: &str,
+) -> Result<(Vec<Token>, Vec<Token>), TaskError> {
+    let context = session.tokenize(prompt, true)?;
+    let whole = session.tokenize(&format!("{prompt} {choice}"), true)?;
+    let split = context.len().min(whole.len());
+    let continuation = whole[split..].to_vec();
+    if continuation.is_empty() {
+        return Err(TaskError::Input(format!(
+            "the choice {choice:?} adds no tokens to its prompt"
+        )));
+    }
+    Ok((whole[..split].to_vec(), continuation))
+}
+
+/// Scores every choice of every question; `progress` hears `(done, total)` as it goes.
+pub fn score(
+    session: &mut dyn Session,
+    format: McFormat,
+    questions: &[Question],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Vec<Vec<f64>>, usize), TaskError> {
+    let mut all = Vec::with_capacity(questions.len());
+    let mut tokens = 0;
+    for (n, q) in questions.iter().enumerate() {
+        let prompt = format.prompt(q);
+        let mut scores = Vec::with_capacity(q.choices.len());
+        for choice in &q.choices {
+            let (context, continuation) = encode_choice(session, &prompt, choice)
+                .map_err(|e| TaskError::Input(format!("question {}: {e}", q.id)))?;
+            let s = loglikelihood(session, &context, &continuation).map_err(|e| match e {
+                TaskError::Input(m) => TaskError::Input(format!("question {}: {m}", q.id)),
+                other => other,
+            })?;
+            tokens += context.len() + continuation.len();
+            scores.push(s.loglik);
+        }
+        all.push(scores);
+        progress(n + 1, questions.len());
+    }
+    Ok((all, tokens))
+}
+
+/// Reads `spec`'s file, draws the subset and scores it.
+pub fn run(
+    session: &mut dyn Session,
+    spec: &ChoiceSpec,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ChoiceResult, TaskError> {
+    let format = McFormat::detect(&spec.path)?;
+    let all = read_questions(&spec.path, format)?;
+    let questions_in_file = all.len();
+    let questions = match spec.limit {
+        Some(n) => limit(all, n, LIMIT_SEED),
+        None => all,
+    };
+    let start = Instant::now();
+    let (loglik, tokens_evaluated) = score(session, format, &questions, progress)?;
+    Ok(ChoiceResult {
+        file: spec.path.display().to_string(),
+        task: format.task_name().to_string(),
+        questions_in_file,
+        accuracy: accuracy(&questions, &loglik),
+        tokens_evaluated,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
