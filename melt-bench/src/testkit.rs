@@ -126,7 +126,7 @@ pub fn write_gguf(
 }
 
 /// Shape of a tiny llama model.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TinyLlama {
     pub n_embd: usize,
     pub n_layer: usize,
@@ -135,6 +135,8 @@ pub struct TinyLlama {
     pub n_ff: usize,
     pub n_ctx_train: usize,
     pub seed: u64,
+    /// Written as `tokenizer.chat_template` when set.
+    pub chat_template: Option<String>,
 }
 
 impl Default for TinyLlama {
@@ -147,6 +149,7 @@ impl Default for TinyLlama {
             n_ff: 128,
             n_ctx_train: 1024,
             seed: 1,
+            chat_template: None,
         }
     }
 }
@@ -269,6 +272,10 @@ impl TinyLlama {
             kv("tokenizer.ggml.add_bos_token", GgufValue::Bool(true)),
             kv("tokenizer.ggml.add_eos_token", GgufValue::Bool(false)),
         ];
+        let mut metadata = metadata;
+        if let Some(t) = &self.chat_template {
+            metadata.push(kv("tokenizer.chat_template", GgufValue::Str(t.clone())));
+        }
         let mut rng = Rng::new(self.seed);
         let mut random = |name: &str, dims: &[usize], scale: f32| GgufTensor {
             name: name.to_string(),
@@ -315,6 +322,27 @@ impl TinyLlama {
         write_gguf(&mut file, &metadata, &tensors)?;
         file.flush()
     }
+}
+
+/// Perplexity of a short fixed text on a tiny model (chunks of 32, three of them): what the
+/// backends' tests compare across engines to check every position's logits.
+pub fn tiny_perplexity(
+    backend: &dyn crate::Backend,
+    model: &ModelSpec,
+    params: &crate::SessionParams,
+) -> f64 {
+    use crate::tasks::perplexity;
+    let loaded = backend.load(model, &crate::ModelParams::default()).unwrap();
+    let mut s = loaded.session(params).unwrap();
+    let text = "the hello world and the other world, a lot of words in the shell; ".repeat(8);
+    let spec = perplexity::PerplexitySpec {
+        path: "text.txt".into(),
+        n_ctx: 32,
+        max_chunks: Some(3),
+    };
+    let p = perplexity::run(s.as_mut(), &spec, &text, &mut |_, _, _| {}).unwrap();
+    assert_eq!(p.tokens_scored, 3 * 15);
+    p.ppl
 }
 
 /// A backend that accepts no model: lets examples and doc tests declare a suite without an

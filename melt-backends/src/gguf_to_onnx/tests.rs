@@ -196,3 +196,16 @@ fn gemma_3_270m_exported_agrees_with_llama_cpp() {
     let checks = conformance::run(&OnnxRuntime, &onnx, &kit_params, 1e-3, dir.path());
     conformance::assert_conforms(&checks);
 }
+
+#[test]
+fn onnx_runtime_scores_perplexity_as_llama_cpp_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, onnx) = tiny(dir.path());
+    let ppl =
+        |b: &dyn Backend, m: &ModelSpec| melt_bench::testkit::tiny_perplexity(b, m, &params());
+    let (a, b) = (ppl(&LlamaCpp, &gguf), ppl(&OnnxRuntime, &onnx));
+    assert!(
+        (a - b).abs() / a < 1e-4,
+        "llama.cpp {a} vs ONNX Runtime {b}"
+    );
+}

@@ -231,3 +231,17 @@ fn gemma_3_270m_traced_agrees_with_llama_cpp() {
     let checks = conformance::run(&LibTorch, &ts, &kit, 1e-3, dir.path());
     conformance::assert_conforms(&checks);
 }
+
+#[test]
+fn libtorch_scores_perplexity_as_llama_cpp_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, ts) = tiny(dir.path(), TinyLlama::default());
+    let mut sp = two_threads().session;
+    // An f32 cache on the llama.cpp side too: the comparison is of the graphs.
+    (sp.type_k, sp.type_v, sp.n_ctx) = ("f32".into(), "f32".into(), Some(64));
+    let ppl = |b: &dyn melt_bench::Backend, m: &ModelSpec| {
+        melt_bench::testkit::tiny_perplexity(b, m, &sp)
+    };
+    let (a, b) = (ppl(&crate::LlamaCpp, &gguf), ppl(&LibTorch, &ts));
+    assert!((a - b).abs() / a < 1e-4, "llama.cpp {a} vs libtorch {b}");
+}

@@ -385,7 +385,9 @@ impl Session for LlamaSession<'_> {
     fn detokenize(&self, tokens: &[Token]) -> Result<String, BackendError> {
         let tokens: Vec<LlamaToken> = tokens.iter().map(|&t| LlamaToken(t)).collect();
         let bytes = self.model.vocab().detokenize(&tokens, true, false);
-        String::from_utf8(bytes).map_err(|e| runtime(format!("detokenized text is not UTF-8: {e}")))
+        // Byte tokens can end mid-character (an answer cut at its cap): replaced, as Hugging
+        // Face's decode does, rather than refused.
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     fn prefill(&mut self, tokens: &[Token]) -> Result<(), BackendError> {
@@ -444,5 +446,7 @@ impl Session for LlamaSession<'_> {
     }
 }
 
+#[cfg(test)]
+mod tasks_tests;
 #[cfg(test)]
 mod tests;

@@ -33,7 +33,7 @@ pub enum TaskError {
 
 /// A task as asked for on the command line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "task", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Task {
     Replay(replay::ReplaySpec),
     Perplexity(perplexity::PerplexitySpec),
@@ -79,7 +79,7 @@ impl Task {
 
 /// What a task measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "task", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TaskResult {
     Replay(replay::Replay),
     Perplexity(perplexity::Perplexity),
