@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::*;
-use melt_bench::backend::{argmax, log_prob};
+use melt_bench::backend::log_prob;
 use melt_bench::tasks::chat::{ChatTemplate, Message};
 use melt_bench::tasks::{choice, perplexity, replay};
 use melt_bench::testkit::TinyLlama;
