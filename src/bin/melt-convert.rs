@@ -1,3 +1,6 @@
+//! `melt-convert quantize MODEL.gguf OUT.gguf TYPE`: llama.cpp's quantizer (`Q8_0`, `Q4_K_M`,
+//! `F16`...), what `cargo xtask models quantize` runs.
+//!
 //! `melt-convert gguf-to-onnx|gguf-to-torchscript MODEL.gguf OUT_DIR`: writes the same weights
 //! for another engine — `OUT_DIR/model.onnx` (`melt::backends::gguf_to_onnx`) or
 //! `OUT_DIR/model.pt` and `config.json` (`melt::backends::gguf_to_torchscript`, built with the
@@ -7,10 +10,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: melt-convert gguf-to-onnx|gguf-to-torchscript MODEL.gguf OUT_DIR";
+const USAGE: &str = "usage: melt-convert gguf-to-onnx|gguf-to-torchscript MODEL.gguf OUT_DIR\n       melt-convert quantize MODEL.gguf OUT.gguf TYPE";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [cmd, model, out, to] = args.as_slice() {
+        if cmd == "quantize" {
+            return quantize(model, out, to);
+        }
+    }
     let [cmd, model, out] = args.as_slice() else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
@@ -55,4 +63,24 @@ fn torchscript(model: &std::path::Path, out: &std::path::Path) -> Result<(u64, P
 #[cfg(not(feature = "libtorch"))]
 fn torchscript(_: &std::path::Path, _: &std::path::Path) -> Result<(u64, PathBuf), String> {
     Err("this melt-convert was built without the `libtorch` feature (cargo xtask setup libtorch, then build with --features libtorch)".into())
+}
+
+fn quantize(model: &str, out: &str, to: &str) -> ExitCode {
+    let started = std::time::Instant::now();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match melt::backends::llama_cpp::quantize(model.as_ref(), out.as_ref(), to, threads) {
+        Ok(()) => {
+            let size = std::fs::metadata(out).map_or(0, |m| m.len());
+            eprintln!(
+                "melt-convert: {model} → {out} ({to}, {:.1} MB) in {:.1} s",
+                size as f64 / 1e6,
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("melt-convert: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! `cargo xtask`: melt's developer commands.
 //!
 //! - `setup`: install llama.cpp's build prerequisites if missing, fetch the suite's models.
-//! - `models list` / `models fetch [NAME...]`: the `melt.toml` registry and the model cache.
+//! - `models list` / `models fetch [NAME...]`: the `melt.toml` registry and the model cache;
+//!   `models quantize NAME|PATH --to TYPES`: the same GGUF at other quantizations.
 //! - `bench [--target T] [-- BENCH-ARGS]`: fetch the suite's models (and the ONNX Runtime
 //!   library) if missing, build and run
 //!   the shipped suite here or on devices (see `devices`), print the table and the reports.
@@ -87,6 +88,9 @@ cargo xtask <command>
   setup-prereqs                  only install llama.cpp's build prerequisites if missing
   models list                    registry models and whether they are cached
   models fetch [NAME...]         fetch (or export) models into the cache (default: the suite's)
+  models quantize NAME|PATH --to Q8_0,Q4_0,...
+                                 the GGUF at other quantizations (llama.cpp's quantizer), in the
+                                 cache; prints their paths for bench --model
   bench [--target T] [-- ARGS]   run the shipped suite here (T = host, the default) or on
                                  devices: a [[device]] name, a tag, `android`, `ssh`, `local`,
                                  or several, comma-separated (ARGS go to the bench binary,
@@ -369,8 +373,24 @@ fn main() -> ExitCode {
                 }
                 Ok(ExitCode::SUCCESS)
             }),
+            Some("quantize") => models::registry().and_then(|r| {
+                let (source, made) = models::quantize(&r, &models::cache(), &args[2..])?;
+                for path in &made {
+                    println!("{}", path.display());
+                }
+                // What to run next: the files side by side, with the accuracy tasks.
+                let models: Vec<String> = std::iter::once(&source)
+                    .chain(&made)
+                    .map(|p| format!("--model {}", p.display()))
+                    .collect();
+                eprintln!(
+                    "xtask: compare them: cargo xtask bench -- {} --perplexity FILE --choices FILE",
+                    models.join(" ")
+                );
+                Ok(ExitCode::SUCCESS)
+            }),
             other => Err(anyhow::anyhow!(
-                "unknown `models` command {other:?}: use `models list` or `models fetch NAME`"
+                "unknown `models` command {other:?}: use `models list`, `models fetch NAME` or `models quantize NAME|PATH --to TYPES`"
             )),
         },
         Some("bench") => bench(&args[1..]),

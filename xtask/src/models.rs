@@ -187,6 +187,83 @@ pub fn fetch(registry: &Registry, cache: &Cache, name: &str) -> Result<PathBuf> 
     Ok(path)
 }
 
+/// `melt-convert` (built in release) with `features`, ready for its arguments.
+fn melt_convert(features: &[&str]) -> Command {
+    // With LIBTORCH set (CI, `cargo xtask test`), every conversion is built with the libtorch
+    // feature, so melt-convert shares the test build's artifacts instead of compiling twice.
+    let features: &[&str] = if std::env::var_os("LIBTORCH").is_some() {
+        &["--features", "libtorch"]
+    } else {
+        features
+    };
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(["run", "--release", "--quiet", "--manifest-path"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+        .args(features)
+        .args(["--bin", "melt-convert", "--"]);
+    cmd
+}
+
+/// `models quantize NAME|PATH --to TYPE[,TYPE...]`: the GGUF's weights at each type, by
+/// llama.cpp's quantizer, into the cache's `quantized/<source sha256>/` as
+/// `<stem>-to-<type>.gguf` (the name says what it was made from: quantizing an already
+/// quantized file keeps its losses). A file already made is reused. Returns the source's path
+/// and the files'.
+pub fn quantize(
+    registry: &Registry,
+    cache: &Cache,
+    args: &[String],
+) -> Result<(PathBuf, Vec<PathBuf>)> {
+    let (source, types) = match args {
+        [source, flag, types] if flag == "--to" => (source, types),
+        [flag, types, source] if flag == "--to" => (source, types),
+        _ => bail!("usage: cargo xtask models quantize NAME|PATH --to TYPE[,TYPE...] (e.g. --to q8_0,q4_0)"),
+    };
+    let from = if Path::new(source).is_file() {
+        PathBuf::from(source)
+    } else {
+        fetch(registry, cache, source)?
+    };
+    let spec = melt_bench::ModelSpec::from_path(&from)
+        .with_context(|| format!("hashing {}", from.display()))?;
+    if spec.format != melt_bench::ModelFormat::Gguf {
+        bail!("{}: a {} file; llama.cpp quantizes GGUF", from.display(), spec.format);
+    }
+    let dir = cache.root.join("quantized").join(&spec.sha256);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stem = from
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let mut out = Vec::new();
+    for to in types.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let path = dir.join(format!("{stem}-to-{}.gguf", to.to_ascii_lowercase()));
+        if path.is_file() {
+            eprintln!("xtask: {} already made", path.display());
+        } else {
+            eprintln!("xtask: quantizing {} to {to}", from.display());
+            let partial = path.with_extension("gguf.partial");
+            let status = melt_convert(&[])
+                .arg("quantize")
+                .arg(&from)
+                .arg(&partial)
+                .arg(to)
+                .status()
+                .context("running melt-convert")?;
+            if !status.success() {
+                let _ = fs::remove_file(&partial);
+                bail!("quantizing {} to {to} failed ({status})", from.display());
+            }
+            fs::rename(&partial, &path)?;
+        }
+        out.push(path);
+    }
+    if out.is_empty() {
+        bail!("models quantize: --to names no type (e.g. --to q8_0,q4_0)");
+    }
+    Ok((from, out))
+}
+
 /// Makes an export from its source (fetched first) with `melt-convert`, built in release
 /// (dequantizing and writing a model is heavy), and records it in the cache with the files
 /// that go beside it.
@@ -217,20 +294,8 @@ fn export(
         "xtask: exporting {} to {} as {name} (weights dequantized to f32)",
         x.from, x.to
     );
-    // With LIBTORCH set (CI, `cargo xtask test`), every conversion is built with the libtorch
-    // feature, so melt-convert shares the test build's artifacts instead of compiling twice.
-    let features: &[&str] = if std::env::var_os("LIBTORCH").is_some() {
-        &["--features", "libtorch"]
-    } else {
-        features
-    };
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.args(["run", "--release", "--quiet", "--manifest-path"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
-        .args(features)
-        .args(["--bin", "melt-convert", "--", conversion])
-        .arg(&from)
-        .arg(&work);
+    let mut cmd = melt_convert(features);
+    cmd.arg(conversion).arg(&from).arg(&work);
     if x.to == "torchscript" {
         let tc = crate::devices::build::Toolchain::detect()?;
         let dir = crate::runtimes::setup_libtorch(&tc.host_triple, &tc.host_triple)?;

@@ -36,3 +36,19 @@ impl Backend for LlamaCpp {
         })
     }
 }
+
+/// llama.cpp's quantizer, not compiled into this build.
+pub fn quantize(
+    input: &std::path::Path,
+    _: &std::path::Path,
+    _: &str,
+    _: usize,
+) -> Result<(), BackendError> {
+    Err(BackendError::Unsupported {
+        backend: "llama.cpp".into(),
+        what: format!(
+            "quantizing {}: the llama.cpp backend is not enabled in this build",
+            input.display()
+        ),
+    })
+}

@@ -89,6 +89,66 @@ fn ftype_name(ftype: u32) -> (&'static str, &'static str) {
     }
 }
 
+/// The file types [`quantize`] writes, by llama.cpp's names.
+pub fn quantization_types() -> Vec<&'static str> {
+    (0..=32)
+        .map(|id| ftype_name(id).0)
+        .filter(|n| *n != "unknown")
+        .collect()
+}
+
+/// Writes `output`: the GGUF `input` with its weights quantized to `to` (`Q8_0`, `Q4_K_M`,
+/// `F16`... as [`quantization_types`]), by llama.cpp's own quantizer (`llama_model_quantize`,
+/// what `llama-quantize` runs). An already quantized input is quantized again — its losses
+/// stay — which is what `cargo xtask models quantize` says it did.
+pub fn quantize(
+    input: &std::path::Path,
+    output: &std::path::Path,
+    to: &str,
+    threads: usize,
+) -> Result<(), BackendError> {
+    let bad = |reason: String| BackendError::Model {
+        path: input.to_path_buf(),
+        reason,
+    };
+    match melt_bench::model::detect_format(input) {
+        Ok(ModelFormat::Gguf) => {}
+        Ok(other) => return Err(bad(format!("a {other} file, not GGUF"))),
+        Err(e) => return Err(bad(e.to_string())),
+    }
+    let ftype = (0..=32u32)
+        .find(|&id| ftype_name(id).0.eq_ignore_ascii_case(to))
+        .ok_or_else(|| BackendError::Unsupported {
+            backend: NAME.into(),
+            what: format!(
+                "quantization type `{to}` (one of {})",
+                quantization_types().join(", ")
+            ),
+        })?;
+    backend()?;
+    let c = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+            .map_err(|_| runtime(format!("{} has a NUL byte", p.display())))
+    };
+    let (inp, out) = (c(input)?, c(output)?);
+    // SAFETY: the defaults are plain values; the paths are NUL-terminated and outlive the call.
+    let code = unsafe {
+        let mut params = llama_cpp_sys_2::llama_model_quantize_default_params();
+        params.ftype = ftype as _;
+        params.nthread = threads.max(1) as i32;
+        params.allow_requantize = true;
+        llama_cpp_sys_2::llama_model_quantize(inp.as_ptr(), out.as_ptr(), &params)
+    };
+    if code != 0 {
+        let _ = std::fs::remove_file(output);
+        return Err(bad(format!(
+            "llama.cpp could not quantize it to {to} into {} (code {code}; MELT_LLAMA_LOG=1 shows why)",
+            output.display()
+        )));
+    }
+    Ok(())
+}
+
 fn kv_type(name: &str) -> Result<KvCacheType, BackendError> {
     Ok(match name.to_ascii_lowercase().as_str() {
         "f32" => KvCacheType::F32,
