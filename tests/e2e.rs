@@ -1183,6 +1183,16 @@ fn tasks_run_beside_the_workloads_stream_their_turns_and_compare_models_side_by_
         assert_eq!(r.acc.keys().collect::<Vec<_>>(), ["arc"]);
         assert!(r.peak_rss_bytes.is_some());
     }
+    // The HTML report has them too: each replay's turns over time, and accuracy against
+    // memory for the two models.
+    let page = std::fs::read_to_string(dir.path().join("melt/report/index.html")).unwrap();
+    for alt in [
+        "time to first token per turn of tiny-llama/replay:conversations.json",
+        "What does quantization cost?",
+        "arc accuracy against peak memory",
+    ] {
+        assert!(page.contains(alt), "{alt} missing from the HTML report");
+    }
     // --list names the tasks too; --tasks-only runs no workload.
     let listed = run_suite(
         &suite(),

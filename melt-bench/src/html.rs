@@ -406,6 +406,176 @@ fn series_plot(title: &str, unit: &str, lines: &[Line]) -> Option<String> {
     Some(p.finish())
 }
 
+/// Accuracy against peak memory, one point per model (with its ±1 standard error): the
+/// quantization trade-off at a glance.
+fn accuracy_memory_plot(task: &str, points: &[(String, f64, f64, f64)]) -> Option<String> {
+    if points.len() < 2 {
+        return None;
+    }
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(_, x, y, e) in points {
+        (x0, x1) = (x0.min(x), x1.max(x));
+        (y0, y1) = (y0.min(y - e), y1.max(y + e));
+    }
+    let pad = ((x1 - x0) * 0.15).max(1.0);
+    let mut p = Plot::new(
+        560.0,
+        240.0,
+        &format!("{task}: accuracy against peak memory"),
+        (x0 - pad, x1 + pad),
+        ((y0 - 0.02).max(0.0), (y1 + 0.02).min(1.0)),
+    );
+    p.axes("peak memory (MiB)", Some("accuracy"));
+    for (name, x, y, e) in points {
+        let (cx, cy) = (p.px(*x), p.py(*y));
+        let _ = write!(
+            p.svg,
+            "<line x1=\"{cx:.1}\" y1=\"{:.1}\" x2=\"{cx:.1}\" y2=\"{:.1}\" stroke=\"#3182bd\"/>\
+             <circle cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"4\" fill=\"#3182bd\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{}</text>",
+            p.py(y - e),
+            p.py(y + e),
+            cx + 6.0,
+            cy - 6.0,
+            esc(name)
+        );
+    }
+    Some(p.finish())
+}
+
+/// The run's tasks: each replay's turns over time, the perplexity and accuracy tables, and
+/// the quantization comparison with its accuracy-against-memory plots.
+fn tasks_html(s: &Summary) -> String {
+    use crate::tasks::TaskResult;
+    let mut html = String::new();
+    if s.tasks.is_empty() {
+        return html;
+    }
+    html.push_str("<h2>Tasks</h2>");
+    for t in &s.tasks {
+        match &t.result {
+            TaskResult::Replay(r) => {
+                let _ = write!(
+                    html,
+                    "<div class=\"case\"><h3>replay {} — {} ({})</h3><p>{} conversations, {} turns; template {}.</p>",
+                    esc(&r.file),
+                    esc(&t.model.name),
+                    esc(&t.backend),
+                    r.conversations.len(),
+                    r.turns.len(),
+                    esc(&r.template)
+                );
+                let at =
+                    |f: &dyn Fn(&crate::tasks::replay::Turn) -> Option<f64>| -> Vec<(f64, f64)> {
+                        r.turns
+                            .iter()
+                            .filter_map(|x| Some((x.start_s, f(x)?)))
+                            .collect()
+                    };
+                let plots = [
+                    (
+                        "time to first token",
+                        "ms",
+                        at(&|x| Some(x.ttft_ns as f64 / 1e6)),
+                    ),
+                    (
+                        "decode",
+                        "tok/s",
+                        at(&|x| (x.output_tokens > 0).then_some(x.decode_tok_s)),
+                    ),
+                    ("power", "W", at(&|x| x.power_w)),
+                    ("hottest zone", "°C", at(&|x| x.temp_c)),
+                ];
+                for (title, unit, points) in plots {
+                    if let Some(svg) = series_plot(title, unit, &[(title, "#3182bd", points)]) {
+                        html.push_str(&img(&svg, &format!("{title} per turn of {}", t.id)));
+                    }
+                }
+                html.push_str("</div>");
+            }
+            TaskResult::Perplexity(p) => {
+                let _ = write!(
+                    html,
+                    "<p>Perplexity of <code>{}</code> — {} ({}): <b>{:.4} ± {:.5}</b> over {} chunks of {} ({} tokens scored), {:.1} tok/s.</p>",
+                    esc(&p.file),
+                    esc(&t.model.name),
+                    esc(&t.backend),
+                    p.ppl,
+                    p.ppl_stderr,
+                    p.chunks,
+                    p.n_ctx,
+                    p.tokens_scored,
+                    p.eval_tokens_per_s
+                );
+            }
+            TaskResult::MultipleChoice(c) => {
+                let a = &c.accuracy;
+                let _ = write!(
+                    html,
+                    "<p>{} — {} ({}): acc <b>{:.4} ± {:.4}</b>, acc_norm {:.4} ± {:.4}, n = {} of {}.</p>",
+                    esc(&c.task),
+                    esc(&t.model.name),
+                    esc(&t.backend),
+                    a.acc,
+                    a.acc_stderr,
+                    a.acc_norm,
+                    a.acc_norm_stderr,
+                    a.n,
+                    c.questions_in_file
+                );
+            }
+        }
+    }
+    let rows = crate::tasks::report::quantization_rows(s);
+    if rows.len() >= 2 {
+        html.push_str("<h3>What does quantization cost?</h3><table><tr><th>model</th><th>backend</th><th>quant</th><th>size MiB</th><th>peak MiB</th><th>pp tok/s</th><th>tg tok/s</th><th>J/token</th><th>PPL</th><th>accuracy</th></tr>");
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        let opt = |x: Option<f64>, d: usize| x.map_or("-".to_string(), |x| format!("{x:.d$}"));
+        for r in &rows {
+            let acc: Vec<String> = r
+                .acc
+                .iter()
+                .map(|(k, (a, e))| format!("{k} {a:.3} ± {e:.3}"))
+                .collect();
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{:.0}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+                esc(&r.model),
+                esc(&r.backend),
+                esc(&r.quantization),
+                mib(r.size_bytes),
+                opt(r.peak_rss_bytes.map(mib), 0),
+                opt(r.pp_tok_s, 1),
+                opt(r.tg_tok_s, 1),
+                opt(r.decode_j_per_token, 4),
+                r.ppl.map_or("-".into(), |(p, e)| format!("{p:.3} ± {e:.3}")),
+                esc(&acc.join("; "))
+            );
+        }
+        html.push_str("</table>");
+        let tasks: std::collections::BTreeSet<&String> =
+            rows.iter().flat_map(|r| r.acc.keys()).collect();
+        for task in tasks {
+            let points: Vec<(String, f64, f64, f64)> = rows
+                .iter()
+                .filter_map(|r| {
+                    let (a, e) = r.acc.get(task)?;
+                    Some((
+                        format!("{} {}", r.quantization, r.backend),
+                        mib(r.peak_rss_bytes?),
+                        *a,
+                        *e,
+                    ))
+                })
+                .collect();
+            if let Some(svg) = accuracy_memory_plot(task, &points) {
+                html.push_str(&img(&svg, &format!("{task} accuracy against peak memory")));
+            }
+        }
+    }
+    html
+}
+
 /// Memory, power and temperature over a case, from its probes' time series.
 fn probe_plots(p: &crate::probe::ProbeSummary) -> Vec<(String, &'static str)> {
     use crate::probe::energy::Reading;
@@ -611,6 +781,9 @@ pub fn render_with_probes(
             }
             html.push_str("</div>");
         }
+    }
+    for s in summaries {
+        html.push_str(&tasks_html(s));
     }
     // Lets a headless browser (the tests) confirm every plot decoded.
     html.push_str(

@@ -227,7 +227,11 @@ pub fn quantize(
     let spec = melt_bench::ModelSpec::from_path(&from)
         .with_context(|| format!("hashing {}", from.display()))?;
     if spec.format != melt_bench::ModelFormat::Gguf {
-        bail!("{}: a {} file; llama.cpp quantizes GGUF", from.display(), spec.format);
+        bail!(
+            "{}: a {} file; llama.cpp quantizes GGUF",
+            from.display(),
+            spec.format
+        );
     }
     let dir = cache.root.join("quantized").join(&spec.sha256);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
