@@ -1257,15 +1257,21 @@ fn a_bad_task_file_is_named_and_costs_no_other_result() {
     assert!(out.failed());
     // A task option without its task, and a bad value, are refused before anything runs.
     for (bad, says) in [
-        (vec!["--think-time", "0"], "used without --replay"),
-        (vec!["--limit", "5"], "used without --choices"),
+        (
+            vec!["--think-time", "0"],
+            "`--think-time` only applies with --replay FILE",
+        ),
+        (
+            vec!["--limit", "5"],
+            "`--limit` only applies with --choices FILE",
+        ),
         (
             vec!["--ppl-ctx", "0", "--perplexity", "x"],
             "positive whole number",
         ),
         (
             vec!["--tasks-only"],
-            "used without --replay, --perplexity or --choices",
+            "only applies with --replay, --perplexity or --choices",
         ),
     ] {
         let e = Args::parse(bad.clone()).unwrap_err().to_string();

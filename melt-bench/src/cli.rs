@@ -135,16 +135,12 @@ impl TaskArgs {
         // A task option without its task is a mistake worth saying, not ignoring.
         let orphan = |flag: &str, set: bool, task: &[PathBuf], needs: &'static str| {
             if set && task.is_empty() {
-                Err(CliError::BadValue {
-                    flag: flag.into(),
-                    value: "(given)".into(),
-                    expected: needs,
-                })
+                Err(CliError::OnlyWith(flag.into(), needs))
             } else {
                 Ok(())
             }
         };
-        let (r, rn) = (&self.replay, "used without --replay FILE");
+        let (r, rn) = (&self.replay, "--replay FILE");
         orphan("--think-time", self.think_time_s.is_some(), r, rn)?;
         orphan(
             "--conversation-gap",
@@ -157,10 +153,10 @@ impl TaskArgs {
         orphan("--chat-template", self.chat_template.is_some(), r, rn)?;
         orphan("--replay-ctx", self.replay_ctx.is_some(), r, rn)?;
         orphan("--conversations", self.conversations.is_some(), r, rn)?;
-        let (p, pn) = (&self.perplexity, "used without --perplexity FILE");
+        let (p, pn) = (&self.perplexity, "--perplexity FILE");
         orphan("--ppl-ctx", self.ppl_ctx.is_some(), p, pn)?;
         orphan("--ppl-chunks", self.ppl_chunks.is_some(), p, pn)?;
-        let cn = "used without --choices FILE";
+        let cn = "--choices FILE";
         orphan("--limit", self.limit.is_some(), &self.choices, cn)?;
         let mut out = Vec::new();
         for path in self.replay {
@@ -205,6 +201,8 @@ pub enum CliError {
     },
     #[error("more than one filter given: `{0}` and `{1}`")]
     TwoFilters(String, String),
+    #[error("option `{0}` only applies with {1}")]
+    OnlyWith(String, &'static str),
 }
 
 pub const HELP: &str = "\
@@ -527,11 +525,10 @@ impl Args {
         }
         out.tasks = tasks.tasks()?;
         if out.tasks_only && out.tasks.is_empty() {
-            return Err(CliError::BadValue {
-                flag: "--tasks-only".into(),
-                value: "(given)".into(),
-                expected: "used without --replay, --perplexity or --choices",
-            });
+            return Err(CliError::OnlyWith(
+                "--tasks-only".into(),
+                "--replay, --perplexity or --choices",
+            ));
         }
         if quick {
             // --quick sets the defaults; explicit options still win.

@@ -612,3 +612,71 @@ fn a_silent_device_is_killed_after_the_case_timeout() {
         pid.trim()
     );
 }
+
+#[test]
+fn tasks_run_on_a_device_with_their_data_files_pushed_by_hash() {
+    let Some(f) =
+        Fixture::new("[[device]]\nname = \"here\"\ntransport = \"local\"\nworkdir = \"dev dir\"\n")
+    else {
+        return;
+    };
+    let conv = f.path("conversations.json");
+    std::fs::write(&conv, r#"[["Hello world", "the other"], ["what a lot"]]"#).unwrap();
+    let corpus = f.path("text.txt");
+    std::fs::write(&corpus, "the hello world and the other world. ".repeat(12)).unwrap();
+    let (c, t) = (conv.display().to_string(), corpus.display().to_string());
+    let out = f.bench(
+        "here",
+        &[],
+        &[
+            "--tasks-only",
+            "--replay",
+            &c,
+            "--think-time",
+            "0",
+            "--conversation-gap",
+            "0",
+            "--fixed-output",
+            "2",
+            "--chat-template",
+            "chatml",
+            "--perplexity",
+            &t,
+            "--ppl-ctx",
+            "32",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let runs = f.summaries();
+    let s = runs.last().unwrap();
+    assert_eq!(s.device.as_deref(), Some("here"));
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    // At the sweep's last point (all cores), tagged with the device like every case.
+    let t = format!("t={} @here", melt_bench::all_cores());
+    let ids: Vec<&str> = s.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            format!("tiny-llama/replay:conversations.json/llama.cpp {t}"),
+            format!("tiny-llama/perplexity:text.txt@32/llama.cpp {t}"),
+        ],
+        "{}",
+        text(&out)
+    );
+    let melt_bench::tasks::TaskResult::Replay(r) = &s.tasks[0].result else {
+        panic!("{:?}", s.tasks[0].result)
+    };
+    assert_eq!(r.turns.len(), 3);
+    assert!(r.template.contains("built-in chatml"));
+    // The data files sit in the device's cache by hash, under their own names.
+    for p in [&conv, &corpus] {
+        let sha = melt_bench::model::sha256_file(p).unwrap();
+        let name = p.file_name().unwrap();
+        assert!(f.path("dev dir/cache/data").join(&sha).join(name).is_file());
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("Perplexity (llama-perplexity's method"),
+        "{stdout}"
+    );
+}

@@ -83,6 +83,12 @@ impl ModelFile {
     fn remote(&self, workdir: &str) -> String {
         format!("{workdir}/cache/models/{}/{}", self.dir, self.file)
     }
+
+    /// Where the device keeps a task's data file: by content, under its own name (the name
+    /// is part of the task's id, so a device's results line up with the host's).
+    fn remote_data(&self, workdir: &str) -> String {
+        format!("{workdir}/cache/data/{}/{}", self.sha256, self.file)
+    }
 }
 
 /// The bench binary's arguments split into what the host handles and what the device gets.
@@ -92,6 +98,9 @@ pub struct DeviceArgs {
     pub parsed: Args,
     /// `--model` files, pushed by hash and replaced by their device paths.
     pub models: Vec<ModelFile>,
+    /// The tasks' data files (`--replay`, `--perplexity`, `--choices`, a `--chat-template`
+    /// file) with their flags, pushed by hash like the models.
+    pub data: Vec<(String, ModelFile)>,
     rest: Vec<String>,
 }
 
@@ -99,6 +108,7 @@ impl DeviceArgs {
     pub fn parse(args: &[String]) -> Result<DeviceArgs> {
         let mut rest = Vec::new();
         let mut models = Vec::new();
+        let mut data = Vec::new();
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let (flag, inline) = match a.split_once('=') {
@@ -113,6 +123,21 @@ impl DeviceArgs {
             };
             match flag {
                 "--model" => models.push(ModelFile::new(Path::new(&value()))?),
+                "--replay" | "--perplexity" | "--choices" => {
+                    let v = value();
+                    let file = ModelFile::new(Path::new(&v))
+                        .with_context(|| format!("{flag} {v}: the data file to push"))?;
+                    data.push((flag.to_string(), file));
+                }
+                // A template file travels; a built-in name (gemma, chatml...) is passed on.
+                "--chat-template" => {
+                    let v = value();
+                    if Path::new(&v).is_file() {
+                        data.push((flag.to_string(), ModelFile::new(Path::new(&v))?));
+                    } else {
+                        rest.extend([flag.to_string(), v]);
+                    }
+                }
                 "--target-dir" => {
                     value();
                 }
@@ -126,6 +151,7 @@ impl DeviceArgs {
         Ok(DeviceArgs {
             parsed,
             models,
+            data,
             rest,
         })
     }
@@ -136,6 +162,9 @@ impl DeviceArgs {
         for m in &self.models {
             v.push("--model".into());
             v.push(m.remote(&d.workdir));
+        }
+        for (flag, f) in &self.data {
+            v.extend([flag.clone(), f.remote_data(&d.workdir)]);
         }
         v.extend(mode.iter().map(|a| a.to_string()));
         v.extend(["--device".into(), d.name.clone()]);
@@ -372,6 +401,8 @@ pub struct Payload<'a> {
     pub libs: &'a [PathBuf],
     pub config: &'a Path,
     pub models: &'a [ModelFile],
+    /// The tasks' data files.
+    pub data: &'a [ModelFile],
 }
 
 /// Pushes the payload; the binary's device path.
@@ -429,6 +460,15 @@ fn deploy(d: &Device, p: &Payload, mp: &MultiProgress) -> Result<String> {
             let remote = format!("{dir}/{}", file.to_string_lossy());
             d.transport.output(&format!("rm -f {}", quote(&remote)))?;
             push(d, b, &remote, None, false)?;
+        }
+    }
+    for f in p.data {
+        let remote = f.remote_data(w);
+        if push(d, &f.local, &remote, Some(&f.sha256), false)? {
+            say(
+                mp,
+                &format!("xtask: [{}] pushed {} → {remote}", d.name, f.file),
+            );
         }
     }
     Ok(remote_bin)
@@ -882,6 +922,7 @@ pub fn bench_devices(
     if models.is_empty() {
         models = registry_models;
     }
+    let data: Vec<ModelFile> = args.data.iter().map(|(_, f)| f.clone()).collect();
     let layout = Layout {
         target_dir: args
             .parsed
@@ -952,6 +993,7 @@ pub fn bench_devices(
                     libs,
                     config,
                     models: &models,
+                    data: &data,
                 },
                 args: &args,
                 options: opts,
@@ -1141,6 +1183,35 @@ mod tests {
                 "--skip",
                 "m/pp512/llama.cpp t=1 @d"
             ]
+        );
+        // Task data files travel by hash under their own names; a built-in template name
+        // is passed on as it is.
+        let text = dir.path().join("corpus.txt");
+        std::fs::write(&text, b"some text").unwrap();
+        let args: Vec<String> = [
+            "--replay",
+            text.to_str().unwrap(),
+            "--chat-template",
+            "gemma",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let a = DeviceArgs::parse(&args).unwrap();
+        let sha = melt_bench::model::sha256_file(&text).unwrap();
+        assert_eq!(
+            a.for_device(&d, &[], &BTreeSet::new())[..4],
+            [
+                "--chat-template".to_string(),
+                "gemma".into(),
+                "--replay".into(),
+                format!("/w/cache/data/{sha}/corpus.txt"),
+            ]
+        );
+        let e = DeviceArgs::parse(&["--choices".into(), "/no/such.jsonl".into()]).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("--choices /no/such.jsonl"),
+            "{e:#}"
         );
         for bad in ["--output-format", "--device", "--skip"] {
             let e = DeviceArgs::parse(&[bad.to_string(), "x".into()])
