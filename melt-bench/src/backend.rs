@@ -158,6 +158,18 @@ pub trait Session {
         false
     }
 
+    /// Keeps the first `n` positions of the context and drops the rest, so a shared prefix
+    /// (a few-shot prompt, a question's context) is evaluated once. `Ok(false)` when the
+    /// engine cannot (the caller clears and starts over); afterwards there are no logits
+    /// until the next evaluation.
+    fn truncate(&mut self, n: usize) -> Result<bool, BackendError> {
+        if n == 0 {
+            self.clear()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// Appends `tokens` to the context like [`Session::prefill`], and hands `each` the logits
     /// of every position from `from` on — `(i, logits)` predicts the token after `tokens[i]` —
     /// in order. What perplexity and log-likelihood scoring read; afterwards

@@ -5,7 +5,7 @@
 //! Checks: tokenize round-trip; greedy determinism; prefill-then-decode logits equal one long
 //! prefill (the KV cache is correct), also when the prompt arrives in two chunks; `clear()`
 //! really empties the cache; every position's logits (for scoring) equal those of prefills that
-//! end there; wrong-format, truncated and missing model files give errors
+//! end there; `truncate()` keeps exactly the first positions; wrong-format, truncated and missing model files give errors
 //! naming the file, never a panic.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -185,6 +185,38 @@ pub fn check_all_logits(
     Ok(())
 }
 
+/// [`Session::truncate`] keeps exactly the first positions: a prefill after it gives the
+/// logits of a fresh context holding the kept prefix and the new tokens (an engine may
+/// decline with `false`; then it must still work after a `clear()`).
+pub fn check_truncate(s: &mut dyn Session, prompt: &[Token], tolerance: f32) -> Result<(), String> {
+    let e = |e: crate::backend::BackendError| e.to_string();
+    let (n, keep) = (prompt.len(), prompt.len() / 2);
+    // The reference: the kept half, then the second half reversed.
+    let mut other: Vec<Token> = prompt[..keep].to_vec();
+    other.extend(prompt[keep..].iter().rev());
+    s.clear().map_err(e)?;
+    s.prefill(&other).map_err(e)?;
+    let fresh = logits_of(s)?;
+    s.clear().map_err(e)?;
+    s.prefill(prompt).map_err(e)?;
+    if !s.truncate(keep).map_err(e)? {
+        return Ok(());
+    }
+    if s.n_past() != keep {
+        return Err(format!(
+            "after truncate({keep}) of {n} positions n_past() is {}",
+            s.n_past()
+        ));
+    }
+    s.prefill(&other[keep..]).map_err(e)?;
+    same_logits(
+        "truncate then prefill vs a fresh prefill",
+        &logits_of(s)?,
+        &fresh,
+        tolerance,
+    )
+}
+
 /// After `clear()` the context is empty: n_past is 0 and a prefill gives the logits of a fresh
 /// context, not of a continuation.
 pub fn check_clear(s: &mut dyn Session, prompt: &[Token], tolerance: f32) -> Result<(), String> {
@@ -315,6 +347,10 @@ pub fn run(
             Check {
                 name: "every position's logits equal prefills that end there",
                 result: check_all_logits(s.as_mut(), &prompt, tolerance),
+            },
+            Check {
+                name: "truncate() keeps exactly the first positions",
+                result: check_truncate(s.as_mut(), &prompt, tolerance),
             },
         ])
     };

@@ -504,6 +504,16 @@ impl Session for TorchSession<'_> {
         self.model.end_of_generation.contains(&token)
     }
 
+    /// Only positions before n_past are read: moving it back is the whole truncation.
+    fn truncate(&mut self, n: usize) -> Result<bool, BackendError> {
+        if n > self.n_past {
+            return Ok(false);
+        }
+        self.n_past = n;
+        self.logits.clear();
+        Ok(true)
+    }
+
     /// The module returns every position's logits; this reads them all.
     fn prefill_with_logits(
         &mut self,

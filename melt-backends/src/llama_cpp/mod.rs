@@ -421,6 +421,31 @@ impl Session for LlamaSession<'_> {
         self.model.vocab().is_eog(LlamaToken(token))
     }
 
+    /// `llama_memory_seq_rm` of the tail — refused once a sliding-window cache has pruned
+    /// early positions (Gemma's local layers past their window), since positions kept may
+    /// then attend to what is gone.
+    fn truncate(&mut self, n: usize) -> Result<bool, BackendError> {
+        if n >= self.n_past {
+            return Ok(n == self.n_past);
+        }
+        if n == 0 {
+            self.clear()?;
+            return Ok(true);
+        }
+        if self.ctx.kv_cache_seq_pos_min(0) > 0 {
+            return Ok(false);
+        }
+        let removed = self
+            .ctx
+            .clear_kv_cache_seq(Some(0), Some(n as u32), None)
+            .map_err(|e| runtime(format!("dropping positions {n}..: {e}")))?;
+        if removed {
+            self.n_past = n;
+            self.last_logits = None;
+        }
+        Ok(removed)
+    }
+
     /// Every position's logits in one pass per batch, as llama-perplexity asks for them.
     fn prefill_with_logits(
         &mut self,

@@ -36,7 +36,7 @@ pub struct ChoiceResult {
     /// Questions in the file (`accuracy.n` were scored).
     pub questions_in_file: usize,
     pub accuracy: Accuracy,
-    /// Tokens evaluated (prompts and choices, every choice).
+    /// Tokens evaluated; a prefix shared with the previous choice is evaluated once.
     pub tokens_evaluated: usize,
     pub seconds: f64,
 }
@@ -84,6 +84,76 @@ pub fn loglikelihood(
     })
 }
 
+/// Scores continuations like [`loglikelihood`], keeping what the context already holds: the
+/// longest common prefix with the previous sequence stays (TruthfulQA's six-shot prompt and
+/// each question's context are evaluated once, not once per choice), the rest is dropped
+/// with [`Session::truncate`]. An engine that cannot truncate starts from an empty context,
+/// as [`loglikelihood`] does.
+#[derive(Debug, Default)]
+pub struct PrefixScorer {
+    /// The tokens in the session's context.
+    held: Vec<Token>,
+    /// Tokens evaluated (what the reuse saved shows against the sequences' lengths).
+    pub evaluated: usize,
+}
+
+impl PrefixScorer {
+    pub fn score(
+        &mut self,
+        session: &mut dyn Session,
+        context: &[Token],
+        continuation: &[Token],
+    ) -> Result<ChoiceScore, TaskError> {
+        if context.is_empty() || continuation.is_empty() {
+            return Err(TaskError::Input(
+                "log-likelihood of an empty context or continuation".into(),
+            ));
+        }
+        let whole: Vec<Token> = context.iter().chain(continuation).copied().collect();
+        if whole.len() > session.n_ctx() {
+            return Err(TaskError::Input(format!(
+                "a question of {} tokens does not fit a context of {}",
+                whole.len(),
+                session.n_ctx()
+            )));
+        }
+        // Logits are needed from the context's last token on, so that one is always evaluated.
+        let from = context.len() - 1;
+        let common = self
+            .held
+            .iter()
+            .zip(&whole)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(from);
+        let reuse = common > 0 && session.n_past() == self.held.len();
+        let keep = if reuse && session.truncate(common)? {
+            common
+        } else {
+            0
+        };
+        if keep == 0 {
+            session.clear()?;
+        }
+        self.held.clear();
+        let (mut loglik, mut greedy) = (0.0, true);
+        let rest = &whole[keep..];
+        session.prefill_with_logits(rest, from - keep, &mut |i, logits| {
+            if let Some(&next) = rest.get(i + 1) {
+                loglik += log_prob(logits, next);
+                greedy &= argmax(logits) == next;
+            }
+        })?;
+        self.evaluated += rest.len();
+        self.held = whole;
+        Ok(ChoiceScore {
+            loglik,
+            greedy,
+            tokens: continuation.len(),
+        })
+    }
+}
+
 /// The context and continuation tokens of one choice, split as lm-eval splits them.
 pub fn encode_choice(
     session: &dyn Session,
@@ -102,7 +172,8 @@ pub fn encode_choice(
     Ok((whole[..split].to_vec(), continuation))
 }
 
-/// Scores every choice of every question; `progress` hears `(done, total)` as it goes.
+/// Scores every choice of every question (reusing shared prefixes, see [`PrefixScorer`]);
+/// `progress` hears `(done, total)` as it goes. Returns the scores and the tokens evaluated.
 pub fn score(
     session: &mut dyn Session,
     format: McFormat,
@@ -110,24 +181,25 @@ pub fn score(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Vec<Vec<f64>>, usize), TaskError> {
     let mut all = Vec::with_capacity(questions.len());
-    let mut tokens = 0;
+    let mut scorer = PrefixScorer::default();
     for (n, q) in questions.iter().enumerate() {
         let prompt = format.prompt(q);
         let mut scores = Vec::with_capacity(q.choices.len());
         for choice in &q.choices {
-            let (context, continuation) = encode_choice(session, &prompt, choice)
-                .map_err(|e| TaskError::Input(format!("question {}: {e}", q.id)))?;
-            let s = loglikelihood(session, &context, &continuation).map_err(|e| match e {
+            let named = |e: TaskError| match e {
                 TaskError::Input(m) => TaskError::Input(format!("question {}: {m}", q.id)),
                 other => other,
-            })?;
-            tokens += context.len() + continuation.len();
+            };
+            let (context, continuation) = encode_choice(session, &prompt, choice).map_err(named)?;
+            let s = scorer
+                .score(session, &context, &continuation)
+                .map_err(named)?;
             scores.push(s.loglik);
         }
         all.push(scores);
         progress(n + 1, questions.len());
     }
-    Ok((all, tokens))
+    Ok((all, scorer.evaluated))
 }
 
 /// Reads `spec`'s file, draws the subset and scores it.
