@@ -130,8 +130,13 @@ pub fn report(args: &[String], target_dir: &Path) -> Result<String> {
         .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("xtask: wrote {}", path.display());
     }
+    // The tasks of every run too: replays, perplexities, accuracies, the quantization table.
+    let tasks: String = summaries
+        .iter()
+        .map(melt_bench::tasks::report::section)
+        .collect();
     Ok(format!(
-        "{}\nmelt: {} case(s) from run(s) {}\n",
+        "{}{tasks}\nmelt: {} case(s) from run(s) {}\n",
         melt_bench::analysis::table(&cases),
         cases.len(),
         runs.join(", ")

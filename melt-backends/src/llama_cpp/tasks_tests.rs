@@ -172,14 +172,21 @@ fn multiple_choice_finds_answers_known_by_construction() {
         for c in &question.choices {
             let (ctx, cont) = choice::encode_choice(s.as_ref(), &prompt, c).unwrap();
             total += ctx.len() + cont.len();
-            let fresh = choice::loglikelihood(s.as_mut(), &ctx, &cont).unwrap().loglik;
+            let fresh = choice::loglikelihood(s.as_mut(), &ctx, &cont)
+                .unwrap()
+                .loglik;
             // The fresh score emptied the context; score twice so the second reuses it.
             scorer.score(s.as_mut(), &ctx, &cont).unwrap();
             let reused = scorer.score(s.as_mut(), &ctx, &cont).unwrap().loglik;
             assert!((fresh - reused).abs() < 1e-3, "{fresh} vs {reused}");
         }
     }
-    assert!(scorer.evaluated < 2 * total, "{} of {}", scorer.evaluated, 2 * total);
+    assert!(
+        scorer.evaluated < 2 * total,
+        "{} of {}",
+        scorer.evaluated,
+        2 * total
+    );
     // A seeded subset is the same subset every time.
     let two = choice::ChoiceSpec {
         path,

@@ -209,7 +209,11 @@ pub struct QuantRow {
     pub backend: String,
     pub quantization: String,
     pub size_bytes: u64,
+    /// Peak resident memory while decoding (the tg case); the tasks' peak when there is none.
     pub peak_rss_bytes: Option<u64>,
+    /// The tasks' own peak: scoring holds logits for every position (perplexity's 512 rows
+    /// of a 262k vocabulary are 0.5 GiB), so it says little about the model's footprint.
+    pub task_peak_rss_bytes: Option<u64>,
     pub pp_tok_s: Option<f64>,
     pub tg_tok_s: Option<f64>,
     pub decode_j_per_token: Option<f64>,
@@ -219,8 +223,9 @@ pub struct QuantRow {
 }
 
 /// The rows for "what does quantization cost?": every model × backend of the run with a
-/// task result, with the case metrics of the same model and backend (the largest prefill and
-/// decode workloads without depth, at the tasks' point — the sweep's last).
+/// task result, with the case metrics of the same model and backend (prefill-only and
+/// decode-only workloads without depth, at the tasks' point — the sweep's last; peak memory
+/// is the decode case's).
 pub fn quantization_rows(summary: &Summary) -> Vec<QuantRow> {
     let mut rows: BTreeMap<(String, String), QuantRow> = BTreeMap::new();
     for t in &summary.tasks {
@@ -233,7 +238,7 @@ pub fn quantization_rows(summary: &Summary) -> Vec<QuantRow> {
                 size_bytes: t.model.size_bytes,
                 ..QuantRow::default()
             });
-        row.peak_rss_bytes = row.peak_rss_bytes.max(t.peak_rss_bytes);
+        row.task_peak_rss_bytes = row.task_peak_rss_bytes.max(t.peak_rss_bytes);
         match &t.result {
             TaskResult::Perplexity(p) => row.ppl = Some((p.ppl, p.ppl_stderr)),
             TaskResult::MultipleChoice(c) => {
@@ -259,10 +264,13 @@ pub fn quantization_rows(summary: &Summary) -> Vec<QuantRow> {
             if w.prefill == 0 && w.decode > 0 {
                 row.tg_tok_s = m("tokens_per_second");
                 row.decode_j_per_token = m("decode_j_per_token");
-                let peak = c.metrics.get("peak_rss_bytes").map(|m| m.estimate as u64);
-                row.peak_rss_bytes = row.peak_rss_bytes.max(peak);
+                row.peak_rss_bytes = c.metrics.get("peak_rss_bytes").map(|m| m.estimate as u64);
             }
         }
+    }
+    // Without a decode case, the tasks' peak (which includes their logits buffers).
+    for row in rows.values_mut() {
+        row.peak_rss_bytes = row.peak_rss_bytes.or(row.task_peak_rss_bytes);
     }
     rows.into_values().collect()
 }
@@ -276,7 +284,7 @@ fn quantization_section(summary: &Summary) -> String {
     }
     let tasks: std::collections::BTreeSet<String> =
         rows.iter().flat_map(|r| r.acc.keys().cloned()).collect();
-    let mut out = String::from("\nWhat does quantization cost? (same run, side by side)\n\n| model | backend | quant | size | peak mem | pp tok/s | tg tok/s | J/token | PPL |");
+    let mut out = String::from("\nWhat does quantization cost? (same run, side by side)\n\n| model | backend | quant | size | peak mem (tg) | pp tok/s | tg tok/s | J/token | PPL |");
     for t in &tasks {
         out.push_str(&format!(" {t} acc |"));
     }
