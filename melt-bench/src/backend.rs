@@ -197,6 +197,31 @@ pub trait Session {
 /// What [`Session::prefill_with_logits`] hands each position's logits to.
 pub type LogitsSink<'a> = &'a mut dyn FnMut(usize, &[f32]);
 
+/// The loop of an engine's [`Session::prefill_with_logits`]: `tokens` in batches of `n_batch`;
+/// `eval(batch, rows_from, sink)` evaluates one batch and hands `sink` the logits of its rows
+/// from `rows_from` on (`batch.len()`: none), indexed within the batch; they reach `each`
+/// indexed within `tokens`.
+pub fn prefill_batches_with_logits(
+    tokens: &[Token],
+    from: usize,
+    n_batch: usize,
+    each: LogitsSink<'_>,
+    mut eval: impl FnMut(&[Token], usize, LogitsSink<'_>) -> Result<(), BackendError>,
+) -> Result<(), BackendError> {
+    check_scored_range(tokens, from)?;
+    let n_batch = n_batch.max(1);
+    for (c, batch) in tokens.chunks(n_batch).enumerate() {
+        let start = c * n_batch;
+        let mut shifted = |i: usize, row: &[f32]| each(start + i, row);
+        eval(
+            batch,
+            from.saturating_sub(start).min(batch.len()),
+            &mut shifted,
+        )?;
+    }
+    Ok(())
+}
+
 /// The error [`Session::prefill_with_logits`] gives when `from` is not a position of `tokens`.
 pub fn check_scored_range(tokens: &[Token], from: usize) -> Result<(), BackendError> {
     if from >= tokens.len() {

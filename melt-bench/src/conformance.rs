@@ -352,6 +352,19 @@ pub fn run(
                 name: "truncate() keeps exactly the first positions",
                 result: check_truncate(s.as_mut(), &prompt, tolerance),
             },
+            Check {
+                name: "every position's logits, in batches of 7",
+                result: {
+                    // The prompt then spans four batches, the first position asked for inside
+                    // the first: each batch's rows must come back once, shifted right.
+                    let mut small = sp.clone();
+                    (small.n_batch, small.n_ubatch) = (7, 7);
+                    loaded
+                        .session(&small)
+                        .map_err(|e| e.to_string())
+                        .and_then(|mut b| check_all_logits(b.as_mut(), &prompt, tolerance))
+                },
+            },
         ])
     };
     match catch_unwind(AssertUnwindSafe(&mut session_checks)) {

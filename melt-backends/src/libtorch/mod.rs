@@ -521,13 +521,10 @@ impl Session for TorchSession<'_> {
         from: usize,
         each: melt_bench::backend::LogitsSink<'_>,
     ) -> Result<(), BackendError> {
-        melt_bench::backend::check_scored_range(tokens, from)?;
-        for (c, chunk) in tokens.chunks(self.n_batch).enumerate() {
-            let start = c * self.n_batch;
-            let mut shifted = |i: usize, row: &[f32]| each(start + i, row);
-            self.step(chunk, from.saturating_sub(start), Some(&mut shifted))?;
-        }
-        Ok(())
+        let n_batch = self.n_batch;
+        melt_bench::backend::prefill_batches_with_logits(tokens, from, n_batch, each, |b, r, s| {
+            self.step(b, r, Some(s))
+        })
     }
 
     fn logits(&self) -> Result<&[f32], BackendError> {

@@ -453,16 +453,21 @@ impl Session for LlamaSession<'_> {
         from: usize,
         each: melt_bench::backend::LogitsSink<'_>,
     ) -> Result<(), BackendError> {
-        melt_bench::backend::check_scored_range(tokens, from)?;
         self.check_room(tokens.len())?;
-        for (c, chunk) in tokens.chunks(self.n_batch).enumerate() {
-            let start = c * self.n_batch;
-            let logits_from = from.saturating_sub(start).min(chunk.len());
-            self.eval(chunk, logits_from)?;
-            for i in logits_from..chunk.len() {
-                each(start + i, self.ctx.get_logits_ith(i as i32));
-            }
-        }
+        let n_batch = self.n_batch;
+        melt_bench::backend::prefill_batches_with_logits(
+            tokens,
+            from,
+            n_batch,
+            each,
+            |b, r, s| {
+                self.eval(b, r)?;
+                for i in r..b.len() {
+                    s(i, self.ctx.get_logits_ith(i as i32));
+                }
+                Ok(())
+            },
+        )?;
         self.ctx.synchronize();
         Ok(())
     }

@@ -20,7 +20,7 @@ fn conformance_kit_passes_on_a_tiny_llama() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny(dir.path());
     let checks = conformance::run(&LlamaCpp, &model, &two_threads(), 1e-3, dir.path());
-    assert_eq!(checks.len(), 7);
+    assert_eq!(checks.len(), 8);
     conformance::assert_conforms(&checks);
 }
 

@@ -678,14 +678,16 @@ impl OrtSession<'_> {
                 .try_extract_tensor::<half::f16>()
                 .map_err(err("reading logits"))?;
             let (rows, vocab) = rows_of(shape)?;
-            for r in rows_from.min(rows - 1)..rows {
-                self.logits.clear();
-                let row = &data[r * vocab..(r + 1) * vocab];
-                self.logits.extend(row.iter().map(|x| x.to_f32()));
-                if let Some(each) = each.as_mut() {
+            let row = |r: usize| data[r * vocab..(r + 1) * vocab].iter().map(|x| x.to_f32());
+            if let Some(each) = each.as_mut() {
+                for r in rows_from.min(rows)..rows {
+                    self.logits.clear();
+                    self.logits.extend(row(r));
                     each(r, &self.logits);
                 }
             }
+            self.logits.clear();
+            self.logits.extend(row(rows - 1));
         } else {
             let (shape, data) = logits
                 .try_extract_tensor::<f32>()
@@ -750,13 +752,10 @@ impl Session for OrtSession<'_> {
         from: usize,
         each: melt_bench::backend::LogitsSink<'_>,
     ) -> Result<(), BackendError> {
-        melt_bench::backend::check_scored_range(tokens, from)?;
-        for (c, chunk) in tokens.chunks(self.n_batch).enumerate() {
-            let start = c * self.n_batch;
-            let mut shifted = |i: usize, row: &[f32]| each(start + i, row);
-            self.step(chunk, from.saturating_sub(start), Some(&mut shifted))?;
-        }
-        Ok(())
+        let n_batch = self.n_batch;
+        melt_bench::backend::prefill_batches_with_logits(tokens, from, n_batch, each, |b, r, s| {
+            self.step(b, r, Some(s))
+        })
     }
 
     fn logits(&self) -> Result<&[f32], BackendError> {

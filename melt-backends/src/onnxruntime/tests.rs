@@ -27,7 +27,7 @@ fn conformance_kit_passes_with_an_f32_kv_cache() {
     let dir = tempfile::tempdir().unwrap();
     let model = write(dir.path(), &TinyOnnxLm::default());
     let checks = conformance::run(&OnnxRuntime, &model, &two_threads(), 1e-4, dir.path());
-    assert_eq!(checks.len(), 7);
+    assert_eq!(checks.len(), 8);
     conformance::assert_conforms(&checks);
 }
 

@@ -56,32 +56,8 @@ pub fn loglikelihood(
     context: &[Token],
     continuation: &[Token],
 ) -> Result<ChoiceScore, TaskError> {
-    if context.is_empty() || continuation.is_empty() {
-        return Err(TaskError::Input(
-            "log-likelihood of an empty context or continuation".into(),
-        ));
-    }
-    let whole: Vec<Token> = context.iter().chain(continuation).copied().collect();
-    if whole.len() > session.n_ctx() {
-        return Err(TaskError::Input(format!(
-            "a question of {} tokens does not fit a context of {}",
-            whole.len(),
-            session.n_ctx()
-        )));
-    }
-    session.clear()?;
-    let (mut loglik, mut greedy) = (0.0, true);
-    session.prefill_with_logits(&whole, context.len() - 1, &mut |i, logits| {
-        if let Some(&next) = whole.get(i + 1) {
-            loglik += log_prob(logits, next);
-            greedy &= argmax(logits) == next;
-        }
-    })?;
-    Ok(ChoiceScore {
-        loglik,
-        greedy,
-        tokens: continuation.len(),
-    })
+    // A scorer that holds nothing starts from an empty context.
+    PrefixScorer::default().score(session, context, continuation)
 }
 
 /// Scores continuations like [`loglikelihood`], keeping what the context already holds: the
