@@ -131,7 +131,8 @@ impl ChatTemplate {
                 msg,
             ))
         });
-        env.add_function("strftime_now", |_format: String| "26 Nov 2026".to_string());
+        // Llama 3.x templates print today's date; transformers passes strftime_now.
+        env.add_function("strftime_now", |_format: String| today());
         let bad = |e: minijinja::Error| {
             TaskError::Input(format!("chat template ({}): {e:#}", self.source))
         };
@@ -146,6 +147,20 @@ impl ChatTemplate {
             })
             .map_err(bad)
     }
+}
+
+/// Today as `26 Nov 2026` (the `%d %b %Y` templates ask `strftime_now` for), from the
+/// run's own timestamp.
+fn today() -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let stamp = crate::store::timestamp_id();
+    let (y, m, d) = (&stamp[..4], &stamp[5..7], &stamp[8..10]);
+    let month = m
+        .parse::<usize>()
+        .map_or("Jan", |m| MONTHS[(m.max(1) - 1) % 12]);
+    format!("{d} {month} {y}")
 }
 
 /// What the model file says: BOS and EOS texts, a template with its source, the architecture.
@@ -292,6 +307,20 @@ mod tests {
         };
         let e = broken.render(&[], false).unwrap_err().to_string();
         assert!(e.contains("chat template (test)"), "{e}");
+        // Llama 3.x's date line: today, from the clock.
+        let dated = ChatTemplate {
+            template: "{{ strftime_now('%d %b %Y') }}".into(),
+            ..broken
+        };
+        let today = dated.render(&[], false).unwrap();
+        let year = &crate::store::timestamp_id()[..4];
+        assert!(
+            regex::Regex::new(r"^\d\d [A-Z][a-z]{2} \d{4}$")
+                .unwrap()
+                .is_match(&today)
+                && today.ends_with(year),
+            "{today}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::params::Point;
 use crate::probe;
 use crate::runner::{CaseFailure, ModelRef, Runner};
 use crate::store::Event;
+use crate::tasks::chat::ChatTemplate;
 use crate::tasks::{choice, perplexity, replay, Task, TaskError, TaskRecord, TaskResult};
 
 /// One task of the plan.
@@ -125,7 +126,7 @@ impl Runner<'_> {
             }
             Task::Replay(r) => {
                 let conversations = crate::datasets::read_conversations(&r.path);
-                let template = replay_template(&spec.path, r);
+                let template = ChatTemplate::for_model(&spec.path, r.chat_template.as_deref());
                 match (conversations, template) {
                     (Ok(convs), Ok(template)) => {
                         eprintln!("melt: {id}: chat template: {}", template.source);
@@ -197,11 +198,4 @@ impl Runner<'_> {
             result,
         })
     }
-}
-
-fn replay_template(
-    model: &std::path::Path,
-    r: &replay::ReplaySpec,
-) -> Result<crate::tasks::chat::ChatTemplate, TaskError> {
-    crate::tasks::chat::ChatTemplate::for_model(model, r.chat_template.as_deref())
 }
