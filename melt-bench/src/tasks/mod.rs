@@ -40,7 +40,8 @@ pub enum Task {
     MultipleChoice(choice::ChoiceSpec),
 }
 
-fn file_name(p: &Path) -> String {
+/// A path's file name (the whole path when it has none): how tasks and reports name files.
+pub(crate) fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| p.display().to_string())

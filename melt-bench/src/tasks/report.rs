@@ -147,7 +147,7 @@ pub fn section(summary: &Summary) -> String {
                 "| {} | {} | {} | {} | {} | {} | {:.4} | {:.5} | {:.1} |\n",
                 t.model.name,
                 t.backend,
-                file_name(&p.file),
+                crate::tasks::file_name(std::path::Path::new(&p.file)),
                 p.n_ctx,
                 p.chunks,
                 p.tokens_scored,
@@ -194,12 +194,6 @@ pub fn section(summary: &Summary) -> String {
     }
     out.push_str(&quantization_section(summary));
     out
-}
-
-fn file_name(path: &str) -> String {
-    std::path::Path::new(path)
-        .file_name()
-        .map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned())
 }
 
 /// One row of the quantization comparison: a model file on one backend.
