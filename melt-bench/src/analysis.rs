@@ -209,10 +209,10 @@ fn probe_metrics(p: &crate::probe::ProbeSummary, metrics: &mut BTreeMap<String, 
             c.from_c,
             c.to_c,
             c.target_c,
-            if c.reached {
-                ""
-            } else {
-                " (not reached: measured warm)"
+            match (&c.unreadable_zone, c.reached) {
+                (Some(z), _) => format!(" (zone `{z}` unreadable: not known to be reached)"),
+                (None, false) => " (not reached: measured warm)".into(),
+                (None, true) => String::new(),
             }
         );
         put("cooldown_wait_s", "s", Some(c.waited_s), Some(note));

@@ -223,10 +223,13 @@ impl Runner<'_> {
                 c.from_c,
                 c.to_c,
                 c.waited_s,
-                if c.reached {
-                    String::new()
-                } else {
-                    format!(" — not down to {target:.1} °C; measuring warm")
+                match (&c.unreadable_zone, c.reached) {
+                    (Some(z), _) => format!(
+                        " — but zone `{z}` stayed unreadable, so how warm is not known; \
+                         measuring anyway"
+                    ),
+                    (None, false) => format!(" — not down to {target:.1} °C; measuring warm"),
+                    (None, true) => String::new(),
                 }
             );
         }
@@ -274,7 +277,7 @@ impl Runner<'_> {
         let mut failures = Vec::new();
         if self.sampling.cooldown.is_some() {
             let (thermal, _) = probe::thermal::Thermal::detect(&self.sampling.sysroot);
-            self.start_temp_c = thermal.hottest_c();
+            self.start_temp_c = thermal.detected_hottest_c();
             match self.start_temp_c {
                 Some(t) => eprintln!("melt: --cooldown: the run starts at {t:.1} °C"),
                 None => eprintln!(

@@ -15,6 +15,34 @@ pub struct Zone {
     pub name: String,
     temp: PathBuf,
     pub trips: Vec<(String, f64)>,
+    /// Its temperature when detected; `None`: unreadable then (some zones always are — a
+    /// sensor behind a powered-down bus answers EINVAL), so it is read once, not retried.
+    pub detected_c: Option<f64>,
+}
+
+/// Tries for a zone that was readable: a sysfs file read while its writer rewrites it, or an
+/// I²C sensor that is busy, fails once and answers the next time.
+const READ_TRIES: u32 = 3;
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
+impl Zone {
+    /// The temperature now (°C), retried as [`READ_TRIES`] says when the zone was readable.
+    pub fn read_c(&self) -> Option<f64> {
+        let tries = if self.detected_c.is_some() {
+            READ_TRIES
+        } else {
+            1
+        };
+        for i in 0..tries {
+            if i > 0 {
+                std::thread::sleep(RETRY_PAUSE);
+            }
+            if let Some(t) = num(&self.temp) {
+                return Some(t / 1000.0);
+            }
+        }
+        None
+    }
 }
 
 impl Zone {
@@ -97,11 +125,14 @@ impl Thermal {
                 };
                 trips.push((ty, t / 1000.0));
             }
-            zones.push(Zone {
+            let mut zone = Zone {
                 name,
                 temp: z.join("temp"),
                 trips,
-            });
+                detected_c: None,
+            };
+            zone.detected_c = num(&zone.temp).map(|t| t / 1000.0);
+            zones.push(zone);
         }
         if zones.is_empty() {
             why.push(format!("thermal: no thermal_zone* in {}", class.display()));
@@ -140,11 +171,7 @@ impl Thermal {
 
     pub fn read(&self) -> ThermalReading {
         ThermalReading {
-            temps_c: self
-                .zones
-                .iter()
-                .map(|z| num(&z.temp).map(|t| t / 1000.0))
-                .collect(),
+            temps_c: self.zones.iter().map(Zone::read_c).collect(),
             freqs_mhz: self
                 .cpus
                 .iter()
@@ -173,24 +200,34 @@ impl Default for Cooldown {
 }
 
 /// What a cooldown did before a case.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CooledDown {
     pub waited_s: f64,
     pub from_c: f64,
+    /// The hottest zone at the end: its last reading, for a zone that could not be read then.
     pub to_c: f64,
     pub target_c: f64,
-    /// False: `max_wait` ran out first, and the case ran warmer than the run began.
+    /// False: `max_wait` ran out first, and the case ran warmer than the run began — or a
+    /// zone could not be read at the end, so how warm is not known.
     pub reached: bool,
+    /// A zone that was readable when the cooldown began and stayed unreadable to its end:
+    /// the other zones were not trusted (they may be the cool battery beside a hot SoC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreadable_zone: Option<String>,
 }
 
 impl Thermal {
-    /// The hottest zone now, if any can be read.
-    pub fn hottest_c(&self) -> Option<f64> {
-        self.read().temps_c.into_iter().flatten().reduce(f64::max)
+    /// The hottest zone when detected, if any could be read.
+    pub fn detected_hottest_c(&self) -> Option<f64> {
+        self.zones
+            .iter()
+            .filter_map(|z| z.detected_c)
+            .reduce(f64::max)
     }
 
     /// Polls every `poll` until the hottest zone is at or below `target_c`, for at most
-    /// `max_wait`. `None`: no temperature can be read here.
+    /// `max_wait`. `None`: no temperature can be read here. Only zones readable at detection
+    /// count, and all of them must be read for the device to count as cooled.
     pub fn cool_down(
         &self,
         target_c: f64,
@@ -198,20 +235,33 @@ impl Thermal {
         poll: std::time::Duration,
     ) -> Option<CooledDown> {
         let start = std::time::Instant::now();
-        let from_c = self.hottest_c()?;
-        let mut now_c = from_c;
+        let from_c = self.detected_hottest_c()?;
+        // The last reading of each zone, for the report when one stops answering.
+        let mut last: Vec<Option<f64>> = self.zones.iter().map(|z| z.detected_c).collect();
         loop {
-            if now_c <= target_c || start.elapsed() >= max_wait {
+            let mut unreadable = None;
+            for (z, last) in self.zones.iter().zip(&mut last) {
+                if z.detected_c.is_none() {
+                    continue;
+                }
+                match z.read_c() {
+                    Some(t) => *last = Some(t),
+                    None => unreadable = unreadable.or(Some(z.name.clone())),
+                }
+            }
+            let now_c = last.iter().flatten().copied().reduce(f64::max)?;
+            let reached = unreadable.is_none() && now_c <= target_c;
+            if reached || start.elapsed() >= max_wait {
                 return Some(CooledDown {
                     waited_s: start.elapsed().as_secs_f64(),
                     from_c,
                     to_c: now_c,
                     target_c,
-                    reached: now_c <= target_c,
+                    reached,
+                    unreadable_zone: unreadable,
                 });
             }
             std::thread::sleep(poll.min(max_wait.saturating_sub(start.elapsed())));
-            now_c = self.hottest_c().unwrap_or(now_c);
         }
     }
 }
