@@ -8,7 +8,7 @@ use std::process::Command;
 use melt::cli::Args;
 use melt::driver::{run_suite, DriverError, Outcome};
 use melt::store::{read_events, Event, Summary};
-use melt::testkit::TinyLlama;
+use melt::testkit::{needs, TinyLlama};
 use melt::{pp, pp_tg, tg, Suite, Sweep};
 use serde_json::Value;
 
@@ -316,10 +316,10 @@ fn baselines_compare_and_critcmp_reads_them() {
             assert!(text.contains("before") && text.contains("after"), "{text}");
             assert!(text.contains("Elem/sec"), "throughput column: {text}");
         }
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!("critcmp must be installed in CI: {e}")
-        }
-        Err(e) => eprintln!("critcmp not installed ({e}); `cargo install critcmp` to check this"),
+        Err(e) => needs::missing(
+            &format!("critcmp cannot run ({e})"),
+            "`cargo install critcmp --locked --version 0.1.8`",
+        ),
     }
 }
 
@@ -620,11 +620,11 @@ fn the_html_report_opens_in_chromium_with_every_plot_and_the_numbers() {
     let dom = match dom {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
         Ok(o) => panic!("chromium failed: {}", String::from_utf8_lossy(&o.stderr)),
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!("chromium must be installed in CI: {e}")
-        }
         Err(e) => {
-            eprintln!("chromium not installed ({e}); `apt-get install chromium` to check this");
+            needs::missing(
+                &format!("chromium cannot run ({e})"),
+                "`apt-get install chromium`",
+            );
             return;
         }
     };
@@ -1014,12 +1014,7 @@ fn an_external_meters_csv_is_aligned_with_the_run_by_wall_clock() {
 /// on the tiny model the report's own bookkeeping would outweigh it).
 #[test]
 fn peak_memory_agrees_with_usr_bin_time() {
-    let Some(bin) = std::env::var_os("MELT_TEST_SUITE_BIN") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "MELT_TEST_SUITE_BIN is not set: run the tests with `cargo xtask test`"
-        );
-        eprintln!("skipped: MELT_TEST_SUITE_BIN not set (run `cargo xtask test`)");
+    let Some(bin) = needs::suite_bin() else {
         return;
     };
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -1027,6 +1022,9 @@ fn peak_memory_agrees_with_usr_bin_time() {
     else {
         return;
     };
+    if !Path::new("/usr/bin/time").is_file() {
+        return needs::missing("GNU time (/usr/bin/time)", "`apt-get install time`");
+    }
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new("/usr/bin/time")
         .arg("-v")
@@ -1259,11 +1257,11 @@ fn a_bad_task_file_is_named_and_costs_no_other_result() {
     for (bad, says) in [
         (
             vec!["--think-time", "0"],
-            "`--think-time` only applies with --replay FILE",
+            "`--think-time` only applies with --replay NAME|FILE",
         ),
         (
             vec!["--limit", "5"],
-            "`--limit` only applies with --choices FILE",
+            "`--limit` only applies with --choices NAME|FILE",
         ),
         (
             vec!["--ppl-ctx", "0", "--perplexity", "x"],
@@ -1281,26 +1279,16 @@ fn a_bad_task_file_is_named_and_costs_no_other_result() {
 
 #[test]
 fn the_papers_conversations_replay_on_the_tiny_model() {
-    let conversations =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/melt/conversations.json");
-    if !conversations.is_file() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{} is missing under CI",
-            conversations.display()
-        );
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
-    let c = conversations.display().to_string();
+    // By the shipped set's name: no path, the binary carries it.
     let out = run(
         &model,
         dir.path(),
         &[
             "--tasks-only",
             "--replay",
-            &c,
+            "conversations",
             "--conversations",
             "3",
             "--think-time",
@@ -1317,7 +1305,16 @@ fn the_papers_conversations_replay_on_the_tiny_model() {
     let melt::tasks::TaskResult::Replay(r) = &out.summary.tasks[0].result else {
         panic!("not a replay")
     };
-    let expected: usize = melt::datasets::read_conversations(&conversations).unwrap()[..3]
+    assert!(
+        out.summary.tasks[0]
+            .id
+            .contains("replay:conversations.json"),
+        "the same id as the file by path: {}",
+        out.summary.tasks[0].id
+    );
+    assert_eq!(r.file, "melt:conversations");
+    let shipped = melt::datasets::Shipped::Conversations.into();
+    let expected: usize = melt::datasets::read_conversations(&shipped).unwrap()[..3]
         .iter()
         .map(Vec::len)
         .sum();

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::criterion_format::BaselineMode;
+use crate::datasets::DataSource;
 
 /// How a case decides it has enough samples.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,9 +115,9 @@ pub struct Args {
 /// order on the command line does not matter).
 #[derive(Debug, Default)]
 struct TaskArgs {
-    replay: Vec<PathBuf>,
-    perplexity: Vec<PathBuf>,
-    choices: Vec<PathBuf>,
+    replay: Vec<DataSource>,
+    perplexity: Vec<DataSource>,
+    choices: Vec<DataSource>,
     think_time_s: Option<f64>,
     conversation_gap_s: Option<f64>,
     max_output: Option<usize>,
@@ -133,14 +134,14 @@ impl TaskArgs {
     fn tasks(self) -> Result<Vec<crate::tasks::Task>, CliError> {
         use crate::tasks::{choice::ChoiceSpec, perplexity::PerplexitySpec, replay::ReplaySpec};
         // A task option without its task is a mistake worth saying, not ignoring.
-        let orphan = |flag: &str, set: bool, task: &[PathBuf], needs: &'static str| {
+        let orphan = |flag: &str, set: bool, task: &[DataSource], needs: &'static str| {
             if set && task.is_empty() {
                 Err(CliError::OnlyWith(flag.into(), needs))
             } else {
                 Ok(())
             }
         };
-        let (r, rn) = (&self.replay, "--replay FILE");
+        let (r, rn) = (&self.replay, "--replay NAME|FILE");
         orphan("--think-time", self.think_time_s.is_some(), r, rn)?;
         orphan(
             "--conversation-gap",
@@ -153,14 +154,14 @@ impl TaskArgs {
         orphan("--chat-template", self.chat_template.is_some(), r, rn)?;
         orphan("--replay-ctx", self.replay_ctx.is_some(), r, rn)?;
         orphan("--conversations", self.conversations.is_some(), r, rn)?;
-        let (p, pn) = (&self.perplexity, "--perplexity FILE");
+        let (p, pn) = (&self.perplexity, "--perplexity NAME|FILE");
         orphan("--ppl-ctx", self.ppl_ctx.is_some(), p, pn)?;
         orphan("--ppl-chunks", self.ppl_chunks.is_some(), p, pn)?;
-        let cn = "--choices FILE";
+        let cn = "--choices NAME|FILE";
         orphan("--limit", self.limit.is_some(), &self.choices, cn)?;
         let mut out = Vec::new();
-        for path in self.replay {
-            let mut s = ReplaySpec::new(path);
+        for data in self.replay {
+            let mut s = ReplaySpec::new(data);
             s.think_time_s = self.think_time_s.unwrap_or(s.think_time_s);
             s.conversation_gap_s = self.conversation_gap_s.unwrap_or(s.conversation_gap_s);
             s.max_output = self.max_output.unwrap_or(s.max_output);
@@ -170,16 +171,16 @@ impl TaskArgs {
             s.max_conversations = self.conversations;
             out.push(crate::tasks::Task::Replay(s));
         }
-        for path in self.perplexity {
+        for data in self.perplexity {
             out.push(crate::tasks::Task::Perplexity(PerplexitySpec {
-                path,
+                data,
                 n_ctx: self.ppl_ctx.unwrap_or(512),
                 max_chunks: self.ppl_chunks,
             }));
         }
-        for path in self.choices {
+        for data in self.choices {
             out.push(crate::tasks::Task::MultipleChoice(ChoiceSpec {
-                path,
+                data,
                 limit: self.limit,
             }));
         }
@@ -203,6 +204,8 @@ pub enum CliError {
     TwoFilters(String, String),
     #[error("option `{0}` only applies with {1}")]
     OnlyWith(String, &'static str),
+    #[error("option `{0}`: {1}")]
+    Data(String, String),
 }
 
 pub const HELP: &str = "\
@@ -244,8 +247,9 @@ A melt bench target. Usage: cargo bench --bench <target> -- [OPTIONS] [FILTER]
   --skip CASE-ID               do not run this case (exact id, repeatable; used by --resume)
 
 Tasks (once per model × backend, at the sweep's last point, after the workloads):
-  --replay FILE                replay conversations (a JSON list of lists of user prompts)
-                               with the model's chat template, answers kept in context
+  --replay NAME|FILE           replay conversations (a JSON list of lists of user prompts)
+                               with the model's chat template, answers kept in context;
+                               shipped: conversations, sustained (the paper's)
   --think-time SECS            between a turn's answer and the next prompt [5]
   --conversation-gap SECS      between conversations (the context is emptied) [60]
   --max-output N               an answer ends at end of turn or after N tokens [256]
@@ -253,11 +257,13 @@ Tasks (once per model × backend, at the sweep's last point, after the workloads
   --chat-template NAME|FILE    gemma, chatml, llama3 or a Jinja file [the model's own]
   --replay-ctx N               the chat's context; when full, the oldest turns go [4096]
   --conversations N            replay only the first N conversations
-  --perplexity FILE            perplexity of a text file, llama-perplexity's method
+  --perplexity NAME|FILE       perplexity of a text file, llama-perplexity's method;
+                               shipped: tinyshakespeare
   --ppl-ctx N                  tokens per chunk; the second half of each is scored [512]
   --ppl-chunks N               score at most N chunks [all]
-  --choices FILE               multiple-choice accuracy (ARC/OpenBookQA or HellaSwag JSONL,
-                               TruthfulQA.csv) by log-likelihood, as lm-evaluation-harness
+  --choices NAME|FILE          multiple-choice accuracy (ARC/OpenBookQA or HellaSwag JSONL,
+                               TruthfulQA.csv) by log-likelihood, as lm-evaluation-harness;
+                               shipped: openbookqa, truthfulqa
   --limit N                    a seeded subset of N questions
   --tasks-only                 skip the suite's pp/tg workloads
 
@@ -265,6 +271,11 @@ Tasks (once per model × backend, at the sweep's last point, after the workloads
                                stdout as it happens (case_start, sample, case_end, error, run_end)
   --bench, --noplot, --color C, --verbose, --quiet   accepted for criterion compatibility
 ";
+
+/// A task's data: a shipped set's name or a file (see [`DataSource::from_arg`]).
+fn data(flag: &str, value: &str) -> Result<DataSource, CliError> {
+    DataSource::from_arg(value).map_err(|e| CliError::Data(flag.into(), e.to_string()))
+}
 
 fn parse_num<T: std::str::FromStr>(
     flag: &str,
@@ -498,9 +509,9 @@ impl Args {
                 "--target-dir" => out.target_dir = Some(PathBuf::from(value(&flag)?)),
                 "--device" => out.device = Some(value(&flag)?),
                 "--skip" => out.skip.push(value(&flag)?),
-                "--replay" => tasks.replay.push(PathBuf::from(value(&flag)?)),
-                "--perplexity" => tasks.perplexity.push(PathBuf::from(value(&flag)?)),
-                "--choices" => tasks.choices.push(PathBuf::from(value(&flag)?)),
+                "--replay" => tasks.replay.push(data(&flag, &value(&flag)?)?),
+                "--perplexity" => tasks.perplexity.push(data(&flag, &value(&flag)?)?),
+                "--choices" => tasks.choices.push(data(&flag, &value(&flag)?)?),
                 "--tasks-only" => out.tasks_only = true,
                 "--think-time" => {
                     tasks.think_time_s = Some(secs(&flag, &value(&flag)?)?.as_secs_f64())

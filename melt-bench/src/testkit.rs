@@ -6,6 +6,7 @@
 //! key/value count (u64), the key/values, the tensor infos (name, dims, type, offset), padding
 //! to the alignment (32), then the tensor data, each tensor aligned.
 
+pub mod needs;
 pub mod onnx;
 
 use std::io::{self, Write};
@@ -336,7 +337,7 @@ pub fn tiny_perplexity(
     let mut s = loaded.session(params).unwrap();
     let text = "the hello world and the other world, a lot of words in the shell; ".repeat(8);
     let spec = perplexity::PerplexitySpec {
-        path: "text.txt".into(),
+        data: std::path::PathBuf::from("text.txt").into(),
         n_ctx: 32,
         max_chunks: Some(3),
     };
@@ -350,11 +351,26 @@ pub fn tiny_perplexity(
 pub struct NoBackend;
 
 /// A registry model from the cache, for tests that need a real one: `melt.toml` is found from
-/// `start` upwards. Absent, the test is skipped (`None`) — unless `MELT_TEST_REAL_MODEL` is
-/// set, as CI sets it after fetching, which makes absence a failure.
+/// `start` upwards. Absent, the test fails naming it (`cargo xtask test` fetches it first) —
+/// or, under `--allow-skip`, is skipped (`None`).
 pub fn cached_model(start: &Path, name: &str) -> Option<ModelSpec> {
+    match lookup_cached(start, name) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            needs::missing(
+                &format!("model `{name}`: {e}"),
+                &format!("`cargo xtask models fetch {name}`"),
+            );
+            None
+        }
+    }
+}
+
+/// A registry model from the cache, or why it is not there: for a test that can make the
+/// model itself when it is missing (an export of a cached GGUF).
+pub fn lookup_cached(start: &Path, name: &str) -> Result<ModelSpec, String> {
     use crate::model::{Cache, Registry};
-    let found = Registry::find(start)
+    Registry::find(start)
         .ok_or_else(|| format!("no melt.toml above {}", start.display()))
         .and_then(|p| Registry::load(&p).map_err(|e| e.to_string()))
         .and_then(|r| {
@@ -362,15 +378,7 @@ pub fn cached_model(start: &Path, name: &str) -> Option<ModelSpec> {
             Cache::new(Cache::default_root())
                 .lookup(name, entry)
                 .map_err(|e| e.to_string())
-        });
-    match found {
-        Ok(m) => Some(m),
-        Err(e) if std::env::var_os("MELT_TEST_REAL_MODEL").is_none() => {
-            eprintln!("skipped: {e}");
-            None
-        }
-        Err(e) => panic!("MELT_TEST_REAL_MODEL is set but {e}"),
-    }
+        })
 }
 
 impl Backend for NoBackend {

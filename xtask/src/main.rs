@@ -7,8 +7,8 @@
 //!   library) if missing, build and run
 //!   the shipped suite here or on devices (see `devices`), print the table and the reports.
 //! - `devices`: the `[[device]]` inventory of melt.toml, each probed.
-//! - `test [-- CARGO-TEST-ARGS]`: every test of the workspace (release profile, so llama.cpp
-//!   is compiled once for tests and benches alike).
+//! - `test [--allow-skip] [-- CARGO-TEST-ARGS]`: bring what the tests need, then every test
+//!   of the workspace (release profile, so llama.cpp is compiled once for tests and benches).
 //! - `gate --baseline NAME`: exit 1 when tok/s regressed for real against a saved baseline.
 
 mod devices;
@@ -18,6 +18,7 @@ mod models;
 mod prereq;
 mod runs;
 mod runtimes;
+mod testing;
 
 use std::process::{Command, ExitCode};
 
@@ -102,8 +103,10 @@ cargo xtask <command>
         [--features libtorch]    also the libtorch backend and its model (on a device: built
                                  against that triple's libtorch, shipped beside the binary)
   devices                        the [[device]]s of melt.toml, probed
-  test [-- ARGS]                 run every test (cargo test --workspace --release
-                                 --features libtorch, after `setup libtorch`)
+  test [--allow-skip] [-- ARGS]  bring what the tests need (packages, critcmp, runtimes,
+                                 models, the suite binary), then run every test (cargo test
+                                 --workspace --release --features libtorch ARGS);
+                                 --allow-skip: skip what cannot be brought, and list it
   gate (--baseline NAME | --baseline-ref GIT-REF) [--threshold PCT] [--lenient] [--target-dir DIR]
                                  exit 1 if tok/s regressed for real against a saved criterion
                                  baseline, or against the latest recorded run of a git ref
@@ -384,7 +387,7 @@ fn main() -> ExitCode {
                     .map(|p| format!("--model {}", p.display()))
                     .collect();
                 eprintln!(
-                    "xtask: compare them: cargo xtask bench -- {} --perplexity FILE --choices FILE",
+                    "xtask: compare them: cargo xtask bench -- {} --perplexity tinyshakespeare --choices openbookqa",
                     models.join(" ")
                 );
                 Ok(ExitCode::SUCCESS)
@@ -412,29 +415,12 @@ fn main() -> ExitCode {
             let code = gate::run(&o, gate::config()?)?;
             Ok(ExitCode::from(code as u8))
         }),
-        Some("test") => prereq::ensure().and_then(|_| {
-            // The device tests push the shipped bench binary to their devices; a test cannot
-            // build it (cargo holds the build lock while tests run), so it is built first —
-            // the same release build the tests use, so nothing compiles twice.
-            let tc = devices::build::Toolchain::detect()?;
-            // The ONNX Runtime backend's tests run the real library; the libtorch backend is
-            // built and tested too (its library made from the PyPI wheel, cached).
-            runtimes::setup_onnxruntime(&tc.host_triple, &tc.host_triple)?;
-            let libtorch = runtimes::setup_libtorch(&tc.host_triple, &tc.host_triple)?;
-            let mut plan = devices::build::plan(&tc, &tc.host_triple, "suite", 0, false)?;
-            plan.args.extend(["--features".into(), "libtorch".into()]);
-            plan.env.extend(
-                runtimes::libtorch_env(&libtorch)
-                    .map(|(k, v)| (k.to_string(), v.display().to_string())),
-            );
-            let (bin, _) = devices::build::run(&plan, "suite")?;
-            let rest = args[1..].iter().skip_while(|a| *a == "--");
-            let mut cmd = cargo();
-            cmd.env("MELT_TEST_SUITE_BIN", bin)
-                .envs(runtimes::libtorch_env(&libtorch))
-                .args(["test", "--workspace", "--release", "--features", "libtorch"])
-                .args(rest);
-            run(cmd)
+        Some("test") => testing::parse(&args[1..]).and_then(|o| match o {
+            Some(o) => testing::run(&o, &target_dir()),
+            None => {
+                print!("{}", testing::USAGE);
+                Ok(ExitCode::SUCCESS)
+            }
         }),
         Some("help" | "--help" | "-h") | None => {
             print!("{HELP}");

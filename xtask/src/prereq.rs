@@ -78,10 +78,23 @@ pub fn ensure() -> Result<()> {
         return Ok(());
     }
     let list = missing.join(" ");
-    let can_apt = is_root() && has("apt-get", "--version");
-    if !can_apt {
+    apt_install(&missing).context(format!(
+        "llama.cpp needs {list} to build (or your system's equivalents: cmake, a C++ \
+         compiler, clang and libclang)"
+    ))?;
+    if !self::missing().is_empty() {
+        bail!("apt-get could not install {list}; try: apt-get install -y {list}");
+    }
+    Ok(())
+}
+
+/// `apt-get install` of Debian packages where this process can (root, apt-get present);
+/// otherwise an error with the exact command a person must run.
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    let list = packages.join(" ");
+    if !(is_root() && has("apt-get", "--version")) {
         bail!(
-            "llama.cpp needs {list} to build; install them, e.g.\n    sudo apt-get install -y {list}\n(or your system's equivalents: cmake, a C++ compiler, clang and libclang)"
+            "not root or no apt-get here; install them, e.g.\n    sudo apt-get install -y {list}"
         );
     }
     eprintln!("xtask: installing {list} with apt-get");
@@ -93,12 +106,12 @@ pub fn ensure() -> Result<()> {
         .success()
         && Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
+            .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
             .context("running apt-get install")?
             .success();
-    if !ok || !self::missing().is_empty() {
+    if !ok {
         bail!("apt-get could not install {list}; try: apt-get install -y {list}");
     }
     Ok(())

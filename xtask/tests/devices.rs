@@ -4,8 +4,8 @@
 //! that runs the device's shell commands here) — and the results come back tagged.
 //!
 //! The bench binary comes from `MELT_TEST_SUITE_BIN`, which `cargo xtask test` sets after
-//! building it (a test cannot run cargo itself while cargo holds the build lock). Without it
-//! these tests say so and pass, unless `MELT_TEST_REQUIRE_DEVICES=1` (CI) makes that a failure.
+//! building it (a test cannot run cargo itself while cargo holds the build lock). Without it,
+//! or without sshd, these tests fail naming what is missing (`--allow-skip` skips them).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -13,23 +13,7 @@ use std::time::{Duration, Instant};
 
 use melt_bench::store::{read_events, Event, Summary};
 
-fn require() -> bool {
-    std::env::var_os("MELT_TEST_REQUIRE_DEVICES").is_some()
-}
-
-fn suite_bin() -> Option<PathBuf> {
-    match std::env::var_os("MELT_TEST_SUITE_BIN") {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            assert!(
-                !require(),
-                "MELT_TEST_SUITE_BIN is not set: run the tests with `cargo xtask test`"
-            );
-            eprintln!("skipped: MELT_TEST_SUITE_BIN not set (run `cargo xtask test`)");
-            None
-        }
-    }
-}
+use melt_bench::testkit::needs::{self, suite_bin};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -199,11 +183,10 @@ impl Sshd {
             .map(PathBuf::from)
             .find(|p| p.is_file());
         let Some(sshd) = sshd else {
-            assert!(
-                !require(),
-                "no sshd: apt-get install openssh-server openssh-client"
+            needs::missing(
+                "no sshd on this machine",
+                "`apt-get install openssh-server openssh-client`",
             );
-            eprintln!("skipped: no sshd on this machine");
             return None;
         };
         let keygen = |name: &str| {

@@ -160,7 +160,7 @@ fn unknown_architectures_and_broken_files_are_named() {
 }
 
 /// Gemma 3 270M Q4_K_M from the cache, exported (or the registry's export, when cached) and
-/// run on both engines. CI sets `MELT_TEST_REAL_MODEL=1`, which makes absence a failure.
+/// run on both engines; its prompt is the shipped tinyshakespeare's first 2400 characters.
 #[test]
 fn gemma_3_270m_exported_agrees_with_llama_cpp() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -168,9 +168,9 @@ fn gemma_3_270m_exported_agrees_with_llama_cpp() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let onnx = match cached_model(&root, "gemma-3-270m-f32-onnx") {
-        Some(m) => m,
-        None => {
+    let onnx = match melt_bench::testkit::lookup_cached(&root, "gemma-3-270m-f32-onnx") {
+        Ok(m) => m,
+        Err(_) => {
             let out = export(&gguf.path, dir.path()).unwrap();
             ModelSpec::from_path(&out.model).unwrap()
         }
@@ -178,9 +178,11 @@ fn gemma_3_270m_exported_agrees_with_llama_cpp() {
     // llama.cpp multiplies Q4_K/Q5_0/Q6_K/Q8_0 weights by 8-bit-quantized activations; the
     // ONNX model multiplies the same weights, dequantized, in f32. The sliding window (512)
     // is crossed: the prompt plus decode runs past it.
-    let prompt = std::fs::read_to_string(root.join("../shared/data/text/tinyshakespeare.txt"))
-        .map(|t| t.chars().take(2400).collect::<String>())
-        .unwrap_or_else(|_| "The quick brown fox jumps over the lazy dog. ".repeat(60));
+    let prompt: String = melt_bench::datasets::Shipped::TinyShakespeare
+        .text()
+        .chars()
+        .take(2400)
+        .collect();
     let mut sp = params();
     sp.n_ctx = Some(1024);
     let (worst, agree, n) = compare(&gguf, &onnx, &sp, &prompt, 16);

@@ -166,8 +166,7 @@ fn bad_models_are_named() {
 }
 
 /// Gemma 3 270M: the Q4_K_M GGUF on llama.cpp against its TorchScript export (the registry's,
-/// when cached; else exported here) on libtorch. CI sets `MELT_TEST_REAL_MODEL=1`, which makes
-/// the GGUF's absence a failure.
+/// when cached; else exported here) on libtorch. The GGUF's absence fails the test, naming it.
 #[test]
 fn gemma_3_270m_traced_agrees_with_llama_cpp() {
     use melt_bench::testkit::cached_model;
@@ -176,17 +175,19 @@ fn gemma_3_270m_traced_agrees_with_llama_cpp() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let ts = match cached_model(&root, "gemma-3-270m-f32-torchscript") {
-        Some(m) => m,
-        None => {
+    let ts = match melt_bench::testkit::lookup_cached(&root, "gemma-3-270m-f32-torchscript") {
+        Ok(m) => m,
+        Err(_) => {
             let out = crate::gguf_to_torchscript::export(&gguf.path, dir.path()).unwrap();
             ModelSpec::from_path(&out.model).unwrap()
         }
     };
     // Past the 512-position sliding window, as the ONNX exporter's test does.
-    let text = std::fs::read_to_string(root.join("../shared/data/text/tinyshakespeare.txt"))
-        .map(|t| t.chars().take(2400).collect::<String>())
-        .unwrap_or_else(|_| "The quick brown fox jumps over the lazy dog. ".repeat(60));
+    let text: String = melt_bench::datasets::Shipped::TinyShakespeare
+        .text()
+        .chars()
+        .take(2400)
+        .collect();
     let mut sp = two_threads().session;
     sp.n_ctx = Some(1024);
     let run = |b: &dyn melt_bench::Backend, m: &ModelSpec| {

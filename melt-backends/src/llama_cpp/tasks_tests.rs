@@ -39,7 +39,7 @@ fn perplexity_matches_one_computed_prefix_by_prefix() {
     let mut s = loaded.session(&session_params(64)).unwrap();
     let text = TEXT.repeat(4);
     let spec = perplexity::PerplexitySpec {
-        path: "text.txt".into(),
+        data: std::path::PathBuf::from("text.txt").into(),
         n_ctx: 32,
         max_chunks: Some(3),
     };
@@ -143,7 +143,7 @@ fn multiple_choice_finds_answers_known_by_construction() {
     let path = dir.path().join("three.jsonl");
     std::fs::write(&path, lines.join("\n")).unwrap();
     let spec = choice::ChoiceSpec {
-        path: path.clone(),
+        data: path.clone().into(),
         limit: None,
     };
     let got = choice::run(s.as_mut(), &spec, &mut |_, _| {}).unwrap();
@@ -152,8 +152,11 @@ fn multiple_choice_finds_answers_known_by_construction() {
     assert_eq!(got.accuracy.acc, 1.0, "{got:?}");
     assert_eq!(got.accuracy.acc_stderr, 0.0);
     // The score of the right choice is its log-probability, computed by hand above.
-    let q =
-        melt_bench::datasets::read_questions(&path, melt_bench::datasets::McFormat::Arc).unwrap();
+    let q = melt_bench::datasets::read_questions(
+        &path.clone().into(),
+        melt_bench::datasets::McFormat::Arc,
+    )
+    .unwrap();
     for (qi, (answer, lp)) in expected.iter().enumerate() {
         assert_eq!(q[qi].answer, *answer);
         let prompt = melt_bench::datasets::McFormat::Arc.prompt(&q[qi]);
@@ -189,7 +192,7 @@ fn multiple_choice_finds_answers_known_by_construction() {
     );
     // A seeded subset is the same subset every time.
     let two = choice::ChoiceSpec {
-        path,
+        data: path.into(),
         limit: Some(2),
     };
     let a = choice::run(s.as_mut(), &two, &mut |_, _| {}).unwrap();

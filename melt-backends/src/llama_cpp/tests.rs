@@ -112,8 +112,8 @@ fn bad_parameters_and_files_are_named() {
     );
 }
 
-/// The kit on the real default model, from the cache. CI fetches it and sets
-/// `MELT_TEST_REAL_MODEL=1`, which makes its absence a failure rather than a skip.
+/// The kit on the real default model, from the cache (`cargo xtask test` fetches it; its
+/// absence fails the test, naming it).
 #[test]
 fn conformance_kit_passes_on_gemma_3_270m_q4_k_m() {
     let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -1,4 +1,4 @@
-//! The paper's workloads and accuracy sets, read by path and checked: conversations to replay
+//! The paper's workloads and accuracy sets, shipped with melt or read by path, and checked: conversations to replay
 //! (a JSON list of conversations, each a list of user prompts — MELT's own
 //! `conversations.json` and `input_sustained.json`), and multiple-choice questions in the
 //! formats lm-evaluation-harness scores: ARC / OpenBookQA JSONL, TruthfulQA MC1 from
@@ -7,9 +7,13 @@
 //! Bad input is an error that names the file and the place (line, conversation, column); a
 //! question is never silently dropped.
 
+mod source;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+
+pub use source::{DataSource, Shipped, SHIPPED_PREFIX};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
@@ -23,6 +27,8 @@ pub enum DatasetError {
         line: usize,
         why: String,
     },
+    #[error("no shipped data set `{0}` (melt ships {1})")]
+    UnknownShipped(String, String),
 }
 
 fn invalid(path: &Path, why: impl Into<String>) -> DatasetError {
@@ -32,16 +38,13 @@ fn invalid(path: &Path, why: impl Into<String>) -> DatasetError {
     }
 }
 
-fn read(path: &Path) -> Result<String, DatasetError> {
-    std::fs::read_to_string(path).map_err(|e| DatasetError::Io(path.to_path_buf(), e))
-}
-
 /// A conversation: the user's prompts, in order (the answers are the model's).
 pub type Conversation = Vec<String>;
 
 /// Reads a JSON list of conversations, each a non-empty list of non-empty prompts.
-pub fn read_conversations(path: &Path) -> Result<Vec<Conversation>, DatasetError> {
-    let text = read(path)?;
+pub fn read_conversations(data: &DataSource) -> Result<Vec<Conversation>, DatasetError> {
+    let text = data.text()?;
+    let path = &data.as_path();
     let v: Value = serde_json::from_str(&text).map_err(|e| {
         invalid(
             path,
@@ -110,20 +113,16 @@ pub enum McFormat {
 impl McFormat {
     /// The format a file's name says (`*.csv` is TruthfulQA; a JSONL whose first line has
     /// `endings` is HellaSwag, else ARC/OpenBookQA).
-    pub fn detect(path: &Path) -> Result<McFormat, DatasetError> {
-        if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
-        {
+    pub fn detect(data: &DataSource) -> Result<McFormat, DatasetError> {
+        let name = data.file_name().to_lowercase();
+        if name.ends_with(".csv") {
             return Ok(McFormat::TruthfulQaMc1);
         }
-        let text = read(path)?;
+        let text = data.text()?;
         let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         let v: Value = serde_json::from_str(first)
-            .map_err(|e| invalid(path, format!("line 1 is not JSON: {e}")))?;
-        let openbookqa = path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().to_lowercase().contains("openbookqa"));
+            .map_err(|e| invalid(&data.as_path(), format!("line 1 is not JSON: {e}")))?;
+        let openbookqa = name.contains("openbookqa");
         Ok(if v.get("endings").is_some() {
             McFormat::HellaSwag
         } else if openbookqa {
@@ -187,20 +186,22 @@ pub fn hellaswag_preprocess(text: &str) -> String {
     out.replace("  ", " ")
 }
 
-/// Reads the questions of `path` in `format`.
-pub fn read_questions(path: &Path, format: McFormat) -> Result<Vec<Question>, DatasetError> {
+/// Reads the questions of `data` in `format`.
+pub fn read_questions(data: &DataSource, format: McFormat) -> Result<Vec<Question>, DatasetError> {
+    let (text, path) = (data.text()?, data.as_path());
     let qs = match format {
-        McFormat::Arc | McFormat::OpenBookQa | McFormat::HellaSwag => read_jsonl(path, format)?,
-        McFormat::TruthfulQaMc1 => read_truthfulqa(path)?,
+        McFormat::Arc | McFormat::OpenBookQa | McFormat::HellaSwag => {
+            read_jsonl(&text, &path, format)?
+        }
+        McFormat::TruthfulQaMc1 => read_truthfulqa(&text, &path)?,
     };
     if qs.is_empty() {
-        return Err(invalid(path, "no questions"));
+        return Err(invalid(&path, "no questions"));
     }
     Ok(qs)
 }
 
-fn read_jsonl(path: &Path, format: McFormat) -> Result<Vec<Question>, DatasetError> {
-    let text = read(path)?;
+fn read_jsonl(text: &str, path: &Path, format: McFormat) -> Result<Vec<Question>, DatasetError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -295,8 +296,8 @@ fn read_jsonl(path: &Path, format: McFormat) -> Result<Vec<Question>, DatasetErr
     Ok(out)
 }
 
-fn read_truthfulqa(path: &Path) -> Result<Vec<Question>, DatasetError> {
-    let mut r = csv::Reader::from_path(path).map_err(|e| invalid(path, e.to_string()))?;
+fn read_truthfulqa(text: &str, path: &Path) -> Result<Vec<Question>, DatasetError> {
+    let mut r = csv::Reader::from_reader(text.as_bytes());
     let header = r
         .headers()
         .map_err(|e| invalid(path, e.to_string()))?

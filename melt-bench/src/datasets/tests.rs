@@ -1,40 +1,23 @@
-//! The readers on the real files in `../shared/data` (when present beside the project) and on
-//! hand-made ones whose content is known by construction.
+//! The readers on the data sets melt ships (embedded from the repository's `data/`) and on
+//! hand-made files whose content is known by construction.
 
 use super::*;
 
-/// A file of `../shared/data`; CI (which has it beside the clone) makes its absence a failure.
-fn shared(rel: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data")
-        .join(rel);
-    if !p.is_file() && std::env::var_os("CI").is_some() {
-        panic!(
-            "{} is missing (CI runs with ../shared beside the clone)",
-            p.display()
-        );
-    }
-    p.is_file().then_some(p)
-}
-
-fn file(text: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
+fn file(text: &str, name: &str) -> (tempfile::TempDir, DataSource) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join(name);
     std::fs::write(&p, text).unwrap();
-    (dir, p)
+    (dir, p.into())
 }
 
 #[test]
 fn the_papers_conversations_and_sustained_prompts() {
-    let Some(p) = shared("melt/conversations.json") else {
-        return;
-    };
-    let c = read_conversations(&p).unwrap();
+    let c = read_conversations(&Shipped::Conversations.into()).unwrap();
     assert_eq!(c.len(), 50);
     assert_eq!(c.iter().map(Vec::len).sum::<usize>(), 404);
     assert_eq!(c[0][0], "What's good lucky number for today?");
-    let s = read_conversations(&shared("melt/input_sustained.json").unwrap()).unwrap();
-    assert_eq!(s.len(), 1);
+    let s = read_conversations(&Shipped::Sustained.into()).unwrap();
+    assert_eq!((s.len(), s[0].len()), (1, 48));
 }
 
 #[test]
@@ -60,35 +43,43 @@ fn bad_conversation_files_are_named() {
     assert!(err("[]").contains("no conversations"));
     assert!(err("{\"a\": 1}").contains("list of conversations"));
     assert!(matches!(
-        read_conversations(Path::new("/no/such.json")),
+        read_conversations(&PathBuf::from("/no/such.json").into()),
         Err(DatasetError::Io(..))
     ));
 }
 
 #[test]
 fn openbookqa_and_truthfulqa_as_released() {
-    if let Some(p) = shared("accuracy/openbookqa.jsonl") {
-        assert_eq!(McFormat::detect(&p).unwrap(), McFormat::OpenBookQa);
-        let q = read_questions(&p, McFormat::OpenBookQa).unwrap();
-        assert_eq!(q.len(), 500);
-        assert!(q.iter().all(|q| q.choices.len() == 4 && q.answer < 4));
-        assert_eq!(q[0].id, "8-343");
-        assert_eq!(q[0].choices[q[0].answer], "quit eating lunch out");
-    }
-    if let Some(p) = shared("accuracy/TruthfulQA.csv") {
-        assert_eq!(McFormat::detect(&p).unwrap(), McFormat::TruthfulQaMc1);
-        let q = read_questions(&p, McFormat::TruthfulQaMc1).unwrap();
-        assert_eq!(q.len(), 817);
-        assert_eq!(
-            q[0].context,
-            "What happens to you if you eat watermelon seeds?"
-        );
-        assert_eq!(
-            q[0].choices[0],
-            "The watermelon seeds pass through your digestive system"
-        );
-        assert!(q.iter().all(|q| q.answer == 0 && q.choices.len() >= 2));
-    }
+    let p = Shipped::OpenBookQa.into();
+    assert_eq!(McFormat::detect(&p).unwrap(), McFormat::OpenBookQa);
+    let q = read_questions(&p, McFormat::OpenBookQa).unwrap();
+    assert_eq!(q.len(), 500);
+    assert!(q.iter().all(|q| q.choices.len() == 4 && q.answer < 4));
+    assert_eq!(q[0].id, "8-343");
+    assert_eq!(q[0].choices[q[0].answer], "quit eating lunch out");
+
+    let p = Shipped::TruthfulQa.into();
+    assert_eq!(McFormat::detect(&p).unwrap(), McFormat::TruthfulQaMc1);
+    let q = read_questions(&p, McFormat::TruthfulQaMc1).unwrap();
+    assert_eq!(q.len(), 817);
+    assert_eq!(
+        q[0].context,
+        "What happens to you if you eat watermelon seeds?"
+    );
+    assert_eq!(
+        q[0].choices[0],
+        "The watermelon seeds pass through your digestive system"
+    );
+    assert!(q.iter().all(|q| q.answer == 0 && q.choices.len() >= 2));
+
+    // The same file by path reads the same questions (a device run pushes the file).
+    let on_disk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/accuracy/openbookqa.jsonl");
+    assert_eq!(
+        read_questions(&on_disk.into(), McFormat::OpenBookQa)
+            .unwrap()
+            .len(),
+        500
+    );
 }
 
 #[test]

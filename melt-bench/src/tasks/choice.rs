@@ -7,7 +7,7 @@
 //! choice` past the tokens of the prompt alone, so a space that merges into the choice's
 //! first token is scored with it.
 
-use std::path::PathBuf;
+use crate::datasets::DataSource;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ pub const LIMIT_SEED: u64 = 1234;
 /// What to measure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChoiceSpec {
-    pub path: PathBuf,
+    pub data: DataSource,
     /// Score a seeded subset of this many questions.
     pub limit: Option<usize>,
 }
@@ -184,8 +184,8 @@ pub fn run(
     spec: &ChoiceSpec,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ChoiceResult, TaskError> {
-    let format = McFormat::detect(&spec.path)?;
-    let all = read_questions(&spec.path, format)?;
+    let format = McFormat::detect(&spec.data)?;
+    let all = read_questions(&spec.data, format)?;
     let questions_in_file = all.len();
     let questions = match spec.limit {
         Some(n) => limit(all, n, LIMIT_SEED),
@@ -194,7 +194,7 @@ pub fn run(
     let start = Instant::now();
     let (loglik, tokens_evaluated) = score(session, format, &questions, progress)?;
     Ok(ChoiceResult {
-        file: spec.path.display().to_string(),
+        file: spec.data.to_string(),
         task: format.task_name().to_string(),
         questions_in_file,
         accuracy: accuracy(&questions, &loglik),

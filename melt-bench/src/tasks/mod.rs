@@ -17,6 +17,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{BackendError, ModelInfo};
+use crate::datasets::DataSource;
 use crate::model::ModelSpec;
 use crate::params::Params;
 
@@ -40,7 +41,7 @@ pub enum Task {
     MultipleChoice(choice::ChoiceSpec),
 }
 
-/// A path's file name (the whole path when it has none): how tasks and reports name files.
+/// A path's file name (the whole path when it has none): how reports name files.
 pub(crate) fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -52,18 +53,18 @@ impl Task {
     /// `perplexity:tinyshakespeare.txt@512`, `choice:openbookqa.jsonl`.
     pub fn label(&self) -> String {
         match self {
-            Task::Replay(s) => format!("replay:{}", file_name(&s.path)),
-            Task::Perplexity(s) => format!("perplexity:{}@{}", file_name(&s.path), s.n_ctx),
-            Task::MultipleChoice(s) => format!("choice:{}", file_name(&s.path)),
+            Task::Replay(s) => format!("replay:{}", s.data.file_name()),
+            Task::Perplexity(s) => format!("perplexity:{}@{}", s.data.file_name(), s.n_ctx),
+            Task::MultipleChoice(s) => format!("choice:{}", s.data.file_name()),
         }
     }
 
-    /// The data file the task reads (what a device run pushes beside the models).
-    pub fn data_file(&self) -> &Path {
+    /// The data the task reads (a file is what a device run pushes beside the models).
+    pub fn data(&self) -> &DataSource {
         match self {
-            Task::Replay(s) => &s.path,
-            Task::Perplexity(s) => &s.path,
-            Task::MultipleChoice(s) => &s.path,
+            Task::Replay(s) => &s.data,
+            Task::Perplexity(s) => &s.data,
+            Task::MultipleChoice(s) => &s.data,
         }
     }
 

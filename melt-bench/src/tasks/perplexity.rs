@@ -3,7 +3,7 @@
 //! context with BOS in its first position, and only the second half of each chunk scored (so
 //! every scored token has at least `n_ctx / 2` tokens of context).
 
-use std::path::{Path, PathBuf};
+use crate::datasets::DataSource;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use crate::tasks::TaskError;
 /// What to measure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PerplexitySpec {
-    pub path: PathBuf,
+    pub data: DataSource,
     /// Tokens per chunk (llama-perplexity's `-c`).
     pub n_ctx: usize,
     /// Score at most this many chunks (llama-perplexity's `--chunks`); all when `None`.
@@ -87,7 +87,7 @@ pub fn run(
     progress: &mut dyn FnMut(usize, usize, f64),
 ) -> Result<Perplexity, TaskError> {
     let n_ctx = spec.n_ctx;
-    let file = spec.path.display().to_string();
+    let file = spec.data.to_string();
     if n_ctx < 4 {
         return Err(TaskError::Input(format!(
             "perplexity: a context of {n_ctx} tokens is too small to score"
@@ -164,10 +164,7 @@ pub fn run(
     })
 }
 
-/// Reads the text file a spec names; the error names it.
-pub fn read_text(path: &Path) -> Result<String, TaskError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| TaskError::Input(format!("cannot read {}: {e}", path.display())))?;
-    String::from_utf8(bytes)
-        .map_err(|e| TaskError::Input(format!("{} is not UTF-8 text: {e}", path.display())))
+/// The text a spec names; the error names the file.
+pub fn read_text(data: &DataSource) -> Result<String, TaskError> {
+    Ok(data.text()?.into_owned())
 }

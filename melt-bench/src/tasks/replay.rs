@@ -14,7 +14,7 @@
 //! by rendering the history with that answer replaced by a marker — so the generated tokens
 //! stay in the context exactly as generated, and only the template's own text is added.
 
-use std::path::PathBuf;
+use crate::datasets::DataSource;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -28,7 +28,7 @@ use crate::tasks::TaskError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplaySpec {
     /// A JSON list of conversations, each a list of user prompts.
-    pub path: PathBuf,
+    pub data: DataSource,
     /// Seconds between a turn's answer and the next prompt (the user reading and typing).
     pub think_time_s: f64,
     /// Seconds between conversations.
@@ -48,9 +48,9 @@ pub struct ReplaySpec {
 impl ReplaySpec {
     /// The paper's settings: 5 s think time, 60 s between conversations, answers of at most
     /// 256 tokens, a 4096-token context.
-    pub fn new(path: PathBuf) -> ReplaySpec {
+    pub fn new(data: impl Into<DataSource>) -> ReplaySpec {
         ReplaySpec {
-            path,
+            data: data.into(),
             think_time_s: 5.0,
             conversation_gap_s: 60.0,
             max_output: 256,
@@ -200,7 +200,7 @@ pub fn run(
     let budget = spec.budget();
     let fixed = spec.fixed_output.is_some();
     let mut out = Replay {
-        file: spec.path.display().to_string(),
+        file: spec.data.to_string(),
         template: template.source.clone(),
         n_ctx,
         max_output: spec.max_output,
@@ -229,7 +229,7 @@ pub fn run(
             let here = |why: String| {
                 TaskError::Input(format!(
                     "{}: conversation {ci}, prompt {ti}: {why}",
-                    spec.path.display()
+                    spec.data
                 ))
             };
             let user = Message::user(prompt);

@@ -104,7 +104,7 @@ impl Runner<'_> {
         });
         let id = t.id.clone();
         let result: Result<TaskResult, TaskError> = match &t.task {
-            Task::Perplexity(p) => perplexity::read_text(&p.path).and_then(|text| {
+            Task::Perplexity(p) => perplexity::read_text(&p.data).and_then(|text| {
                 let mut last = Instant::now();
                 perplexity::run(session.as_mut(), p, &text, &mut |done, all, ppl| {
                     if done == all || last.elapsed().as_secs() >= 10 {
@@ -125,7 +125,7 @@ impl Runner<'_> {
                 .map(TaskResult::MultipleChoice)
             }
             Task::Replay(r) => {
-                let conversations = crate::datasets::read_conversations(&r.path);
+                let conversations = crate::datasets::read_conversations(&r.data);
                 let template = ChatTemplate::for_model(&spec.path, r.chat_template.as_deref());
                 match (conversations, template) {
                     (Ok(convs), Ok(template)) => {

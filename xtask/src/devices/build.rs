@@ -431,10 +431,7 @@ mod tests {
 
     #[test]
     fn cross_needs_a_docker_engine() {
-        // This machine has a docker client but no engine: the error says so.
-        if !on_path("docker") {
-            return;
-        }
+        // Without docker, or with a client but no engine (this machine), the error says so.
         let tc = toolchain(Path::new("/"), &[], &["cross"]);
         match plan(&tc, "aarch64-unknown-linux-gnu", "suite", 28, true) {
             Ok(p) => assert_eq!(p.program, "cross"), // an engine answers here after all

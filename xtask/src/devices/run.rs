@@ -19,6 +19,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use melt_bench::cli::Args;
 use melt_bench::criterion_format::make_filename_safe;
+use melt_bench::datasets::DataSource;
 use melt_bench::driver::{analysis_config, replay, Finish, Outcome, Results};
 use melt_bench::store::{self, read_events, CaseError, Event, EventLog, Layout};
 use serde::{Deserialize, Serialize};
@@ -123,11 +124,19 @@ impl DeviceArgs {
             };
             match flag {
                 "--model" => models.push(ModelFile::new(Path::new(&value()))?),
+                // A shipped set is in the binary: its name travels, spelled unambiguously.
                 "--replay" | "--perplexity" | "--choices" => {
                     let v = value();
-                    let file = ModelFile::new(Path::new(&v))
-                        .with_context(|| format!("{flag} {v}: the data file to push"))?;
-                    data.push((flag.to_string(), file));
+                    match DataSource::from_arg(&v).with_context(|| format!("{flag} {v}"))? {
+                        source @ DataSource::Shipped(_) => {
+                            rest.extend([flag.to_string(), source.to_string()])
+                        }
+                        DataSource::File(path) => {
+                            let file = ModelFile::new(&path)
+                                .with_context(|| format!("{flag} {v}: the data file to push"))?;
+                            data.push((flag.to_string(), file));
+                        }
+                    }
                 }
                 // A template file travels; a built-in name (gemma, chatml...) is passed on.
                 "--chat-template" => {
@@ -1207,6 +1216,18 @@ mod tests {
                 "--replay".into(),
                 format!("/w/cache/data/{sha}/corpus.txt"),
             ]
+        );
+        // A shipped set is inside the binary: nothing to push, its name goes as `melt:NAME`.
+        let a = DeviceArgs::parse(&["--choices".into(), "openbookqa".into()]).unwrap();
+        assert!(a.data.is_empty());
+        assert_eq!(
+            a.for_device(&d, &[], &BTreeSet::new())[..2],
+            ["--choices".to_string(), "melt:openbookqa".into()]
+        );
+        let e = DeviceArgs::parse(&["--choices".into(), "melt:nope".into()]).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("no shipped data set `nope`"),
+            "{e:#}"
         );
         let e = DeviceArgs::parse(&["--choices".into(), "/no/such.jsonl".into()]).unwrap_err();
         assert!(

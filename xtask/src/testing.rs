@@ -1,0 +1,273 @@
+//! `cargo xtask test`: brings everything the workspace's tests need, then runs them — so a
+//! green run means every test ran. What it brings: llama.cpp's build prerequisites, the
+//! programs the end-to-end tests drive (sshd, chromium, GNU time, critcmp), the ONNX Runtime
+//! library and libtorch, the real models, and the suite's bench binary.
+//!
+//! What it cannot bring (no root, no apt-get) stops it with the exact command to run — unless
+//! `--allow-skip` is given: then the tests that need it skip (each records why, see
+//! `melt_bench::testkit::needs`) and the run ends with the list.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cargo, devices, models, prereq, runtimes, LIBTORCH_SUITE_MODEL, SUITE_MODELS};
+
+/// critcmp's version the e2e test reads melt's criterion files with.
+const CRITCMP: (&str, &str) = ("critcmp", "0.1.8");
+
+/// `test [--allow-skip] [-- CARGO-TEST-ARGS]`.
+#[derive(Debug, PartialEq)]
+pub struct Options {
+    pub allow_skip: bool,
+    /// After `--`, or anything not ours: passed to `cargo test` (a filter, `--test-threads`).
+    pub cargo_test: Vec<String>,
+}
+
+pub const USAGE: &str = "\
+cargo xtask test [--allow-skip] [-- CARGO-TEST-ARGS]
+
+Brings what the tests need (llama.cpp's build tools, sshd, chromium, GNU time, critcmp,
+ONNX Runtime, libtorch, the real models, the suite binary), then runs
+cargo test --workspace --release --features libtorch [CARGO-TEST-ARGS].
+
+  --allow-skip   run even where something cannot be brought: the tests that need it skip,
+                 and the run ends with the list of what was skipped and why
+";
+
+/// `None`: `--help` was asked for.
+pub fn parse(args: &[String]) -> Result<Option<Options>> {
+    let mut o = Options {
+        allow_skip: false,
+        cargo_test: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--allow-skip" => o.allow_skip = true,
+            "--" => o.cargo_test.extend(it.by_ref().cloned()),
+            "-h" | "--help" => return Ok(None),
+            other if other.starts_with("--") => {
+                bail!("test: unknown option `{other}` (use --allow-skip, or -- before cargo test's own)")
+            }
+            _ => o.cargo_test.push(a.clone()),
+        }
+    }
+    Ok(Some(o))
+}
+
+/// A program an end-to-end test drives, and how to get it.
+struct Tool {
+    what: &'static str,
+    present: fn() -> bool,
+    install: Install,
+}
+
+enum Install {
+    /// Debian packages.
+    Apt(&'static [&'static str]),
+    /// `cargo install NAME --locked --version V`.
+    Cargo(&'static str, &'static str),
+}
+
+impl Install {
+    fn command(&self) -> String {
+        match self {
+            Install::Apt(p) => format!("apt-get install -y {}", p.join(" ")),
+            Install::Cargo(name, v) => format!("cargo install {name} --locked --version {v}"),
+        }
+    }
+}
+
+fn answers(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn is_file(p: &str) -> bool {
+    Path::new(p).is_file()
+}
+
+const TOOLS: [Tool; 4] = [
+    Tool {
+        what: "sshd and the ssh client (the ssh device tests start a real sshd on loopback)",
+        present: || {
+            (is_file("/usr/sbin/sshd") || is_file("/usr/bin/sshd"))
+                && ["ssh", "scp", "ssh-keygen"]
+                    .into_iter()
+                    .all(devices::build::on_path)
+        },
+        install: Install::Apt(&["openssh-server", "openssh-client"]),
+    },
+    Tool {
+        what: "chromium (the HTML report is opened in it, headless)",
+        present: || answers("chromium", "--version"),
+        install: Install::Apt(&["chromium"]),
+    },
+    Tool {
+        what: "GNU time (the memory probe is checked against /usr/bin/time -v)",
+        present: || is_file("/usr/bin/time"),
+        install: Install::Apt(&["time"]),
+    },
+    Tool {
+        what: "critcmp (criterion's comparison tool reads melt's files)",
+        present: || answers(CRITCMP.0, "--version"),
+        install: Install::Cargo(CRITCMP.0, CRITCMP.1),
+    },
+];
+
+/// The end-to-end tests' programs: installed where missing; what cannot be installed is
+/// returned with its command (the caller stops, or skips under `--allow-skip`).
+fn bring_tools() -> Vec<String> {
+    let mut apt: Vec<&str> = Vec::new();
+    let mut cannot = Vec::new();
+    for t in TOOLS.iter().filter(|t| !(t.present)()) {
+        match &t.install {
+            Install::Apt(p) => apt.extend_from_slice(p),
+            Install::Cargo(name, version) => {
+                eprintln!("xtask: installing {name} {version} with cargo install");
+                let ok = cargo()
+                    .args(["install", name, "--locked", "--quiet", "--version", version])
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok || !(t.present)() {
+                    cannot.push(format!("{}: {}", t.what, t.install.command()));
+                }
+            }
+        }
+    }
+    if !apt.is_empty() {
+        if let Err(e) = prereq::apt_install(&apt) {
+            eprintln!("xtask: {e:#}");
+        }
+        for t in TOOLS.iter().filter(|t| !(t.present)()) {
+            if let Install::Apt(_) = t.install {
+                cannot.push(format!("{}: {}", t.what, t.install.command()));
+            }
+        }
+    }
+    cannot
+}
+
+/// Where the tests record what they skipped under `--allow-skip` (one line each).
+fn skip_log(target: &Path) -> PathBuf {
+    target.join("melt").join("test-skips.txt")
+}
+
+pub fn run(o: &Options, target: &Path) -> Result<ExitCode> {
+    prereq::ensure()?;
+    let cannot = bring_tools();
+    if !cannot.is_empty() && !o.allow_skip {
+        bail!(
+            "the tests need what this machine lacks and xtask could not install:\n  {}\n\
+             install them and run again, or run `cargo xtask test --allow-skip` to skip the \
+             tests that need them",
+            cannot.join("\n  ")
+        );
+    }
+    let tc = devices::build::Toolchain::detect()?;
+    // The ONNX Runtime backend's tests run the real library; libtorch is built and tested too.
+    runtimes::setup_onnxruntime(&tc.host_triple, &tc.host_triple)?;
+    let libtorch = runtimes::setup_libtorch(&tc.host_triple, &tc.host_triple)?;
+    for (k, v) in runtimes::libtorch_env(&libtorch) {
+        // Exports (melt-convert) then build with libtorch too, sharing the test build.
+        std::env::set_var(k, v);
+    }
+    // The real models the tests compare engines on: fetched (hash-verified) or exported.
+    let registry = models::registry()?;
+    for name in SUITE_MODELS.iter().chain([&LIBTORCH_SUITE_MODEL]) {
+        models::fetch(&registry, &models::cache(), name)
+            .with_context(|| format!("the tests need model `{name}`"))?;
+    }
+    // The device tests push the shipped bench binary to their devices; a test cannot build
+    // it (cargo holds the build lock while tests run), so it is built first — the same
+    // release build the tests use, so nothing compiles twice.
+    let mut plan = devices::build::plan(&tc, &tc.host_triple, "suite", 0, false)?;
+    plan.args.extend(["--features".into(), "libtorch".into()]);
+    plan.env.extend(
+        runtimes::libtorch_env(&libtorch).map(|(k, v)| (k.to_string(), v.display().to_string())),
+    );
+    let (bin, _) = devices::build::run(&plan, "suite")?;
+
+    let mut cmd = cargo();
+    cmd.env(melt_bench::testkit::needs::SUITE_BIN_ENV, bin)
+        .args(["test", "--workspace", "--release", "--features", "libtorch"])
+        .args(&o.cargo_test);
+    if let Some(path) = cargo_bin_on_path() {
+        cmd.env("PATH", path);
+    }
+    let log = skip_log(target);
+    let _ = std::fs::remove_file(&log);
+    if o.allow_skip {
+        std::fs::create_dir_all(log.parent().unwrap_or(target))?;
+        cmd.env(
+            melt_bench::testkit::needs::ALLOW_SKIP_ENV,
+            std::path::absolute(&log)?,
+        );
+    }
+    let code = crate::run(cmd)?;
+    if o.allow_skip {
+        let skipped = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = skipped.lines().collect();
+        if lines.is_empty() {
+            eprintln!("xtask: --allow-skip: every test ran");
+        } else {
+            eprintln!(
+                "xtask: --allow-skip: {} test(s) did not run:\n  {}",
+                lines.len(),
+                lines.join("\n  ")
+            );
+        }
+        for c in &cannot {
+            eprintln!("xtask: not installed: {c}");
+        }
+    }
+    Ok(code)
+}
+
+/// PATH with cargo's bin directory (where `cargo install` put critcmp) added when missing.
+fn cargo_bin_on_path() -> Option<std::ffi::OsString> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    let bin = home.join("bin");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|p| p == bin) {
+        return None;
+    }
+    std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path))).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn options_and_cargo_test_arguments() {
+        assert_eq!(
+            parse(&args(&["--allow-skip", "--", "--", "--test-threads=1"])).unwrap(),
+            Some(Options {
+                allow_skip: true,
+                cargo_test: args(&["--", "--test-threads=1"]),
+            })
+        );
+        assert_eq!(
+            parse(&args(&["probe"])).unwrap().unwrap().cargo_test,
+            ["probe"]
+        );
+        assert_eq!(parse(&args(&["--help"])).unwrap(), None);
+        let e = parse(&args(&["--allow-skips"])).unwrap_err().to_string();
+        assert!(e.contains("unknown option `--allow-skips`"), "{e}");
+        assert_eq!(
+            Install::Cargo("critcmp", "0.1.8").command(),
+            "cargo install critcmp --locked --version 0.1.8"
+        );
+    }
+}
