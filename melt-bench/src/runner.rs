@@ -465,6 +465,7 @@ impl Runner<'_> {
             let mut m = run_once_marked(&w, session.as_mut(), n_vocab, PROMPT_SEED, phases)
                 .map_err(|e| e.to_string())?;
             m.at_ns = Some(at_ns);
+            let run_end = Duration::from_nanos(at_ns + m.ns);
             tok_s.push(w.tokens() as f64 / (m.ns.max(1) as f64 / 1e9));
             self.emit(Event::Sample {
                 case: label.clone(),
@@ -474,7 +475,14 @@ impl Runner<'_> {
             });
             index += 1;
             samples.push(m);
-            let stop = should_stop(&self.sampling, &tok_s, measure_start.elapsed());
+            // A time budget counts wall time, bookkeeping included; a sustained case runs
+            // until its measured runs span the duration — what its `duration_s` reports (on
+            // a busy machine the time after the last run made it fall short by a hair).
+            let elapsed = match self.sampling.sustained {
+                Some(_) => run_end,
+                None => measure_start.elapsed(),
+            };
+            let stop = should_stop(&self.sampling, &tok_s, elapsed);
             // Live progress on a terminal; one line per case in a log.
             if interactive || stop.is_some() {
                 let half = stats::relative_ci_half_width(&tok_s, 0.95);

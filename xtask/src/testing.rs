@@ -195,6 +195,8 @@ pub fn run(o: &Options, target: &Path) -> Result<ExitCode> {
     let mut cmd = cargo();
     cmd.env(melt_bench::testkit::needs::SUITE_BIN_ENV, bin)
         .args(["test", "--workspace", "--release", "--features", "libtorch"])
+        // Every failure of the run, not only the first test binary's.
+        .arg("--no-fail-fast")
         .args(&o.cargo_test);
     if let Some(path) = cargo_bin_on_path() {
         cmd.env("PATH", path);
