@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use melt_bench::gguf::{Gguf, Value};
+use melt_formats::gguf::{Gguf, Value};
 use tch::{CModule, Device, Kind, Tensor};
 
 use crate::gguf_to_onnx::{pairs_to_halves, tokenizer, Arch, ExportError, Hparams, Weights};

@@ -1,10 +1,10 @@
 //! The `tokenizer.json` (Hugging Face `tokenizers`) that ONNX and TorchScript models carry
-//! beside them: loading it, its BOS, and the [`melt_bench::Session`] tokenization both of
+//! beside them: loading it, its BOS, and the [`melt_core::Session`] tokenization both of
 //! those backends share.
 
 use std::path::Path;
 
-use melt_bench::Token;
+use melt_core::Token;
 use tokenizers::Tokenizer;
 
 /// The model directory's `tokenizer.json`; the error names the file.

@@ -14,7 +14,7 @@
 //! Without its feature an engine's module still exists and its constructor still works; loading
 //! a model then fails with an error saying which feature to enable (ripgrep's pattern for PCRE2).
 
-use melt_bench::Backend;
+use melt_core::Backend;
 
 #[cfg_attr(feature = "llama-cpp", path = "llama_cpp/mod.rs")]
 #[cfg_attr(not(feature = "llama-cpp"), path = "llama_cpp/disabled.rs")]

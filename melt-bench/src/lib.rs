@@ -3,11 +3,11 @@
 //! Data flows one way: a bench target ([`melt_bench!`]) → [`runner`] (load, warm up, sample
 //! adaptively, log every sample) → [`analysis`] ([`stats`] with criterion's semantics) →
 //! reports ([`criterion_format`] for criterion's tools, [`store`] for melt's own run files,
-//! a markdown table on stdout). Engines implement [`backend::Backend`] in `melt-backends` and
-//! prove themselves with the [`conformance`] kit.
+//! a markdown table on stdout). Engines implement [`backend::Backend`] (from `melt-core`, the
+//! one melt crate they depend on) in `melt-backends` and prove themselves with the
+//! [`conformance`] kit.
 
 pub mod analysis;
-pub mod backend;
 pub mod cli;
 pub mod conformance;
 pub mod criterion_format;
@@ -15,14 +15,11 @@ pub mod datasets;
 pub mod driver;
 pub mod export;
 pub mod gate;
-pub mod gguf;
 pub mod history;
 pub mod host;
 pub mod html;
 pub mod memory;
 pub mod model;
-pub mod onnx_proto;
-pub mod params;
 pub mod probe;
 pub mod runner;
 pub mod stats;
@@ -31,6 +28,11 @@ pub mod sustained;
 pub mod tasks;
 pub mod testkit;
 pub mod workload;
+
+// What engines implement (melt-core) and the file formats (melt-formats), under the paths bench
+// authors and the harness have always used.
+pub use melt_core::{backend, params};
+pub use melt_formats::{gguf, onnx_proto};
 
 pub use backend::{Backend, BackendError, KvShape, LoadedModel, ModelInfo, Session, Token};
 pub use model::{ModelFormat, ModelSpec};
@@ -45,23 +47,7 @@ pub mod __private {
     pub use crate::params::Sweep;
     pub use crate::runner::Suite;
     pub use crate::workload;
-
-    /// Lets `backends: [...]` take single backends and lists such as `melt::backends::enabled()`.
-    pub trait IntoBackends {
-        fn into_backends(self) -> Vec<Box<dyn crate::Backend>>;
-    }
-
-    impl<B: crate::Backend + 'static> IntoBackends for B {
-        fn into_backends(self) -> Vec<Box<dyn crate::Backend>> {
-            vec![Box::new(self)]
-        }
-    }
-
-    impl IntoBackends for Vec<Box<dyn crate::Backend>> {
-        fn into_backends(self) -> Vec<Box<dyn crate::Backend>> {
-            self
-        }
-    }
+    pub use melt_core::backend::IntoBackends;
 }
 
 /// Declares a bench target: models × backends × parameter sweep × workloads, and a `main`

@@ -6,6 +6,8 @@
 //! key/value count (u64), the key/values, the tensor infos (name, dims, type, offset), padding
 //! to the alignment (32), then the tensor data, each tensor aligned.
 
+#[cfg(test)]
+mod gguf_reads_back;
 pub mod needs;
 pub mod onnx;
 

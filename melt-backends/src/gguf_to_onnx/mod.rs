@@ -23,8 +23,8 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 use llama_cpp_sys_2 as sys;
-use melt_bench::gguf::{Gguf, GgufError, TensorInfo, Value};
-use melt_bench::onnx_proto::{Attr, Dim, Graph, BOOL, FLOAT, INT64};
+use melt_formats::gguf::{Gguf, GgufError, TensorInfo, Value};
+use melt_formats::onnx_proto::{Attr, Dim, Graph, BOOL, FLOAT, INT64};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use melt_bench::gguf::{Gguf, Value};
+use melt_formats::gguf::{Gguf, Value};
 use serde_json::json;
 
 use super::{unsupported, ExportError};

@@ -1,6 +1,6 @@
 //! Stand-in for the libtorch backend when the `libtorch` feature is off.
 
-use melt_bench::{Backend, BackendError, LoadedModel, ModelFormat, ModelParams, ModelSpec};
+use melt_core::{Backend, BackendError, LoadedModel, ModelFormat, ModelParams, ModelSpec};
 
 /// libtorch, not compiled into this build.
 #[derive(Debug, Default, Clone, Copy)]

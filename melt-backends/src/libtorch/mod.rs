@@ -26,7 +26,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use melt_bench::{
+use melt_core::{
     Backend, BackendError, KvShape, LoadedModel, ModelFormat, ModelInfo, ModelParams, ModelSpec,
     Session, SessionParams, Token,
 };
@@ -439,7 +439,7 @@ impl TorchSession<'_> {
         &mut self,
         tokens: &[Token],
         rows_from: usize,
-        each: Option<melt_bench::backend::LogitsSink<'_>>,
+        each: Option<melt_core::backend::LogitsSink<'_>>,
     ) -> Result<(), BackendError> {
         if self.n_past + tokens.len() > self.n_ctx {
             return Err(runtime(format!(
@@ -519,10 +519,10 @@ impl Session for TorchSession<'_> {
         &mut self,
         tokens: &[Token],
         from: usize,
-        each: melt_bench::backend::LogitsSink<'_>,
+        each: melt_core::backend::LogitsSink<'_>,
     ) -> Result<(), BackendError> {
         let n_batch = self.n_batch;
-        melt_bench::backend::prefill_batches_with_logits(tokens, from, n_batch, each, |b, r, s| {
+        melt_core::backend::prefill_batches_with_logits(tokens, from, n_batch, each, |b, r, s| {
             self.step(b, r, Some(s))
         })
     }

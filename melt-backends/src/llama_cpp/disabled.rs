@@ -1,6 +1,6 @@
 //! Stand-in for the llama.cpp backend when the `llama-cpp` feature is off.
 
-use melt_bench::{Backend, BackendError, LoadedModel, ModelFormat, ModelParams, ModelSpec};
+use melt_core::{Backend, BackendError, LoadedModel, ModelFormat, ModelParams, ModelSpec};
 
 /// llama.cpp, not compiled into this build.
 #[derive(Debug, Default, Clone, Copy)]

@@ -14,7 +14,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
-use melt_bench::{
+use melt_core::{
     Backend, BackendError, FlashAttn, KvShape, LoadedModel, ModelFormat, ModelInfo, ModelParams,
     ModelSpec, Session, SessionParams, Token,
 };
@@ -55,11 +55,14 @@ fn backend() -> Result<&'static LlamaBackend, BackendError> {
         .map_err(|e| runtime(format!("cannot initialise llama.cpp: {e}")))
 }
 
-fn c_str(p: *const std::os::raw::c_char) -> String {
+/// # Safety
+/// `p` is null or points to a NUL-terminated string that lives through the call (ggml's
+/// version and system-info getters return static ones).
+unsafe fn c_str(p: *const std::os::raw::c_char) -> String {
     if p.is_null() {
         return String::new();
     }
-    // SAFETY: ggml returns static NUL-terminated strings.
+    // SAFETY: the caller's promise above.
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
@@ -111,7 +114,7 @@ pub fn quantize(
         path: input.to_path_buf(),
         reason,
     };
-    match melt_bench::model::detect_format(input) {
+    match melt_core::model::detect_format(input) {
         Ok(ModelFormat::Gguf) => {}
         Ok(other) => return Err(bad(format!("a {other} file, not GGUF"))),
         Err(e) => return Err(bad(e.to_string())),
@@ -208,7 +211,7 @@ impl Backend for LlamaCpp {
             reason,
         };
         // llama.cpp would only say "failed to load"; check what can be checked first.
-        match melt_bench::model::detect_format(&model.path) {
+        match melt_core::model::detect_format(&model.path) {
             Ok(ModelFormat::Gguf) => {}
             Ok(other) => return Err(bad(format!("a {other} file, not GGUF"))),
             Err(e) => return Err(bad(e.to_string())),
@@ -451,23 +454,17 @@ impl Session for LlamaSession<'_> {
         &mut self,
         tokens: &[Token],
         from: usize,
-        each: melt_bench::backend::LogitsSink<'_>,
+        each: melt_core::backend::LogitsSink<'_>,
     ) -> Result<(), BackendError> {
         self.check_room(tokens.len())?;
         let n_batch = self.n_batch;
-        melt_bench::backend::prefill_batches_with_logits(
-            tokens,
-            from,
-            n_batch,
-            each,
-            |b, r, s| {
-                self.eval(b, r)?;
-                for i in r..b.len() {
-                    s(i, self.ctx.get_logits_ith(i as i32));
-                }
-                Ok(())
-            },
-        )?;
+        melt_core::backend::prefill_batches_with_logits(tokens, from, n_batch, each, |b, r, s| {
+            self.eval(b, r)?;
+            for i in r..b.len() {
+                s(i, self.ctx.get_logits_ith(i as i32));
+            }
+            Ok(())
+        })?;
         self.ctx.synchronize();
         Ok(())
     }

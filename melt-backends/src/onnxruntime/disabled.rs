@@ -1,6 +1,6 @@
 //! Stand-in for the ONNX Runtime backend when the `onnxruntime` feature is off.
 
-use melt_bench::{Backend, BackendError, LoadedModel, ModelFormat, ModelParams, ModelSpec};
+use melt_core::{Backend, BackendError, LoadedModel, ModelFormat, ModelParams, ModelSpec};
 
 /// ONNX Runtime, not compiled into this build.
 #[derive(Debug, Default, Clone, Copy)]

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use melt_bench::{
+use melt_core::{
     Backend, BackendError, KvShape, LoadedModel, ModelFormat, ModelInfo, ModelParams, ModelSpec,
     Session, SessionParams, Token,
 };
@@ -86,7 +86,7 @@ pub fn library_candidates() -> Vec<PathBuf> {
         dirs.extend(std::env::split_paths(&paths));
     }
     dirs.push(
-        melt_bench::model::Cache::default_root()
+        melt_core::cache_root()
             .join("runtimes")
             .join(format!("onnxruntime-{ORT_VERSION}")),
     );
@@ -478,7 +478,7 @@ impl Backend for OnnxRuntime {
         let bos = crate::hf_tokenizer::bos(&tokenizer);
         // Weights and the graph's name from the file itself (ONNX Runtime does not list
         // initializers); a file it loaded but this cannot read only loses those columns.
-        let summary = melt_bench::onnx_proto::summarize(path).unwrap_or_default();
+        let summary = melt_formats::onnx_proto::summarize(path).unwrap_or_default();
         let name = match summary.graph_name.as_str() {
             "" => String::new(),
             n => format!("{n} "),
@@ -599,7 +599,7 @@ impl OrtSession<'_> {
         &mut self,
         tokens: &[Token],
         rows_from: usize,
-        mut each: Option<melt_bench::backend::LogitsSink<'_>>,
+        mut each: Option<melt_core::backend::LogitsSink<'_>>,
     ) -> Result<(), BackendError> {
         let model = self.model;
         let c = &model.convention;
@@ -750,10 +750,10 @@ impl Session for OrtSession<'_> {
         &mut self,
         tokens: &[Token],
         from: usize,
-        each: melt_bench::backend::LogitsSink<'_>,
+        each: melt_core::backend::LogitsSink<'_>,
     ) -> Result<(), BackendError> {
         let n_batch = self.n_batch;
-        melt_bench::backend::prefill_batches_with_logits(tokens, from, n_batch, each, |b, r, s| {
+        melt_core::backend::prefill_batches_with_logits(tokens, from, n_batch, each, |b, r, s| {
             self.step(b, r, Some(s))
         })
     }

@@ -283,6 +283,25 @@ pub fn argmax(logits: &[f32]) -> Token {
     }
 }
 
+/// Lets a suite's `backends: [...]` take single backends and lists such as
+/// `melt::backends::enabled()` alike. (It lives beside [`Backend`]: only the trait's own crate
+/// may implement it both for every backend and for a list of them.)
+pub trait IntoBackends {
+    fn into_backends(self) -> Vec<Box<dyn Backend>>;
+}
+
+impl<B: Backend + 'static> IntoBackends for B {
+    fn into_backends(self) -> Vec<Box<dyn Backend>> {
+        vec![Box::new(self)]
+    }
+}
+
+impl IntoBackends for Vec<Box<dyn Backend>> {
+    fn into_backends(self) -> Vec<Box<dyn Backend>> {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,10 +334,17 @@ mod tests {
 
     #[test]
     fn argmax_matches_a_naive_scan_on_random_logits() {
-        let mut rng = crate::stats::Rng::new(5);
+        // xorshift64: reproducible values without a dependency.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut below_50 = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 50) as f32
+        };
         for len in [1, 15, 16, 17, 255, 4096, 262_145] {
             // Coarse values make ties common.
-            let v: Vec<f32> = (0..len).map(|_| (rng.below(50) as f32) - 25.0).collect();
+            let v: Vec<f32> = (0..len).map(|_| below_50() - 25.0).collect();
             assert_eq!(argmax(&v), naive(&v), "len {len}");
         }
     }

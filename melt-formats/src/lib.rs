@@ -1,0 +1,9 @@
+//! melt-formats: the model file formats melt reads and writes, with no melt types — so the
+//! engines' exporters and the harness share them without depending on each other.
+//!
+//! - [`gguf`]: a GGUF v2/v3 reader (metadata, tensor directory, tensor bytes).
+//! - [`onnx_proto`]: a minimal ONNX protobuf writer, and a scanner that summarizes a model
+//!   without reading its weights.
+
+pub mod gguf;
+pub mod onnx_proto;
