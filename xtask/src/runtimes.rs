@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::pypi;
+
 /// The ONNX Runtime release ort 2.0.0-rc.15 is built for (melt-backends' `ORT_VERSION`).
 pub const ORT_VERSION: &str = "1.31.1";
 
 /// The directory of the cached library for `triple`.
 pub fn onnxruntime_dir(triple: &str, host: &str) -> PathBuf {
-    let base = crate::models::cache()
-        .root()
+    let base = melt_bench::model::Cache::default_root()
         .join("runtimes")
         .join(format!("onnxruntime-{ORT_VERSION}"));
     if triple == host {
@@ -69,7 +70,7 @@ pub fn setup_onnxruntime(triple: &str, host: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let work = tempfile::tempdir_in(&dir).context("a download directory")?;
     let spec = format!("onnxruntime=={ORT_VERSION}");
-    crate::models::pip_download_into(&spec, platforms, work.path())
+    pypi::pip_download_into(&spec, platforms, work.path())
         .with_context(|| format!("the ONNX Runtime wheel for {triple}"))?;
     let wheel = std::fs::read_dir(work.path())?
         .flatten()
@@ -83,7 +84,7 @@ pub fn setup_onnxruntime(triple: &str, host: &str) -> Result<PathBuf> {
         })?;
     let member = format!("onnxruntime/capi/libonnxruntime.so.{ORT_VERSION}");
     let part = work.path().join("libonnxruntime.so.part");
-    crate::models::extract_member(&wheel, &member, &part)?;
+    pypi::extract_member(&wheel, &member, &part)?;
     check_elf(&part)?;
     let to = dir.join("libonnxruntime.so");
     std::fs::rename(&part, &to).with_context(|| format!("moving it to {}", to.display()))?;
@@ -112,8 +113,7 @@ const LIBTORCH_LIBS: [&str; 5] = [
 
 /// The cached CPU libtorch for `triple` (`LIBTORCH`): `include/`, `lib/`, `build-version`.
 pub fn libtorch_dir(triple: &str, host: &str) -> PathBuf {
-    let base = crate::models::cache()
-        .root()
+    let base = melt_bench::model::Cache::default_root()
         .join("runtimes")
         .join(format!("libtorch-{TORCH_VERSION}"));
     if triple == host {
@@ -170,10 +170,10 @@ pub fn setup_libtorch(triple: &str, host: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let work = tempfile::tempdir_in(parent).context("a download directory")?;
     let wheels = work.path().join("wheels");
-    crate::models::pip_download_into(&format!("torch=={TORCH_VERSION}"), platforms, &wheels)
+    pypi::pip_download_into(&format!("torch=={TORCH_VERSION}"), platforms, &wheels)
         .with_context(|| format!("the torch {TORCH_VERSION} wheel for {triple}"))?;
     for spec in CUDA_WHEELS {
-        crate::models::pip_download_into(spec, platforms, &wheels)
+        pypi::pip_download_into(spec, platforms, &wheels)
             .with_context(|| format!("the CUDA runtime wheel {spec} libtorch_cpu needs"))?;
     }
     let out = work.path().join("libtorch");
@@ -186,16 +186,16 @@ pub fn setup_libtorch(triple: &str, host: &str) -> Result<PathBuf> {
             .to_string_lossy()
             .to_string();
         if name.starts_with("torch-") {
-            crate::models::extract_prefix(&wheel, "torch/include/", &out.join("include"))?;
+            pypi::extract_prefix(&wheel, "torch/include/", &out.join("include"))?;
             for l in ["libtorch_cpu.so", "libc10.so", "libgomp.so.1"] {
-                crate::models::extract_member(&wheel, &format!("torch/lib/{l}"), &lib.join(l))?;
+                pypi::extract_member(&wheel, &format!("torch/lib/{l}"), &lib.join(l))?;
             }
         } else if name.starts_with("nvidia_cuda_runtime") {
             let l = "libcudart.so.13";
-            crate::models::extract_member(&wheel, &format!("nvidia/cu13/lib/{l}"), &lib.join(l))?;
+            pypi::extract_member(&wheel, &format!("nvidia/cu13/lib/{l}"), &lib.join(l))?;
         } else if name.starts_with("nvidia_cuda_cupti") {
             let l = "libcupti.so.13";
-            crate::models::extract_member(&wheel, &format!("nvidia/cu13/lib/{l}"), &lib.join(l))?;
+            pypi::extract_member(&wheel, &format!("nvidia/cu13/lib/{l}"), &lib.join(l))?;
         }
     }
     for l in LIBTORCH_LIBS {
