@@ -178,7 +178,7 @@ pub const METRICS_FILE: &str = "melt_metrics.json";
 pub fn write_metrics(
     criterion_dir: &Path,
     id: &BenchmarkId,
-    metrics: &std::collections::BTreeMap<String, crate::store::Metric>,
+    metrics: &std::collections::BTreeMap<String, crate::metric::Metric>,
     mode: &BaselineMode,
 ) -> Result<(), ReportError> {
     let dir = case_dir(criterion_dir, id);
@@ -195,7 +195,7 @@ pub fn load_baseline_metrics(
     criterion_dir: &Path,
     id: &BenchmarkId,
     baseline: &str,
-) -> Result<Option<std::collections::BTreeMap<String, crate::store::Metric>>, ReportError> {
+) -> Result<Option<std::collections::BTreeMap<String, crate::metric::Metric>>, ReportError> {
     let path = case_dir(criterion_dir, id)
         .join(baseline)
         .join(METRICS_FILE);

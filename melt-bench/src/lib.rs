@@ -14,11 +14,13 @@ pub mod criterion_format;
 pub mod datasets;
 pub mod driver;
 pub mod export;
+pub mod fs;
 pub mod gate;
 pub mod history;
 pub mod host;
 pub mod html;
 pub mod memory;
+pub mod metric;
 pub mod model;
 pub mod probe;
 pub mod runner;
@@ -27,6 +29,7 @@ pub mod store;
 pub mod sustained;
 pub mod tasks;
 pub mod testkit;
+pub mod timestamp;
 pub mod workload;
 
 // What engines implement (melt-core) and the file formats (melt-formats), under the paths bench

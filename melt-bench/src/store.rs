@@ -30,6 +30,12 @@ use crate::params::Params;
 use crate::stats::{Comparison, OutlierCounts};
 use crate::workload::{Measured, Workload};
 
+// Leaf modules, so that what this module's types are made of can use them without a circle;
+// re-exported under the paths the rest of melt has used.
+pub use crate::fs::write_json;
+pub use crate::metric::Metric;
+pub use crate::timestamp::timestamp_id;
+
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Where a bench run writes: `<target>/criterion` and `<target>/melt`.
@@ -77,31 +83,6 @@ impl Layout {
     pub fn history_path(&self) -> PathBuf {
         self.target_dir.join("melt").join("history.sqlite")
     }
-}
-
-/// UTC timestamp `YYYY-MM-DDTHH-MM-SSZ` (file-name safe), from the system clock.
-pub fn timestamp_id() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}-{:02}-{:02}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
 }
 
 /// One line of `samples.jsonl`.
@@ -231,22 +212,6 @@ pub fn read_events(path: &Path) -> Result<Vec<Event>, String> {
         .collect()
 }
 
-/// A metric over a case's samples.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Metric {
-    pub unit: String,
-    /// Point estimate (mean over samples unless the name says otherwise).
-    pub estimate: f64,
-    /// 95% confidence interval of the estimate; absent for a single observation.
-    pub lower: Option<f64>,
-    pub upper: Option<f64>,
-    /// Number of observations behind the estimate.
-    pub n: usize,
-    /// Extra context, e.g. "process-wide peak" when VmHWM could not be reset per case.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub note: Option<String>,
-}
-
 /// Everything known about one case after analysis.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaseSummary {
@@ -347,16 +312,6 @@ impl ProbesOverview {
 pub struct CaseError {
     pub case: Option<String>,
     pub message: String,
-}
-
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    // Write then rename, so a reader never sees half a file.
-    let tmp = path.with_extension("json.tmp");
-    fs::write(&tmp, serde_json::to_vec_pretty(value)?)?;
-    fs::rename(&tmp, path)
 }
 
 /// A hand-built summary for tests of what consumes summaries (history, exports, gate).

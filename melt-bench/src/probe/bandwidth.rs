@@ -102,7 +102,7 @@ pub fn cached_or_measure(
         description: description.to_string(),
         bandwidth: b,
     };
-    let _ = crate::store::write_json(&path, &entry);
+    let _ = crate::fs::write_json(&path, &entry);
     (b, false)
 }
 

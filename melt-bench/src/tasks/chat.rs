@@ -155,7 +155,7 @@ fn today() -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let stamp = crate::store::timestamp_id();
+    let stamp = crate::timestamp::timestamp_id();
     let (y, m, d) = (&stamp[..4], &stamp[5..7], &stamp[8..10]);
     let month = m
         .parse::<usize>()
@@ -313,7 +313,7 @@ mod tests {
             ..broken
         };
         let today = dated.render(&[], false).unwrap();
-        let year = &crate::store::timestamp_id()[..4];
+        let year = &crate::timestamp::timestamp_id()[..4];
         assert!(
             regex::Regex::new(r"^\d\d [A-Z][a-z]{2} \d{4}$")
                 .unwrap()
