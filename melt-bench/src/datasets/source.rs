@@ -30,10 +30,25 @@ pub enum Shipped {
 /// The prefix that always means a shipped set.
 pub const SHIPPED_PREFIX: &str = "melt:";
 
-macro_rules! data_file {
-    ($rel:literal) => {
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/", $rel))
+/// Each set's name on a command line, its file under the repository's `data/`, and the
+/// file's text, embedded — one row per set, so the three cannot drift apart.
+macro_rules! shipped_table {
+    ($($set:ident: $name:literal, $rel:literal;)*) => {
+        const TABLE: &[(Shipped, &str, &str, &str)] = &[$((
+            Shipped::$set,
+            $name,
+            $rel,
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/", $rel)),
+        )),*];
     };
+}
+
+shipped_table! {
+    Conversations: "conversations", "melt/conversations.json";
+    Sustained: "sustained", "melt/input_sustained.json";
+    TruthfulQa: "truthfulqa", "accuracy/TruthfulQA.csv";
+    OpenBookQa: "openbookqa", "accuracy/openbookqa.jsonl";
+    TinyShakespeare: "tinyshakespeare", "text/tinyshakespeare.txt";
 }
 
 impl Shipped {
@@ -45,26 +60,21 @@ impl Shipped {
         Shipped::TinyShakespeare,
     ];
 
+    fn row(self) -> &'static (Shipped, &'static str, &'static str, &'static str) {
+        TABLE
+            .iter()
+            .find(|r| r.0 == self)
+            .expect("every shipped set has a row")
+    }
+
     /// The name a command line uses.
     pub fn name(self) -> &'static str {
-        match self {
-            Shipped::Conversations => "conversations",
-            Shipped::Sustained => "sustained",
-            Shipped::TruthfulQa => "truthfulqa",
-            Shipped::OpenBookQa => "openbookqa",
-            Shipped::TinyShakespeare => "tinyshakespeare",
-        }
+        self.row().1
     }
 
     /// The file under the repository's `data/`.
     pub fn relative_path(self) -> &'static str {
-        match self {
-            Shipped::Conversations => "melt/conversations.json",
-            Shipped::Sustained => "melt/input_sustained.json",
-            Shipped::TruthfulQa => "accuracy/TruthfulQA.csv",
-            Shipped::OpenBookQa => "accuracy/openbookqa.jsonl",
-            Shipped::TinyShakespeare => "text/tinyshakespeare.txt",
-        }
+        self.row().2
     }
 
     /// The file's name: what task ids and format detection go by, as for a file by path.
@@ -73,26 +83,9 @@ impl Shipped {
         p.rsplit('/').next().unwrap_or(p)
     }
 
-    /// What the task reading it does with it (for `--help` and errors).
-    pub fn what(self) -> &'static str {
-        match self {
-            Shipped::Conversations => "--replay: the paper's 50 conversations",
-            Shipped::Sustained => "--replay: the paper's 48-prompt sustained conversation",
-            Shipped::TruthfulQa => "--choices: TruthfulQA MC1, 817 questions",
-            Shipped::OpenBookQa => "--choices: OpenBookQA, 500 questions",
-            Shipped::TinyShakespeare => "--perplexity: tinyshakespeare, 1.1 MB",
-        }
-    }
-
     /// The embedded text, as in the repository.
     pub fn text(self) -> &'static str {
-        match self {
-            Shipped::Conversations => data_file!("melt/conversations.json"),
-            Shipped::Sustained => data_file!("melt/input_sustained.json"),
-            Shipped::TruthfulQa => data_file!("accuracy/TruthfulQA.csv"),
-            Shipped::OpenBookQa => data_file!("accuracy/openbookqa.jsonl"),
-            Shipped::TinyShakespeare => data_file!("text/tinyshakespeare.txt"),
-        }
+        self.row().3
     }
 
     pub fn from_name(name: &str) -> Option<Shipped> {
@@ -135,14 +128,6 @@ impl DataSource {
             DataSource::File(p) => p
                 .file_name()
                 .map_or_else(|| p.to_string_lossy(), |n| n.to_string_lossy()),
-        }
-    }
-
-    /// The path of a file source; `None` for a shipped set (it has no file on a device).
-    pub fn path(&self) -> Option<&Path> {
-        match self {
-            DataSource::Shipped(_) => None,
-            DataSource::File(p) => Some(p),
         }
     }
 

@@ -17,7 +17,6 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{BackendError, ModelInfo};
-use crate::datasets::DataSource;
 use crate::model::ModelSpec;
 use crate::params::Params;
 
@@ -56,15 +55,6 @@ impl Task {
             Task::Replay(s) => format!("replay:{}", s.data.file_name()),
             Task::Perplexity(s) => format!("perplexity:{}@{}", s.data.file_name(), s.n_ctx),
             Task::MultipleChoice(s) => format!("choice:{}", s.data.file_name()),
-        }
-    }
-
-    /// The data the task reads (a file is what a device run pushes beside the models).
-    pub fn data(&self) -> &DataSource {
-        match self {
-            Task::Replay(s) => &s.data,
-            Task::Perplexity(s) => &s.data,
-            Task::MultipleChoice(s) => &s.data,
         }
     }
 

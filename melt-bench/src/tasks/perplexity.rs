@@ -163,8 +163,3 @@ pub fn run(
         eval_tokens_per_s: (chunks * n_ctx) as f64 / seconds.max(1e-9),
     })
 }
-
-/// The text a spec names; the error names the file.
-pub fn read_text(data: &DataSource) -> Result<String, TaskError> {
-    Ok(data.text()?.into_owned())
-}

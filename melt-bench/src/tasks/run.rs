@@ -104,7 +104,7 @@ impl Runner<'_> {
         });
         let id = t.id.clone();
         let result: Result<TaskResult, TaskError> = match &t.task {
-            Task::Perplexity(p) => perplexity::read_text(&p.data).and_then(|text| {
+            Task::Perplexity(p) => p.data.text().map_err(TaskError::from).and_then(|text| {
                 let mut last = Instant::now();
                 perplexity::run(session.as_mut(), p, &text, &mut |done, all, ppl| {
                     if done == all || last.elapsed().as_secs() >= 10 {

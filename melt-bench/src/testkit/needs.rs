@@ -60,20 +60,3 @@ pub fn suite_bin() -> Option<PathBuf> {
         }
     }
 }
-
-/// A program on PATH (or at an absolute path) that answers `arg` successfully; `None` after
-/// [`missing`] allowed the skip.
-pub fn program(name: &str, arg: &str, fix: &str) -> Option<PathBuf> {
-    let ok = std::process::Command::new(name)
-        .arg(arg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        Some(PathBuf::from(name))
-    } else {
-        missing(&format!("`{name}` is not installed"), fix);
-        None
-    }
-}
