@@ -73,7 +73,7 @@ fn bad_models_and_names_give_clear_errors() {
     };
     let mut a = args(&model, dir.path(), &["--sample-size", "3"]);
     a.models.clear();
-    let out = run_suite(&named, &a).unwrap().unwrap();
+    let out = run_suite(&named, &a).unwrap().measured().unwrap();
     let msg = &out.summary.errors[0].message;
     assert!(
         msg.contains("unknown model `gemma-99b`") && msg.contains("known"),
@@ -86,7 +86,7 @@ fn bad_models_and_names_give_clear_errors() {
         ..named
     };
     std::env::set_var("MELT_CACHE_DIR", dir.path().join("empty-cache"));
-    let out = run_suite(&cached, &a).unwrap().unwrap();
+    let out = run_suite(&cached, &a).unwrap().measured().unwrap();
     std::env::remove_var("MELT_CACHE_DIR");
     let msg = &out.summary.errors[0].message;
     assert!(msg.contains("cargo xtask models fetch known"), "{msg}");

@@ -279,6 +279,7 @@ fn peak_memory_agrees_with_usr_bin_time() {
     let out = Command::new("/usr/bin/time")
         .arg("-v")
         .arg(&bin)
+        .arg("--bench")
         .arg("--model")
         .arg(&model)
         .args(["--sample-size", "3", "--discard-baseline", "--target-dir"])

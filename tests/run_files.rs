@@ -297,6 +297,7 @@ fn list_plans_cases_without_measuring() {
     let model = tiny_model(dir.path());
     assert!(run_suite(&suite(), &args(&model, dir.path(), &["--list"]))
         .unwrap()
+        .measured()
         .is_none());
     assert!(
         !dir.path().join("melt").exists(),

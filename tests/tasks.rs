@@ -137,7 +137,7 @@ fn tasks_run_beside_the_workloads_stream_their_turns_and_compare_models_side_by_
         &suite(),
         &args(&a, dir.path(), &["--list", "--perplexity", &text_s]),
     );
-    assert!(listed.unwrap().is_none());
+    assert!(listed.unwrap().measured().is_none());
     let only = run(
         &a,
         dir.path(),

@@ -1,92 +1,84 @@
-//! Arguments of a bench binary: criterion's where criterion has one, so `cargo bench -- ...`
-//! habits carry over, plus melt's own. Parsing only validates; nothing is probed here.
+//! Arguments of a bench binary, defined once with clap (the help is generated from it):
+//! criterion's flags with criterion's meaning, so `cargo bench -- ...` habits carry over, plus
+//! melt's own. Parsing only validates; nothing is probed here.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::{CommandFactory, Parser, ValueEnum};
+
 use crate::criterion_format::BaselineMode;
 use crate::datasets::DataSource;
+pub use crate::sampling::Sampling;
 
-/// How a case decides it has enough samples.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sampling {
-    pub warm_up: Duration,
-    /// Time budget for measuring one case (after warm-up).
-    pub measurement_time: Duration,
-    /// Exactly this many samples (criterion's `--sample-size`); disables adaptive stopping.
-    pub fixed_samples: Option<usize>,
-    pub min_samples: usize,
-    pub max_samples: usize,
-    /// Stop once the 95% CI half-width of mean tok/s is within this fraction of the mean.
-    pub target_rel_ci: f64,
-    /// How often the probes' sampler reads memory, energy and temperature (`None`: off).
-    pub probe_period: Option<Duration>,
-    /// Where `/sys` and `/proc` are read (a fixture tree in tests).
-    pub sysroot: std::path::PathBuf,
-    /// Sustained mode: repeat each case back to back for this long, whatever the noise.
-    pub sustained: Option<Duration>,
-    /// `--cooldown`: wait for the device to cool to its starting temperature between cases.
-    pub cooldown: Option<crate::probe::thermal::Cooldown>,
-    /// Measure the memory bandwidth again rather than take the device's cached figure.
-    pub remeasure_bandwidth: bool,
-}
-
-impl Default for Sampling {
-    fn default() -> Self {
-        Sampling {
-            warm_up: Duration::from_secs(1),
-            measurement_time: Duration::from_secs(20),
-            fixed_samples: None,
-            // The stopping rule is a t-interval, honest at n = 3 (it then needs CV <~ 0.8%
-            // for a 2% target); more samples are taken whenever the noise asks for them.
-            min_samples: 3,
-            max_samples: 100,
-            target_rel_ci: 0.02,
-            // 50 ms: every wake-up preempts a worker when the case uses every core; at 20 ms
-            // that cost 1–4% of tok/s on 2 cores, at 50 ms 0–3% (README: How it measures).
-            probe_period: Some(Duration::from_millis(50)),
-            sysroot: "/".into(),
-            sustained: None,
-            cooldown: None,
-            remeasure_bandwidth: false,
-        }
-    }
-}
-
-impl Sampling {
-    /// criterion's `--quick`: fewer samples, a looser target, short budgets.
-    pub fn quick() -> Sampling {
-        Sampling {
-            warm_up: Duration::from_millis(300),
-            measurement_time: Duration::from_secs(5),
-            fixed_samples: None,
-            min_samples: 3,
-            max_samples: 20,
-            target_rel_ci: 0.05,
-            ..Sampling::default()
-        }
-    }
-}
-
-/// What goes to stdout.
+/// What the binary does with the cases it selected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OutputFormat {
-    /// The markdown table at the end (progress on stderr).
+pub enum Mode {
+    /// `cargo bench` (cargo passes `--bench`): measure, analyse, report.
     #[default]
-    Table,
-    /// One JSON event per line as it happens (the `samples.jsonl` events, then `run_end`),
-    /// for hosts driving remote devices; nothing else on stdout.
-    JsonStream,
+    Benchmark,
+    /// `cargo test --benches` (no `--bench`), or `--test`: as criterion, every case runs once
+    /// to show that it works; nothing is analysed or stored.
+    Test,
+    /// `--list`: the cases and tasks, nothing run.
+    List(ListFormat),
+}
+
+/// `--format`: how `--list` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ListFormat {
+    /// `ID: benchmark` lines, as criterion and libtest print them.
+    #[default]
+    Pretty,
+    /// The same lines (criterion's terse list is its pretty one).
+    Terse,
+    /// One JSON array of `{"id", "kind"}` objects, for tools.
+    Json,
+}
+
+/// `--output-format`: what a measured run prints on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum OutputFormat {
+    /// melt's markdown tables (progress goes to stderr).
+    #[default]
+    Criterion,
+    /// libtest's `test ID ... bench: N ns/iter (+/- D)` lines, which github-action-benchmark
+    /// and other bencher-format tools parse: the median time of one sample and its spread.
+    Bencher,
+}
+
+/// `--message-format`: machine-readable messages instead of the human output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MessageFormat {
+    /// One JSON event per line on stdout as it happens (`run_start`, `case_start`, `sample`,
+    /// `case_end`, `task_end`, `error`, `run_end`), nothing else: what a host reads from a
+    /// device.
+    Json,
+}
+
+/// `--color`: melt prints no colour codes, so every choice prints the same; the flag is
+/// accepted and checked so criterion's command lines work unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Color {
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 /// Parsed arguments.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Args {
+    pub mode: Mode,
     pub output_format: OutputFormat,
+    pub message_format: Option<MessageFormat>,
+    /// `--quiet`: only the results table on stdout.
+    pub quiet: bool,
+    /// `--noplot`: no HTML report (criterion: "disable plot and HTML generation").
+    pub noplot: bool,
     /// Regex over case ids (`group/function/value`); criterion's positional filter.
     pub filter: Option<String>,
     pub exact: bool,
-    pub list: bool,
     pub help: bool,
     pub baseline: BaselineMode,
     pub sampling: Sampling,
@@ -109,6 +101,325 @@ pub struct Args {
     pub tasks: Vec<crate::tasks::Task>,
     /// Run the tasks only, not the suite's pp/tg workloads.
     pub tasks_only: bool,
+}
+
+impl Args {
+    /// Whether stdout carries the event stream and nothing else.
+    pub fn events_on_stdout(&self) -> bool {
+        self.message_format == Some(MessageFormat::Json)
+    }
+}
+
+/// `--probe-period`: `None` turns the probes off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ProbePeriod(Option<Duration>);
+
+/// The command line as clap reads it; [`Args::parse`] turns it into [`Args`].
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench",
+    about = "A melt bench target.",
+    override_usage = "cargo bench --bench <TARGET> -- [OPTIONS] [FILTER]",
+    disable_version_flag = true,
+    // `--warm-up-time -1` is a bad value to name, not an unknown flag.
+    allow_negative_numbers = true,
+    after_help = "Under `cargo test --benches` (no --bench) every case runs once, unmeasured, and \
+                  nothing is stored: criterion's test mode."
+)]
+struct Cli {
+    /// Regex over case ids (model/workload/backend params)
+    filter: Option<String>,
+    /// List the cases and tasks and exit
+    #[arg(long)]
+    list: bool,
+    /// How --list prints
+    #[arg(long, value_enum, default_value_t, value_name = "FORMAT")]
+    format: ListFormat,
+    /// FILTER is an exact case id
+    #[arg(long)]
+    exact: bool,
+    /// Bench this local model file instead of the suite's (repeatable)
+    #[arg(long, value_name = "PATH")]
+    model: Vec<PathBuf>,
+    /// Only this backend, e.g. llama.cpp (repeatable)
+    #[arg(long, value_name = "NAME")]
+    backend: Vec<String>,
+
+    /// Compare with NAME if present, then save this run as NAME [default: base]
+    #[arg(short = 's', long, value_name = "NAME", help_heading = "Baselines")]
+    save_baseline: Option<String>,
+    /// Compare with NAME, which must exist; save nothing but new/
+    #[arg(short = 'b', long, value_name = "NAME", help_heading = "Baselines",
+          conflicts_with_all = ["save_baseline", "baseline_lenient"])]
+    baseline: Option<String>,
+    /// Compare with NAME if it exists
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Baselines",
+        conflicts_with = "save_baseline"
+    )]
+    baseline_lenient: Option<String>,
+    /// Save nothing but new/
+    #[arg(long, help_heading = "Baselines",
+          conflicts_with_all = ["save_baseline", "baseline", "baseline_lenient"])]
+    discard_baseline: bool,
+
+    /// Fewer samples, 5% target, short budgets
+    #[arg(long, help_heading = "Sampling")]
+    quick: bool,
+    /// Exactly N samples per case (no adaptive stopping)
+    #[arg(long, value_name = "N", value_parser = positive, help_heading = "Sampling")]
+    sample_size: Option<usize>,
+    /// Warm-up per case [default: 1]
+    #[arg(long, value_name = "SECS", value_parser = seconds, help_heading = "Sampling")]
+    warm_up_time: Option<Duration>,
+    /// Time budget per case [default: 20]
+    #[arg(long, value_name = "SECS", value_parser = seconds, help_heading = "Sampling")]
+    measurement_time: Option<Duration>,
+    /// Adaptive stopping: at least N samples [default: 3]
+    #[arg(long, value_name = "N", value_parser = positive, help_heading = "Sampling")]
+    min_samples: Option<usize>,
+    /// Adaptive stopping: at most N samples [default: 100]
+    #[arg(long, value_name = "N", value_parser = positive, help_heading = "Sampling")]
+    max_samples: Option<usize>,
+    /// Adaptive stopping: 95% CI half-width of tok/s, % of the mean [default: 2]
+    #[arg(long, value_name = "PCT", value_parser = percent, help_heading = "Sampling")]
+    target_ci: Option<f64>,
+    /// Repeat each case back to back for DURATION (90s, 10m, 1h): throughput, power and
+    /// temperature over time, and when throughput fell 10% below its start
+    #[arg(long, value_name = "DURATION", value_parser = duration, allow_hyphen_values = true,
+          help_heading = "Sampling")]
+    sustained: Option<Duration>,
+
+    /// Memory/energy/temperature sampling period in ms, 0 = off [default: 50]
+    #[arg(long, value_name = "MS", value_parser = probe_period, help_heading = "Probes")]
+    probe_period: Option<ProbePeriod>,
+    /// Read /sys and /proc under DIR (fixture trees) [default: /]
+    #[arg(long, value_name = "DIR", value_parser = existing_dir, help_heading = "Probes")]
+    sysroot: Option<PathBuf>,
+    /// Measure the memory bandwidth (the roofline's roof) again instead of using this
+    /// device's cached figure (kept a week)
+    #[arg(long, help_heading = "Probes")]
+    remeasure_bandwidth: bool,
+    /// Before each case, wait until the hottest thermal zone is back near its temperature at
+    /// the run's start
+    #[arg(long, help_heading = "Probes")]
+    cooldown: bool,
+    /// How near, in °C [default: 2]
+    #[arg(long, value_name = "C", value_parser = celsius, help_heading = "Probes")]
+    cooldown_tolerance: Option<f64>,
+    /// Wait at most this long, then run warm and say so [default: 300]
+    #[arg(long, value_name = "SECS", value_parser = seconds, help_heading = "Probes")]
+    cooldown_max: Option<Duration>,
+
+    /// Bootstrap resamples [default: 100000]
+    #[arg(long, value_name = "N", value_parser = positive, help_heading = "Analysis")]
+    nresamples: Option<usize>,
+    /// [default: 0.95]
+    #[arg(long, value_name = "X", value_parser = fraction, help_heading = "Analysis")]
+    confidence_level: Option<f64>,
+    /// [default: 0.05]
+    #[arg(long, value_name = "X", value_parser = fraction, help_heading = "Analysis")]
+    significance_level: Option<f64>,
+    /// [default: 0.01]
+    #[arg(long, value_name = "X", value_parser = non_negative, help_heading = "Analysis")]
+    noise_threshold: Option<f64>,
+
+    /// What a measured run prints on stdout
+    #[arg(
+        long,
+        value_enum,
+        default_value_t,
+        value_name = "FORMAT",
+        help_heading = "Output"
+    )]
+    output_format: OutputFormat,
+    /// Machine-readable messages on stdout instead
+    #[arg(long, value_enum, value_name = "FORMAT", help_heading = "Output")]
+    message_format: Option<MessageFormat>,
+    /// Only the results table on stdout
+    #[arg(long, conflicts_with = "verbose", help_heading = "Output")]
+    quiet: bool,
+    /// Accepted for criterion's command lines (melt always prints its full tables)
+    #[arg(short = 'v', long, help_heading = "Output")]
+    verbose: bool,
+    /// No HTML report
+    #[arg(short = 'n', long, help_heading = "Output")]
+    noplot: bool,
+    /// Accepted for criterion's command lines (melt prints no colour)
+    #[arg(
+        short = 'c',
+        long,
+        alias = "colour",
+        value_enum,
+        default_value_t,
+        value_name = "WHEN",
+        help_heading = "Output"
+    )]
+    color: Color,
+    /// Accepted for criterion's command lines (melt's HTML report draws its own plots)
+    #[arg(long, value_parser = ["gnuplot", "plotters"], value_name = "BACKEND",
+          help_heading = "Output")]
+    plotting_backend: Option<String>,
+    /// Write criterion/ and melt/ under DIR [default: the cargo target dir]
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
+    target_dir: Option<PathBuf>,
+    /// Tag every case id with ` @NAME` (set by cargo xtask bench --target)
+    #[arg(long, value_name = "NAME", help_heading = "Output")]
+    device: Option<String>,
+    /// Do not run this case (exact id, repeatable; used by --resume)
+    #[arg(long, value_name = "CASE-ID", help_heading = "Output")]
+    skip: Vec<String>,
+
+    /// Replay conversations (a JSON list of lists of user prompts) with the model's chat
+    /// template, answers kept in context; shipped: conversations, sustained (the paper's)
+    #[arg(long, value_name = "NAME|FILE", value_parser = data, help_heading = TASKS)]
+    replay: Vec<DataSource>,
+    /// Between a turn's answer and the next prompt [default: 5]
+    #[arg(long, value_name = "SECS", value_parser = seconds, help_heading = TASKS)]
+    think_time: Option<Duration>,
+    /// Between conversations (the context is emptied) [default: 60]
+    #[arg(long, value_name = "SECS", value_parser = seconds, help_heading = TASKS)]
+    conversation_gap: Option<Duration>,
+    /// An answer ends at end of turn or after N tokens [default: 256]
+    #[arg(long, value_name = "N", value_parser = positive, help_heading = TASKS)]
+    max_output: Option<usize>,
+    /// Every answer exactly N tokens (end of turn suppressed)
+    #[arg(long, value_name = "N", value_parser = positive, help_heading = TASKS)]
+    fixed_output: Option<usize>,
+    /// gemma, chatml, llama3 or a Jinja file [default: the model's own]
+    #[arg(long, value_name = "NAME|FILE", help_heading = TASKS)]
+    chat_template: Option<String>,
+    /// The chat's context; when full, the oldest turns go [default: 4096]
+    #[arg(long, value_name = "N", value_parser = positive, help_heading = TASKS)]
+    replay_ctx: Option<usize>,
+    /// Replay only the first N conversations
+    #[arg(long, value_name = "N", value_parser = positive, help_heading = TASKS)]
+    conversations: Option<usize>,
+    /// Perplexity of a text file, llama-perplexity's method; shipped: tinyshakespeare
+    #[arg(long, value_name = "NAME|FILE", value_parser = data, help_heading = TASKS)]
+    perplexity: Vec<DataSource>,
+    /// Tokens per chunk; the second half of each is scored [default: 512]
+    #[arg(long, value_name = "N", value_parser = positive, help_heading = TASKS)]
+    ppl_ctx: Option<usize>,
+    /// Score at most N chunks [default: all]
+    #[arg(long, value_name = "N", value_parser = positive, help_heading = TASKS)]
+    ppl_chunks: Option<usize>,
+    /// Multiple-choice accuracy (ARC/OpenBookQA or HellaSwag JSONL, TruthfulQA.csv) by
+    /// log-likelihood, as lm-evaluation-harness; shipped: openbookqa, truthfulqa
+    #[arg(long, value_name = "NAME|FILE", value_parser = data, help_heading = TASKS)]
+    choices: Vec<DataSource>,
+    /// A seeded subset of N questions
+    #[arg(long, value_name = "N", value_parser = positive, help_heading = TASKS)]
+    limit: Option<usize>,
+    /// Skip the suite's pp/tg workloads
+    #[arg(long, help_heading = TASKS)]
+    tasks_only: bool,
+
+    // What cargo and libtest pass: `cargo bench` adds --bench; without it (`cargo test
+    // --benches`) the binary tests instead of measuring, as criterion's does.
+    #[arg(long, hide = true)]
+    bench: bool,
+    #[arg(long, hide = true, conflicts_with = "list")]
+    test: bool,
+    #[arg(long, hide = true)]
+    nocapture: bool,
+    #[arg(long, hide = true)]
+    show_output: bool,
+    #[arg(long, hide = true)]
+    include_ignored: bool,
+}
+
+const TASKS: &str =
+    "Tasks (once per model × backend, at the sweep's last point, after the workloads)";
+
+/// The generated help.
+pub fn help() -> String {
+    Cli::command().render_long_help().to_string()
+}
+
+fn positive(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("expected a positive whole number".into()),
+    }
+}
+
+fn seconds(value: &str) -> Result<Duration, String> {
+    match value.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err("expected a non-negative number of seconds".into()),
+    }
+}
+
+/// `90`, `90s`, `10m`, `1h`, `1.5m`.
+fn duration(value: &str) -> Result<Duration, String> {
+    let bad = || "expected a positive duration such as 90s, 10m or 1h".to_string();
+    let (num, unit) = match value.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => value.split_at(i),
+        None => (value, "s"),
+    };
+    let scale = match unit {
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    match num.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(Duration::from_secs_f64(x * scale)),
+        _ => Err(bad()),
+    }
+}
+
+fn fraction(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(x) if x > 0.0 && x < 1.0 => Ok(x),
+        _ => Err("expected a number between 0 and 1".into()),
+    }
+}
+
+fn non_negative(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err("expected a non-negative number".into()),
+    }
+}
+
+fn percent(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(x) if x > 0.0 && x < 100.0 => Ok(x / 100.0),
+        _ => Err("expected a percentage between 0 and 100".into()),
+    }
+}
+
+fn celsius(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(c) if c.is_finite() && c >= 0.0 => Ok(c),
+        _ => Err("expected degrees Celsius ≥ 0".into()),
+    }
+}
+
+fn probe_period(value: &str) -> Result<ProbePeriod, String> {
+    match value.parse::<f64>() {
+        Ok(ms) if ms.is_finite() && ms >= 0.0 => Ok(ProbePeriod(
+            (ms > 0.0).then(|| Duration::from_secs_f64(ms / 1e3)),
+        )),
+        _ => Err("expected milliseconds ≥ 0 (0 turns the probes off)".into()),
+    }
+}
+
+fn existing_dir(value: &str) -> Result<PathBuf, String> {
+    if std::path::Path::new(value).is_dir() {
+        Ok(value.into())
+    } else {
+        Err("expected an existing directory".into())
+    }
+}
+
+/// A task's data: a shipped set's name or a file (see [`DataSource::from_arg`]).
+fn data(value: &str) -> Result<DataSource, String> {
+    DataSource::from_arg(value).map_err(|e| e.to_string())
 }
 
 /// The task options as given, turned into [`crate::tasks::Task`]s once all are read (their
@@ -190,160 +501,27 @@ impl TaskArgs {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum CliError {
-    #[error("unknown option `{0}` (see --help)")]
-    Unknown(String),
-    #[error("option `{0}` needs a value")]
-    MissingValue(String),
+    /// What clap found wrong: an unknown flag, a missing or bad value, a second filter, two
+    /// baselines at once. Its text names the flag, the value and what was expected.
+    #[error("{0}")]
+    Usage(String),
+    #[error("option `{0}` only applies with {1}")]
+    OnlyWith(String, &'static str),
     #[error("option `{flag}`: `{value}` is not {expected}")]
     BadValue {
         flag: String,
         value: String,
         expected: &'static str,
     },
-    #[error("more than one filter given: `{0}` and `{1}`")]
-    TwoFilters(String, String),
-    #[error("option `{0}` only applies with {1}")]
-    OnlyWith(String, &'static str),
-    #[error("option `{0}`: {1}")]
-    Data(String, String),
 }
 
-pub const HELP: &str = "\
-A melt bench target. Usage: cargo bench --bench <target> -- [OPTIONS] [FILTER]
-
-  FILTER                       regex over case ids (model/workload/backend params)
-  --list                       list the cases and exit
-  --exact                      FILTER is an exact case id
-  --model PATH                 bench this local model file instead of the suite's (repeatable)
-  --backend NAME               only this backend, e.g. llama.cpp (repeatable)
-  --save-baseline NAME         compare with NAME if present, then save this run as NAME [base]
-  --baseline NAME              compare with NAME, which must exist; save nothing but new/
-  --baseline-lenient NAME      compare with NAME if it exists
-  --discard-baseline           save nothing but new/
-  --quick                      fewer samples, 5% target, short budgets
-  --sample-size N              exactly N samples per case (no adaptive stopping)
-  --warm-up-time SECS          warm-up per case [1]
-  --measurement-time SECS      time budget per case [20]
-  --min-samples N              adaptive stopping: at least N samples [3]
-  --max-samples N              adaptive stopping: at most N samples [100]
-  --target-ci PCT              adaptive stopping: 95% CI half-width of tok/s, % of mean [2]
-  --probe-period MS            memory/energy/temperature sampling period, 0 = off [50]
-  --sysroot DIR                read /sys and /proc under DIR (fixture trees) [/]
-  --remeasure-bandwidth        measure the memory bandwidth (the roofline's roof) again instead
-                               of using this device's cached figure (kept a week)
-  --cooldown                   before each case, wait until the hottest thermal zone is back
-                               near its temperature at the run's start
-  --cooldown-tolerance C       how near, in °C [2]
-  --cooldown-max SECS          wait at most this long, then run warm and say so [300]
-  --sustained DURATION         repeat each case back to back for DURATION (90s, 10m, 1h):
-                               throughput, power and temperature over time, and when
-                               throughput fell 10% below its start
-  --nresamples N               bootstrap resamples [100000]
-  --confidence-level X         [0.95]
-  --significance-level X       [0.05]
-  --noise-threshold X          [0.01]
-  --target-dir DIR             write criterion/ and melt/ under DIR [the cargo target dir]
-  --device NAME                tag every case id with ` @NAME` (set by cargo xtask bench --target)
-  --skip CASE-ID               do not run this case (exact id, repeatable; used by --resume)
-
-Tasks (once per model × backend, at the sweep's last point, after the workloads):
-  --replay NAME|FILE           replay conversations (a JSON list of lists of user prompts)
-                               with the model's chat template, answers kept in context;
-                               shipped: conversations, sustained (the paper's)
-  --think-time SECS            between a turn's answer and the next prompt [5]
-  --conversation-gap SECS      between conversations (the context is emptied) [60]
-  --max-output N               an answer ends at end of turn or after N tokens [256]
-  --fixed-output N             every answer exactly N tokens (end of turn suppressed)
-  --chat-template NAME|FILE    gemma, chatml, llama3 or a Jinja file [the model's own]
-  --replay-ctx N               the chat's context; when full, the oldest turns go [4096]
-  --conversations N            replay only the first N conversations
-  --perplexity NAME|FILE       perplexity of a text file, llama-perplexity's method;
-                               shipped: tinyshakespeare
-  --ppl-ctx N                  tokens per chunk; the second half of each is scored [512]
-  --ppl-chunks N               score at most N chunks [all]
-  --choices NAME|FILE          multiple-choice accuracy (ARC/OpenBookQA or HellaSwag JSONL,
-                               TruthfulQA.csv) by log-likelihood, as lm-evaluation-harness;
-                               shipped: openbookqa, truthfulqa
-  --limit N                    a seeded subset of N questions
-  --tasks-only                 skip the suite's pp/tg workloads
-
-  --output-format F            `table` [default] or `json-stream`: one JSON event per line on
-                               stdout as it happens (case_start, sample, case_end, error, run_end)
-  --bench, --noplot, --color C, --verbose, --quiet   accepted for criterion compatibility
-";
-
-/// A task's data: a shipped set's name or a file (see [`DataSource::from_arg`]).
-fn data(flag: &str, value: &str) -> Result<DataSource, CliError> {
-    DataSource::from_arg(value).map_err(|e| CliError::Data(flag.into(), e.to_string()))
-}
-
-fn parse_num<T: std::str::FromStr>(
-    flag: &str,
-    value: &str,
-    expected: &'static str,
-) -> Result<T, CliError> {
-    value.parse().map_err(|_| CliError::BadValue {
-        flag: flag.into(),
-        value: value.into(),
-        expected,
-    })
-}
-
-fn secs(flag: &str, value: &str) -> Result<Duration, CliError> {
-    let s: f64 = parse_num(flag, value, "a number of seconds")?;
-    if !(s.is_finite() && s >= 0.0) {
-        return Err(CliError::BadValue {
-            flag: flag.into(),
-            value: value.into(),
-            expected: "a non-negative number of seconds",
-        });
-    }
-    Ok(Duration::from_secs_f64(s))
-}
-
-/// `90`, `90s`, `10m`, `1h`, `1.5m`.
-fn duration(flag: &str, value: &str) -> Result<Duration, CliError> {
-    let bad = || CliError::BadValue {
-        flag: flag.into(),
-        value: value.into(),
-        expected: "a positive duration such as 90s, 10m or 1h",
-    };
-    let (num, unit) = match value.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => value.split_at(i),
-        None => (value, "s"),
-    };
-    let scale = match unit {
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(bad()),
-    };
-    match num.parse::<f64>() {
-        Ok(x) if x.is_finite() && x > 0.0 => Ok(Duration::from_secs_f64(x * scale)),
-        _ => Err(bad()),
-    }
-}
-
-fn fraction(flag: &str, value: &str) -> Result<f64, CliError> {
-    let x: f64 = parse_num(flag, value, "a number between 0 and 1")?;
-    if !(x > 0.0 && x < 1.0) {
-        return Err(CliError::BadValue {
-            flag: flag.into(),
-            value: value.into(),
-            expected: "a number between 0 and 1",
-        });
-    }
-    Ok(x)
-}
-
-fn count(flag: &str, value: &str) -> Result<usize, CliError> {
-    match value.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(CliError::BadValue {
-            flag: flag.into(),
-            value: value.into(),
-            expected: "a positive whole number",
-        }),
+impl CliError {
+    fn from_clap(e: &clap::Error) -> CliError {
+        // clap's text starts "error: " and ends with a pointer to --help; melt prefixes its
+        // own name, so the first is dropped.
+        let text = e.to_string();
+        let text = text.strip_prefix("error: ").unwrap_or(&text);
+        CliError::Usage(text.trim_end().to_string())
     }
 }
 
@@ -354,212 +532,71 @@ impl Args {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut out = Args::default();
-        let mut quick = false;
-        let mut sampling = Sampling::default();
-        let mut explicit: Vec<&'static str> = Vec::new();
-        let mut tasks = TaskArgs::default();
-        let mut it = args.into_iter().map(Into::into).peekable();
-        while let Some(arg) = it.next() {
-            // `--flag=value` is the same as `--flag value`.
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-                _ => (arg.clone(), None),
-            };
-            let mut value = |name: &str| -> Result<String, CliError> {
-                match inline.clone() {
-                    Some(v) => Ok(v),
-                    None => it.next().ok_or_else(|| CliError::MissingValue(name.into())),
-                }
-            };
-            match flag.as_str() {
-                "--bench" | "--noplot" | "--verbose" | "-v" | "--quiet" | "--nocapture" => {}
-                "--color" | "--colour" | "--format" | "--plotting-backend" => {
-                    value(&flag)?;
-                }
-                "--output-format" => {
-                    let v = value(&flag)?;
-                    out.output_format = match v.as_str() {
-                        "table" => OutputFormat::Table,
-                        "json-stream" => OutputFormat::JsonStream,
-                        _ => {
-                            return Err(CliError::BadValue {
-                                flag,
-                                value: v,
-                                expected: "`table` or `json-stream`",
-                            })
-                        }
-                    };
-                }
-                "--help" | "-h" => out.help = true,
-                "--list" => out.list = true,
-                "--exact" => out.exact = true,
-                "--quick" => quick = true,
-                "--model" => out.models.push(PathBuf::from(value(&flag)?)),
-                "--backend" => out.backends.push(value(&flag)?),
-                "--save-baseline" | "-s" => out.baseline = BaselineMode::Save(value(&flag)?),
-                "--baseline" | "-b" => out.baseline = BaselineMode::CompareStrict(value(&flag)?),
-                "--baseline-lenient" => out.baseline = BaselineMode::CompareLenient(value(&flag)?),
-                "--discard-baseline" => out.baseline = BaselineMode::Discard,
-                "--sample-size" => {
-                    sampling.fixed_samples = Some(count(&flag, &value(&flag)?)?);
-                    explicit.push("fixed");
-                }
-                "--warm-up-time" => {
-                    sampling.warm_up = secs(&flag, &value(&flag)?)?;
-                    explicit.push("warm_up");
-                }
-                "--measurement-time" => {
-                    sampling.measurement_time = secs(&flag, &value(&flag)?)?;
-                    explicit.push("measurement_time");
-                }
-                "--probe-period" => {
-                    let v = value(&flag)?;
-                    let ms: f64 = parse_num(&flag, &v, "milliseconds")?;
-                    if !(ms >= 0.0 && ms.is_finite()) {
-                        return Err(CliError::BadValue {
-                            flag: flag.clone(),
-                            value: v,
-                            expected: "milliseconds ≥ 0 (0 turns the probes off)",
-                        });
-                    }
-                    sampling.probe_period = (ms > 0.0).then(|| Duration::from_secs_f64(ms / 1e3));
-                    explicit.push("probe_period");
-                }
-                "--sysroot" => {
-                    let v = value(&flag)?;
-                    if !std::path::Path::new(&v).is_dir() {
-                        return Err(CliError::BadValue {
-                            flag: flag.clone(),
-                            value: v,
-                            expected: "an existing directory",
-                        });
-                    }
-                    sampling.sysroot = v.into();
-                }
-                "--remeasure-bandwidth" => sampling.remeasure_bandwidth = true,
-                "--cooldown" => {
-                    sampling.cooldown.get_or_insert_with(Default::default);
-                }
-                "--cooldown-tolerance" => {
-                    let v = value(&flag)?;
-                    let c: f64 = parse_num(&flag, &v, "degrees Celsius")?;
-                    if !(c >= 0.0 && c.is_finite()) {
-                        return Err(CliError::BadValue {
-                            flag,
-                            value: v,
-                            expected: "degrees Celsius ≥ 0",
-                        });
-                    }
-                    sampling
-                        .cooldown
-                        .get_or_insert_with(Default::default)
-                        .tolerance_c = c;
-                }
-                "--cooldown-max" => {
-                    let d = secs(&flag, &value(&flag)?)?;
-                    sampling
-                        .cooldown
-                        .get_or_insert_with(Default::default)
-                        .max_wait = d;
-                }
-                "--sustained" => {
-                    sampling.sustained = Some(duration(&flag, &value(&flag)?)?);
-                }
-                "--min-samples" => {
-                    sampling.min_samples = count(&flag, &value(&flag)?)?;
-                    explicit.push("min");
-                }
-                "--max-samples" => {
-                    sampling.max_samples = count(&flag, &value(&flag)?)?;
-                    explicit.push("max");
-                }
-                "--target-ci" => {
-                    let v = value(&flag)?;
-                    let pct: f64 = parse_num(&flag, &v, "a percentage")?;
-                    if !(pct > 0.0 && pct < 100.0) {
-                        return Err(CliError::BadValue {
-                            flag,
-                            value: v,
-                            expected: "a percentage between 0 and 100",
-                        });
-                    }
-                    sampling.target_rel_ci = pct / 100.0;
-                    explicit.push("target");
-                }
-                "--nresamples" => out.nresamples = Some(count(&flag, &value(&flag)?)?),
-                "--confidence-level" => {
-                    out.confidence_level = Some(fraction(&flag, &value(&flag)?)?)
-                }
-                "--significance-level" => {
-                    out.significance_level = Some(fraction(&flag, &value(&flag)?)?)
-                }
-                "--noise-threshold" => {
-                    let v = value(&flag)?;
-                    let x: f64 = parse_num(&flag, &v, "a non-negative number")?;
-                    if !(x >= 0.0 && x.is_finite()) {
-                        return Err(CliError::BadValue {
-                            flag,
-                            value: v,
-                            expected: "a non-negative number",
-                        });
-                    }
-                    out.noise_threshold = Some(x);
-                }
-                "--target-dir" => out.target_dir = Some(PathBuf::from(value(&flag)?)),
-                "--device" => out.device = Some(value(&flag)?),
-                "--skip" => out.skip.push(value(&flag)?),
-                "--replay" => tasks.replay.push(data(&flag, &value(&flag)?)?),
-                "--perplexity" => tasks.perplexity.push(data(&flag, &value(&flag)?)?),
-                "--choices" => tasks.choices.push(data(&flag, &value(&flag)?)?),
-                "--tasks-only" => out.tasks_only = true,
-                "--think-time" => {
-                    tasks.think_time_s = Some(secs(&flag, &value(&flag)?)?.as_secs_f64())
-                }
-                "--conversation-gap" => {
-                    tasks.conversation_gap_s = Some(secs(&flag, &value(&flag)?)?.as_secs_f64())
-                }
-                "--max-output" => tasks.max_output = Some(count(&flag, &value(&flag)?)?),
-                "--fixed-output" => tasks.fixed_output = Some(count(&flag, &value(&flag)?)?),
-                "--chat-template" => tasks.chat_template = Some(value(&flag)?),
-                "--replay-ctx" => tasks.replay_ctx = Some(count(&flag, &value(&flag)?)?),
-                "--conversations" => tasks.conversations = Some(count(&flag, &value(&flag)?)?),
-                "--ppl-ctx" => tasks.ppl_ctx = Some(count(&flag, &value(&flag)?)?),
-                "--ppl-chunks" => tasks.ppl_chunks = Some(count(&flag, &value(&flag)?)?),
-                "--limit" => tasks.limit = Some(count(&flag, &value(&flag)?)?),
-                f if f.starts_with('-') => return Err(CliError::Unknown(arg)),
-                _ => match &out.filter {
-                    Some(prev) => return Err(CliError::TwoFilters(prev.clone(), arg)),
-                    None => out.filter = Some(arg),
-                },
-            }
+        let argv = std::iter::once("bench".to_string()).chain(args.into_iter().map(Into::into));
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => cli.into_args(),
+            Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => Ok(Args {
+                help: true,
+                ..Args::default()
+            }),
+            Err(e) => Err(CliError::from_clap(&e)),
         }
-        out.tasks = tasks.tasks()?;
-        if out.tasks_only && out.tasks.is_empty() {
+    }
+}
+
+impl Cli {
+    fn into_args(self) -> Result<Args, CliError> {
+        let tasks = TaskArgs {
+            replay: self.replay,
+            perplexity: self.perplexity,
+            choices: self.choices,
+            think_time_s: self.think_time.map(|d| d.as_secs_f64()),
+            conversation_gap_s: self.conversation_gap.map(|d| d.as_secs_f64()),
+            max_output: self.max_output,
+            fixed_output: self.fixed_output,
+            chat_template: self.chat_template,
+            replay_ctx: self.replay_ctx,
+            conversations: self.conversations,
+            ppl_ctx: self.ppl_ctx,
+            ppl_chunks: self.ppl_chunks,
+            limit: self.limit,
+        }
+        .tasks()?;
+        if self.tasks_only && tasks.is_empty() {
             return Err(CliError::OnlyWith(
                 "--tasks-only".into(),
                 "--replay, --perplexity or --choices",
             ));
         }
-        if quick {
-            // --quick sets the defaults; explicit options still win.
-            let q = Sampling::quick();
-            if !explicit.contains(&"warm_up") {
-                sampling.warm_up = q.warm_up;
-            }
-            if !explicit.contains(&"measurement_time") {
-                sampling.measurement_time = q.measurement_time;
-            }
-            if !explicit.contains(&"min") {
-                sampling.min_samples = q.min_samples;
-            }
-            if !explicit.contains(&"max") {
-                sampling.max_samples = q.max_samples;
-            }
-            if !explicit.contains(&"target") {
-                sampling.target_rel_ci = q.target_rel_ci;
-            }
-        }
+        // --quick sets the defaults; explicit options still win.
+        let base = if self.quick {
+            Sampling::quick()
+        } else {
+            Sampling::default()
+        };
+        let cooldown =
+            (self.cooldown || self.cooldown_tolerance.is_some() || self.cooldown_max.is_some())
+                .then(|| {
+                    let d = crate::probe::thermal::Cooldown::default();
+                    crate::probe::thermal::Cooldown {
+                        tolerance_c: self.cooldown_tolerance.unwrap_or(d.tolerance_c),
+                        max_wait: self.cooldown_max.unwrap_or(d.max_wait),
+                    }
+                });
+        let sampling = Sampling {
+            warm_up: self.warm_up_time.unwrap_or(base.warm_up),
+            min_warm_up_runs: base.min_warm_up_runs,
+            measurement_time: self.measurement_time.unwrap_or(base.measurement_time),
+            fixed_samples: self.sample_size,
+            min_samples: self.min_samples.unwrap_or(base.min_samples),
+            max_samples: self.max_samples.unwrap_or(base.max_samples),
+            target_rel_ci: self.target_ci.unwrap_or(base.target_rel_ci),
+            probe_period: self.probe_period.map_or(base.probe_period, |p| p.0),
+            sysroot: self.sysroot.unwrap_or(base.sysroot),
+            sustained: self.sustained,
+            cooldown,
+            remeasure_bandwidth: self.remeasure_bandwidth,
+        };
         if sampling.min_samples > sampling.max_samples {
             return Err(CliError::BadValue {
                 flag: "--min-samples".into(),
@@ -567,8 +604,51 @@ impl Args {
                 expected: "at most --max-samples",
             });
         }
-        out.sampling = sampling;
-        Ok(out)
+        let baseline = match (
+            self.save_baseline,
+            self.baseline,
+            self.baseline_lenient,
+            self.discard_baseline,
+        ) {
+            (_, _, _, true) => BaselineMode::Discard,
+            (_, Some(name), _, _) => BaselineMode::CompareStrict(name),
+            (_, _, Some(name), _) => BaselineMode::CompareLenient(name),
+            (Some(name), ..) => BaselineMode::Save(name),
+            _ => BaselineMode::default(),
+        };
+        // criterion's rule: `--bench` alone measures; no `--bench`, or `--test`, tests.
+        let mode = if self.list {
+            Mode::List(self.format)
+        } else if self.test || !self.bench {
+            Mode::Test
+        } else {
+            Mode::Benchmark
+        };
+        let _ = (self.verbose, self.color, self.plotting_backend);
+        let _ = (self.nocapture, self.show_output, self.include_ignored);
+        Ok(Args {
+            mode,
+            output_format: self.output_format,
+            message_format: self.message_format,
+            quiet: self.quiet,
+            noplot: self.noplot,
+            filter: self.filter,
+            exact: self.exact,
+            help: false,
+            baseline,
+            sampling,
+            models: self.model,
+            backends: self.backend,
+            nresamples: self.nresamples,
+            confidence_level: self.confidence_level,
+            significance_level: self.significance_level,
+            noise_threshold: self.noise_threshold,
+            target_dir: self.target_dir,
+            device: self.device,
+            skip: self.skip,
+            tasks,
+            tasks_only: self.tasks_only,
+        })
     }
 }
 
@@ -595,7 +675,7 @@ mod tests {
         let a = Args::parse(["--baseline", "main", "--model", "/m/x.gguf", "--list"]).unwrap();
         assert_eq!(a.baseline, BaselineMode::CompareStrict("main".into()));
         assert_eq!(a.models, vec![PathBuf::from("/m/x.gguf")]);
-        assert!(a.list);
+        assert_eq!(a.mode, Mode::List(ListFormat::Pretty));
         assert_eq!(
             Args::parse(Vec::<String>::new()).unwrap().baseline,
             BaselineMode::default()
@@ -604,16 +684,71 @@ mod tests {
 
     #[test]
     fn output_formats() {
-        assert_eq!(
-            Args::parse(Vec::<String>::new()).unwrap().output_format,
-            OutputFormat::Table
-        );
-        let a = Args::parse(["--output-format", "json-stream"]).unwrap();
-        assert_eq!(a.output_format, OutputFormat::JsonStream);
-        let e = Args::parse(["--output-format=xml"])
+        let a = Args::parse(Vec::<String>::new()).unwrap();
+        assert_eq!(a.output_format, OutputFormat::Criterion);
+        assert!(!a.events_on_stdout());
+        let a = Args::parse(["--message-format", "json"]).unwrap();
+        assert!(a.events_on_stdout());
+        let a = Args::parse(["--output-format=bencher"]).unwrap();
+        assert_eq!(a.output_format, OutputFormat::Bencher);
+        // melt's old spelling of the event stream is criterion's flag now, and says so.
+        let e = Args::parse(["--output-format", "json-stream"])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("xml") && e.contains("json-stream"), "{e}");
+        assert!(e.contains("json-stream") && e.contains("bencher"), "{e}");
+        let a = Args::parse(["--list", "--format", "json"]).unwrap();
+        assert_eq!(a.mode, Mode::List(ListFormat::Json));
+    }
+
+    #[test]
+    fn criterion_flags_mean_what_they_mean_in_criterion() {
+        let a = Args::parse(["--bench", "--noplot", "--color", "never", "-v"]).unwrap();
+        assert!(a.noplot);
+        assert_eq!(a.mode, Mode::Benchmark);
+        assert!(
+            Args::parse(["--colour=always", "-n", "--quiet"])
+                .unwrap()
+                .quiet
+        );
+        let e = Args::parse(["--color", "sometimes"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sometimes") && e.contains("never"), "{e}");
+        assert!(Args::parse(["--quiet", "--verbose"]).is_err());
+        // Two baselines at once are a mistake, as in criterion.
+        let e = Args::parse(["--baseline", "a", "--save-baseline", "b"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--baseline") && e.contains("--save-baseline"),
+            "{e}"
+        );
+        assert_eq!(
+            Args::parse(["--discard-baseline"]).unwrap().baseline,
+            BaselineMode::Discard
+        );
+        assert_eq!(
+            Args::parse(["-b", "main"]).unwrap().baseline,
+            BaselineMode::CompareStrict("main".into())
+        );
+    }
+
+    #[test]
+    fn without_bench_it_tests_as_criterion_does() {
+        // `cargo test --benches` passes no --bench; `cargo bench` does.
+        assert_eq!(Args::parse(["--nocapture"]).unwrap().mode, Mode::Test);
+        assert_eq!(Args::parse(["--bench"]).unwrap().mode, Mode::Benchmark);
+        assert_eq!(Args::parse(["--bench", "--test"]).unwrap().mode, Mode::Test);
+        assert!(Args::parse(["--help"]).unwrap().help);
+        let help = help();
+        for flag in [
+            "--output-format",
+            "--message-format",
+            "--noplot",
+            "--perplexity",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from --help");
+        }
     }
 
     #[test]
@@ -628,10 +763,8 @@ mod tests {
         .unwrap();
         assert_eq!(a.device.as_deref(), Some("pixel 7; rm -rf /"));
         assert_eq!(a.skip, ["m/pp4/b t=1 @x", "m/tg4/b t=1 @x"]);
-        assert_eq!(
-            Args::parse(["--skip"]).unwrap_err(),
-            CliError::MissingValue("--skip".into())
-        );
+        let e = Args::parse(["--skip"]).unwrap_err().to_string();
+        assert!(e.contains("--skip"), "{e}");
     }
 
     #[test]
@@ -650,24 +783,23 @@ mod tests {
 
     #[test]
     fn bad_flags_are_named() {
-        assert_eq!(
-            Args::parse(["--sample-sise", "3"]).unwrap_err(),
-            CliError::Unknown("--sample-sise".into())
+        let e = Args::parse(["--sample-sise", "3"]).unwrap_err().to_string();
+        assert!(
+            e.contains("--sample-sise") && e.contains("--sample-size"),
+            "{e}"
         );
         let e = Args::parse(["--sample-size", "zero"])
             .unwrap_err()
             .to_string();
         assert!(e.contains("--sample-size") && e.contains("zero"), "{e}");
-        let e = Args::parse(["--baseline"]).unwrap_err();
-        assert_eq!(e, CliError::MissingValue("--baseline".into()));
+        let e = Args::parse(["--baseline"]).unwrap_err().to_string();
+        assert!(e.contains("--baseline") && e.contains("value"), "{e}");
         let e = Args::parse(["--warm-up-time", "-1"])
             .unwrap_err()
             .to_string();
         assert!(e.contains("non-negative"), "{e}");
-        assert!(matches!(
-            Args::parse(["a", "b"]),
-            Err(CliError::TwoFilters(..))
-        ));
+        let e = Args::parse(["a", "b"]).unwrap_err().to_string();
+        assert!(e.contains("'b'"), "{e}");
         let e = Args::parse(["--min-samples", "9", "--max-samples", "3"]).unwrap_err();
         assert!(e.to_string().contains("at most --max-samples"));
         for bad in ["0", "-5m", "10d", "m", "1e400"] {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use regex::Regex;
 
 use crate::analysis;
-use crate::cli::{Args, OutputFormat, HELP};
+use crate::cli::{Args, ListFormat, Mode, OutputFormat};
 use crate::criterion_format::{BaselineMode, BenchmarkId, ReportError, Throughput};
 use crate::host::HostInfo;
 use crate::model::{Cache, Registry};
@@ -15,6 +15,7 @@ use crate::params::Params;
 use crate::runner::{
     plan, plan_tasks, CaseRecord, ModelRef, PlannedCase, PlannedTask, Runner, Suite,
 };
+use crate::sampling::Sampling;
 use crate::stats::AnalysisConfig;
 use crate::store::{self, CaseError, Event, EventLog, Layout, Summary, SCHEMA_VERSION};
 use crate::tasks::TaskRecord;
@@ -27,6 +28,36 @@ pub struct Outcome {
     pub run_dir: PathBuf,
     pub criterion_dir: PathBuf,
     pub table: String,
+    /// The same cases as `--output-format bencher` prints them.
+    pub bencher: String,
+}
+
+/// What [`run_suite`] did.
+#[derive(Debug)]
+pub enum Ran {
+    /// `--help` or `--list`: printed, nothing run.
+    Printed,
+    /// Test mode: every case once, nothing kept.
+    Tested(Tested),
+    /// A measured run, analysed and reported.
+    Measured(Box<Outcome>),
+}
+
+impl Ran {
+    /// The measured run, if this was one.
+    pub fn measured(self) -> Option<Outcome> {
+        match self {
+            Ran::Measured(o) => Some(*o),
+            _ => None,
+        }
+    }
+}
+
+/// What test mode found: the cases and tasks that ran once, and those that failed.
+#[derive(Debug, Default)]
+pub struct Tested {
+    pub passed: Vec<String>,
+    pub failed: Vec<CaseError>,
 }
 
 impl Outcome {
@@ -97,11 +128,11 @@ fn model_refs(suite: &Suite, args: &Args) -> Vec<ModelRef> {
         .collect()
 }
 
-/// Runs a suite with parsed arguments. `Ok(None)` for `--list` and `--help`.
-pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverError> {
+/// Runs a suite with parsed arguments.
+pub fn run_suite(suite: &Suite, args: &Args) -> Result<Ran, DriverError> {
     if args.help {
-        print!("{HELP}");
-        return Ok(None);
+        print!("{}", crate::cli::help());
+        return Ok(Ran::Printed);
     }
     if suite.models.is_empty() && args.models.is_empty()
         || suite.backends.is_empty()
@@ -162,14 +193,14 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
             "every selected case is in --skip".into(),
         ));
     }
-    if args.list {
-        for c in &cases {
-            println!("{}: benchmark", c.id.full_id);
-        }
-        for t in &tasks {
-            println!("{}: benchmark", t.id);
-        }
-        return Ok(None);
+    if let Mode::List(format) = args.mode {
+        print!("{}", listing(&cases, &tasks, format));
+        return Ok(Ran::Printed);
+    }
+    if args.mode == Mode::Test {
+        return Ok(Ran::Tested(test_once(
+            suite, args, &models, &points, &cases, &tasks,
+        )));
     }
 
     let layout = match &args.target_dir {
@@ -194,14 +225,15 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
         }
     }
 
-    let run_id = format!("{}-{}", store::timestamp_id(), std::process::id());
-    let run_dir = layout.runs_dir().join(&run_id);
-    let mut log =
-        EventLog::create(&run_dir.join("samples.jsonl")).map_err(|e| DriverError::RunDir {
-            path: run_dir.clone(),
-            reason: e.to_string(),
-        })?;
-    if args.output_format == OutputFormat::JsonStream {
+    let run_dir_error = |e: std::io::Error| DriverError::RunDir {
+        path: layout.runs_dir(),
+        reason: e.to_string(),
+    };
+    let (run_id, run_dir) = layout
+        .create_run_dir(&std::process::id().to_string())
+        .map_err(run_dir_error)?;
+    let mut log = EventLog::create(&run_dir.join("samples.jsonl")).map_err(run_dir_error)?;
+    if args.events_on_stdout() {
         log.echo_to(Box::new(std::io::stdout()));
     }
     let host = HostInfo::detect();
@@ -244,8 +276,9 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
         git_dir,
         device: args.device.clone(),
         device_props: Default::default(),
+        html: !args.noplot,
     };
-    Ok(Some(finish.run(
+    Ok(Ran::Measured(Box::new(finish.run(
         run_id,
         host,
         run_dir,
@@ -255,7 +288,77 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Option<Outcome>, DriverEr
             errors: failures,
         },
         &mut log,
-    )))
+    ))))
+}
+
+/// `--list`: criterion's `ID: benchmark` lines, or JSON for tools.
+fn listing(cases: &[PlannedCase], tasks: &[PlannedTask], format: ListFormat) -> String {
+    let ids = cases
+        .iter()
+        .map(|c| (c.id.full_id.as_str(), "case"))
+        .chain(tasks.iter().map(|t| (t.id.as_str(), "task")));
+    match format {
+        ListFormat::Pretty | ListFormat::Terse => {
+            ids.map(|(id, _)| format!("{id}: benchmark\n")).collect()
+        }
+        ListFormat::Json => {
+            let list: Vec<serde_json::Value> = ids
+                .map(|(id, kind)| serde_json::json!({ "id": id, "kind": kind }))
+                .collect();
+            format!("{}\n", serde_json::Value::Array(list))
+        }
+    }
+}
+
+/// Test mode, as criterion's: each case runs once — one sample, no warm-up, no probes — to
+/// show that it works; nothing is analysed, compared or written.
+fn test_once(
+    suite: &Suite,
+    args: &Args,
+    models: &[ModelRef],
+    points: &[crate::params::Point],
+    cases: &[PlannedCase],
+    tasks: &[PlannedTask],
+) -> Tested {
+    let mut log = EventLog::discard();
+    let mut runner = Runner {
+        roof: None,
+        start_temp_c: None,
+        cases_run: 0,
+        models,
+        backends: &suite.backends,
+        points,
+        sampling: Sampling {
+            warm_up: std::time::Duration::ZERO,
+            min_warm_up_runs: 0,
+            fixed_samples: Some(1),
+            min_samples: 1,
+            max_samples: 1,
+            probe_period: None,
+            sustained: None,
+            cooldown: None,
+            ..args.sampling.clone()
+        },
+        cache: Cache::new(Cache::default_root()),
+        log: &mut log,
+    };
+    let (records, mut failed) = runner.run(cases);
+    let (task_records, task_failures) = runner.run_tasks(tasks);
+    failed.extend(task_failures);
+    Tested {
+        passed: records
+            .iter()
+            .map(|r| r.id.full_id.clone())
+            .chain(task_records.iter().map(|t| t.id.clone()))
+            .collect(),
+        failed: failed
+            .into_iter()
+            .map(|f| CaseError {
+                case: f.case,
+                message: f.message,
+            })
+            .collect(),
+    }
 }
 
 /// The analysis settings the arguments ask for.
@@ -323,6 +426,8 @@ pub struct Finish {
     pub git_dir: PathBuf,
     pub device: Option<String>,
     pub device_props: BTreeMap<String, String>,
+    /// Write the HTML report (not under `--noplot`).
+    pub html: bool,
 }
 
 impl Finish {
@@ -390,23 +495,8 @@ impl Finish {
                 });
             }
         }
-        // The HTML report of this run.
-        let report = layout.report_path();
-        let probes: BTreeMap<String, crate::probe::ProbeSummary> = records
-            .iter()
-            .filter_map(|r| Some((r.id.full_id.clone(), r.probes.clone()?)))
-            .collect();
-        let page =
-            crate::html::render_with_probes(std::slice::from_ref(&summary), &by_case, &probes);
-        if let Err(e) = report
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|_| std::fs::write(&report, page))
-        {
-            summary.errors.push(CaseError {
-                case: None,
-                message: format!("cannot write the HTML report {}: {e}", report.display()),
-            });
+        if self.html {
+            self.write_html(&mut summary, &records, &by_case);
         }
         let summary_path = run_dir.join("summary.json");
         if let Err(e) = store::write_json(&summary_path, &summary) {
@@ -428,11 +518,46 @@ impl Finish {
         table.push_str(&analysis::probes_section(&summary));
         table.push_str(&analysis::sustained_section(&summary.cases));
         table.push_str(&crate::tasks::report::section(&summary));
+        let times: Vec<(&str, Vec<f64>)> = records
+            .iter()
+            .map(|r| {
+                let ns = r.samples.iter().map(|m| m.ns as f64).collect();
+                (r.id.full_id.as_str(), ns)
+            })
+            .collect();
+        let bencher =
+            crate::bencher_format::lines(times.iter().map(|(id, ns)| (*id, ns.as_slice())));
         Outcome {
             summary,
             run_dir,
             criterion_dir,
             table,
+            bencher,
+        }
+    }
+
+    /// The HTML report of this run; a page that cannot be written is an error of the run.
+    fn write_html(
+        &self,
+        summary: &mut Summary,
+        records: &[CaseRecord],
+        by_case: &BTreeMap<String, Vec<Measured>>,
+    ) {
+        let report = self.layout.report_path();
+        let probes: BTreeMap<String, crate::probe::ProbeSummary> = records
+            .iter()
+            .filter_map(|r| Some((r.id.full_id.clone(), r.probes.clone()?)))
+            .collect();
+        let page = crate::html::render_with_probes(std::slice::from_ref(summary), by_case, &probes);
+        if let Err(e) = report
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|_| std::fs::write(&report, page))
+        {
+            summary.errors.push(CaseError {
+                case: None,
+                message: format!("cannot write the HTML report {}: {e}", report.display()),
+            });
         }
     }
 }
@@ -574,33 +699,60 @@ pub fn main(suite: Suite) -> i32 {
         }
     };
     match run_suite(&suite, &args) {
-        Ok(None) => 0,
-        Ok(Some(out)) => {
-            let written = format!(
-                "melt: reports written to {} and {}",
-                out.criterion_dir.display(),
-                out.run_dir.display()
-            );
-            // In json-stream mode stdout carries only the events.
-            if args.output_format == OutputFormat::Table {
-                println!("\n{}", out.table);
-                println!("{written}");
-            } else {
-                eprintln!("{written}");
+        Ok(Ran::Printed) => 0,
+        Ok(Ran::Tested(t)) => {
+            for id in &t.passed {
+                println!("Testing {id}\nSuccess");
             }
-            for e in &out.summary.errors {
+            for e in &t.failed {
                 eprintln!(
                     "melt: FAILED {}: {}",
                     e.case.as_deref().unwrap_or("run"),
                     e.message
                 );
             }
+            i32::from(!t.failed.is_empty())
+        }
+        Ok(Ran::Measured(out)) => {
+            print_outcome(&args, &out);
             i32::from(out.failed())
         }
         Err(e) => {
             eprintln!("melt: {e}");
             2
         }
+    }
+}
+
+/// stdout: the event stream alone (`--message-format json`, already printed), bencher lines,
+/// or the tables; where the reports went, and what failed, on stderr.
+fn print_outcome(args: &Args, out: &Outcome) {
+    let written = format!(
+        "melt: reports written to {} and {}",
+        out.criterion_dir.display(),
+        out.run_dir.display()
+    );
+    if args.events_on_stdout() || args.quiet || args.output_format == OutputFormat::Bencher {
+        eprintln!("{written}");
+    }
+    if !args.events_on_stdout() {
+        match args.output_format {
+            OutputFormat::Bencher => print!("{}", out.bencher),
+            OutputFormat::Criterion if args.quiet => {
+                println!("{}", analysis::table(&out.summary.cases))
+            }
+            OutputFormat::Criterion => {
+                println!("\n{}", out.table);
+                println!("{written}");
+            }
+        }
+    }
+    for e in &out.summary.errors {
+        eprintln!(
+            "melt: FAILED {}: {}",
+            e.case.as_deref().unwrap_or("run"),
+            e.message
+        );
     }
 }
 

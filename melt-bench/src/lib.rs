@@ -8,6 +8,7 @@
 //! [`conformance`] kit.
 
 pub mod analysis;
+pub mod bencher_format;
 pub mod cli;
 pub mod conformance;
 pub mod criterion_format;
@@ -24,6 +25,7 @@ pub mod metric;
 pub mod model;
 pub mod probe;
 pub mod runner;
+pub mod sampling;
 pub mod stats;
 pub mod store;
 pub mod sustained;

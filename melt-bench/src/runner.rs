@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, LoadedModel, ModelInfo};
-use crate::cli::Sampling;
 use crate::criterion_format::BenchmarkId;
 use crate::memory;
 use crate::model::{detect_format, Cache, ModelError, ModelFormat, ModelSpec, Registry};
 use crate::params::{Params, Point, Sweep};
 use crate::probe;
+use crate::sampling::Sampling;
 use crate::stats;
 use crate::store::{CaseMeta, Event, EventLog};
 use crate::workload::{run_once, run_once_marked, Measured, Workload};
@@ -427,10 +427,12 @@ impl Runner<'_> {
         let n_vocab = info.n_vocab;
         let label = &case.id.full_id;
 
-        // Warm-up: at least one run, then until the warm-up time is spent.
+        // Warm-up: at least `min_warm_up_runs` (one unless testing), then until the warm-up
+        // time is spent.
         let warm_start = Instant::now();
         let mut index = 0;
-        loop {
+        while index < self.sampling.min_warm_up_runs || warm_start.elapsed() < self.sampling.warm_up
+        {
             let m =
                 run_once(&w, session.as_mut(), n_vocab, PROMPT_SEED).map_err(|e| e.to_string())?;
             self.emit(Event::Sample {
@@ -440,9 +442,6 @@ impl Runner<'_> {
                 measured: m,
             });
             index += 1;
-            if warm_start.elapsed() >= self.sampling.warm_up {
-                break;
-            }
         }
 
         let interactive = std::io::stderr().is_terminal();

@@ -73,6 +73,30 @@ impl Layout {
         self.target_dir.join("melt").join("runs")
     }
 
+    /// Creates a new run's directory, `runs/<UTC time>-<tag>`, and returns its id and path.
+    /// Creating it is what claims the id: a second run in the same second (another suite in
+    /// the same process, another process with the same tag) gets `-2`, `-3`, ... instead of
+    /// writing into the first one's files.
+    pub fn create_run_dir(&self, tag: &str) -> io::Result<(String, PathBuf)> {
+        let runs = self.runs_dir();
+        fs::create_dir_all(&runs)?;
+        let stem = format!("{}-{tag}", timestamp_id());
+        for n in 1.. {
+            let id = if n == 1 {
+                stem.clone()
+            } else {
+                format!("{stem}-{n}")
+            };
+            let dir = runs.join(&id);
+            match fs::create_dir(&dir) {
+                Ok(()) => return Ok((id, dir)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("an unbounded range ends only by returning")
+    }
+
     pub fn report_path(&self) -> PathBuf {
         self.target_dir
             .join("melt")
@@ -160,8 +184,9 @@ pub struct CaseMeta {
 /// Appends events to `samples.jsonl`, flushing each line.
 pub struct EventLog {
     path: PathBuf,
-    out: BufWriter<File>,
-    /// Also write each event here (stdout for `--output-format json-stream`).
+    /// `None`: a run that keeps nothing (test mode).
+    out: Option<BufWriter<File>>,
+    /// Also write each event here (stdout for `--message-format json`).
     echo: Option<Box<dyn Write + Send>>,
 }
 
@@ -173,9 +198,18 @@ impl EventLog {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(EventLog {
             path: path.to_path_buf(),
-            out: BufWriter::new(file),
+            out: Some(BufWriter::new(file)),
             echo: None,
         })
+    }
+
+    /// A log that writes no file (test mode: nothing of the run is kept).
+    pub fn discard() -> EventLog {
+        EventLog {
+            path: PathBuf::new(),
+            out: None,
+            echo: None,
+        }
     }
 
     /// Echo every event to `out` as well, one JSON object per line, flushed.
@@ -190,8 +224,10 @@ impl EventLog {
     pub fn write(&mut self, event: &Event) -> io::Result<()> {
         let mut line = serde_json::to_vec(event)?;
         line.push(b'\n');
-        self.out.write_all(&line)?;
-        self.out.flush()?;
+        if let Some(out) = &mut self.out {
+            out.write_all(&line)?;
+            out.flush()?;
+        }
         if let Some(echo) = &mut self.echo {
             echo.write_all(&line)?;
             echo.flush()?;

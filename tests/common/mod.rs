@@ -49,6 +49,7 @@ pub fn args(model: &Path, target: &Path, extra: &[&str]) -> Args {
 pub fn run(model: &Path, target: &Path, extra: &[&str]) -> Outcome {
     run_suite(&suite(), &args(model, target, extra))
         .unwrap()
+        .measured()
         .unwrap()
 }
 

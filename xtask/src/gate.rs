@@ -36,47 +36,22 @@ pub struct Options {
     pub target_dir: PathBuf,
 }
 
-pub fn parse(args: &[String]) -> Result<Options> {
-    let mut baseline = None;
-    let mut threshold = None;
-    let mut lenient = false;
-    let mut ignore_drift = false;
-    let mut target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"));
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--baseline" => baseline = Some(Baseline::Named(value()?.clone())),
-            "--baseline-ref" => baseline = Some(Baseline::GitRef(value()?.clone())),
-            "--threshold" => {
-                let v = value()?;
-                let pct: f64 = v
-                    .trim_end_matches('%')
-                    .parse()
-                    .with_context(|| format!("--threshold: `{v}` is not a percentage"))?;
-                if !(pct > 0.0 && pct < 100.0) {
-                    bail!("--threshold: {pct} is not between 0 and 100 (percent)");
-                }
-                threshold = Some(pct / 100.0);
-            }
-            "--lenient" => lenient = true,
-            "--ignore-drift" => ignore_drift = true,
-            "--target-dir" => target_dir = PathBuf::from(value()?),
-            other => bail!("gate: unknown option `{other}` (use --baseline NAME | --baseline-ref GIT-REF, [--threshold PCT] [--lenient] [--ignore-drift] [--target-dir DIR])"),
+impl Options {
+    /// The gate's options from its command line (clap has checked them).
+    pub fn from_cli(g: crate::cli::Gate) -> Options {
+        let baseline = match (g.baseline, g.baseline_ref) {
+            (Some(name), _) => Baseline::Named(name),
+            (None, Some(r)) => Baseline::GitRef(r),
+            (None, None) => unreachable!("clap requires --baseline or --baseline-ref"),
+        };
+        Options {
+            baseline,
+            threshold: g.threshold,
+            lenient: g.lenient,
+            ignore_drift: g.ignore_drift,
+            target_dir: g.target_dir.unwrap_or_else(crate::target_dir),
         }
     }
-    let baseline = baseline.context(
-        "gate: name the baseline to compare with: --baseline NAME (saved earlier with `cargo xtask bench -- --save-baseline NAME`) or --baseline-ref GIT-REF (a run of that commit in the history)",
-    )?;
-    Ok(Options {
-        baseline,
-        threshold,
-        lenient,
-        ignore_drift,
-        target_dir,
-    })
 }
 
 pub fn config() -> Result<GateConfig> {
@@ -249,38 +224,6 @@ mod tests {
     use super::*;
     use melt_bench::criterion_format::{write_benchmark, BaselineMode, BenchmarkId};
     use melt_bench::stats;
-
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
-    }
-
-    #[test]
-    fn options_are_checked() {
-        let e = parse(&s(&[])).err().unwrap().to_string();
-        assert!(e.contains("--baseline NAME"), "{e}");
-        let e = parse(&s(&["--baseline", "main", "--threshold", "x"]))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("not a percentage"), "{e}");
-        let e = parse(&s(&["--baseline", "main", "--frobnicate"]))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("unknown option `--frobnicate`"), "{e}");
-        let o = parse(&s(&[
-            "--baseline",
-            "main",
-            "--threshold",
-            "3%",
-            "--lenient",
-        ]))
-        .unwrap();
-        assert_eq!(o.baseline, Baseline::Named("main".into()));
-        assert!((o.threshold.unwrap() - 0.03).abs() < 1e-12 && o.lenient);
-        let o = parse(&s(&["--baseline-ref", "origin/main"])).unwrap();
-        assert_eq!(o.baseline, Baseline::GitRef("origin/main".into()));
-    }
 
     /// Real files, as a bench run writes them, with known truth: one case 12% slower with
     /// tight samples, one unchanged. The gate fails, names the case, and writes the summary

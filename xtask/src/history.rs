@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use melt_bench::history::History;
 
 pub fn open(target_dir: &Path) -> Result<History> {
@@ -17,25 +17,8 @@ pub fn open(target_dir: &Path) -> Result<History> {
     Ok(History::open(&path)?)
 }
 
-pub fn run(args: &[String], target_dir: &Path) -> Result<()> {
-    let (mut case, mut metric, mut limit) = (None, "tokens_per_second".to_string(), 20usize);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--case" => case = Some(value()?.clone()),
-            "--metric" => metric = value()?.clone(),
-            "--limit" => {
-                let v = value()?;
-                limit = v
-                    .parse()
-                    .with_context(|| format!("--limit: `{v}` is not a count"))?
-            }
-            other => bail!(
-                "history: unknown option `{other}` (use --case SUBSTR, --metric NAME, --limit N)"
-            ),
-        }
-    }
+pub fn run(opts: &crate::cli::History, target_dir: &Path) -> Result<()> {
+    let (case, metric, limit) = (opts.case.clone(), opts.metric.clone(), opts.limit);
     let h = open(target_dir)?;
     let short = |c: &Option<String>| {
         c.as_deref()

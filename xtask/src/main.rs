@@ -11,6 +11,7 @@
 //!   of the workspace (release profile, so llama.cpp is compiled once for tests and benches).
 //! - `gate --baseline NAME`: exit 1 when tok/s regressed for real against a saved baseline.
 
+mod cli;
 mod devices;
 mod gate;
 mod history;
@@ -32,98 +33,24 @@ const SUITE_MODELS: [&str; 2] = ["gemma-3-270m-q4_k_m", "gemma-3-270m-f32-onnx"]
 /// The suite's model for libtorch, made and benched when the `libtorch` feature is asked for.
 const LIBTORCH_SUITE_MODEL: &str = "gemma-3-270m-f32-torchscript";
 
-/// `--features A,B` (before `--`) taken out of `args`: cargo features of the bench build.
-fn take_features(args: &[String]) -> Result<(Vec<String>, Vec<String>)> {
-    let (mut features, mut rest) = (Vec::new(), Vec::new());
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--" {
-            rest.push(a.clone());
-            rest.extend(it.by_ref().cloned());
-            break;
-        }
-        let list = match a.strip_prefix("--features=") {
-            Some(v) => v.to_string(),
-            None if a == "--features" => it.next().context("--features needs a list")?.clone(),
-            None => {
-                rest.push(a.clone());
-                continue;
-            }
-        };
-        features.extend(
-            list.split([',', ' '])
-                .filter(|f| !f.is_empty())
-                .map(String::from),
-        );
-    }
-    for f in &features {
-        if !["libtorch", "llama-cpp", "onnxruntime"].contains(&f.as_str()) {
-            bail!("--features: unknown feature `{f}` (llama-cpp and onnxruntime are on by default; libtorch)");
-        }
-    }
-    Ok((features, rest))
-}
-
 /// A cargo command with `features` (and, for `libtorch`, the libtorch this host's cache holds,
 /// made first if need be).
-fn with_features(mut cmd: Command, features: &[String]) -> Result<Command> {
+fn with_features(mut cmd: Command, features: &[cli::Feature]) -> Result<Command> {
     if features.is_empty() {
         return Ok(cmd);
     }
-    if features.iter().any(|f| f == "libtorch") {
+    if features.contains(&cli::Feature::Libtorch) {
         let tc = devices::build::Toolchain::detect()?;
         let dir = runtimes::setup_libtorch(&tc.host_triple, &tc.host_triple)?;
         cmd.envs(runtimes::libtorch_env(&dir));
     }
-    cmd.args(["--features", &features.join(",")]);
+    let names: Vec<&str> = features.iter().map(|f| f.name()).collect();
+    cmd.args(["--features", &names.join(",")]);
     Ok(cmd)
 }
 
-const HELP: &str = "\
-cargo xtask <command>
-
-  setup                          install build prerequisites, fetch the suite's models and
-                                 the ONNX Runtime library
-  setup onnxruntime [--triple T] fetch libonnxruntime.so from the PyPI wheel into the cache
-  setup libtorch [--triple T]    make a CPU libtorch 2.13.0 from the PyPI torch wheel (cached);
-                                 prints the LIBTORCH to export for plain cargo builds
-  setup-prereqs                  only install llama.cpp's build prerequisites if missing
-  models list                    registry models and whether they are cached
-  models fetch [NAME...]         fetch (or export) models into the cache (default: the suite's)
-  models quantize NAME|PATH --to Q8_0,Q4_0,...
-                                 the GGUF at other quantizations (llama.cpp's quantizer), in the
-                                 cache; prints their paths for bench --model
-  bench [--target T] [-- ARGS]   run the shipped suite here (T = host, the default) or on
-                                 devices: a [[device]] name, a tag, `android`, `ssh`, `local`,
-                                 or several, comma-separated (ARGS go to the bench binary,
-                                 e.g. -- --quick, -- --save-baseline main, -- --help)
-        [--rounds N]             N runs back to back, each recorded (gate drift) [1]
-        [--resume]               device runs: continue the device's unfinished run
-        [--case-timeout SECS]    device runs: kill a case silent this long [300]
-        [--cross] [--bench-bin PATH]  build with `cross` / use a binary built already
-        [--features libtorch]    also the libtorch backend and its model (on a device: built
-                                 against that triple's libtorch, shipped beside the binary)
-  devices                        the [[device]]s of melt.toml, probed
-  test [--allow-skip] [-- ARGS]  bring what the tests need (packages, critcmp, runtimes,
-                                 models, the suite binary), then run every test (cargo test
-                                 --workspace --release --features libtorch ARGS);
-                                 --allow-skip: skip what cannot be brought, and list it
-  gate (--baseline NAME | --baseline-ref GIT-REF) [--threshold PCT] [--lenient] [--target-dir DIR]
-                                 exit 1 if tok/s regressed for real against a saved criterion
-                                 baseline, or against the latest recorded run of a git ref
-  history [--case SUBSTR] [--metric NAME] [--limit N]
-                                 recorded runs, or one metric of matching cases over runs
-  report [--run ID]... [--html]  the table of stored runs (default: the latest), merged;
-                                 --html also writes target/melt/report/index.html
-  meter FILE.csv [--run ID] [--meter-offset S] [--meter-start UNIX_S]
-                                 an external power meter's CSV put into a stored run
-                                 (default: the latest), aligned by wall-clock time
-  export --format csv|jsonl|bmf|github|llama-bench [--run ID] [--output FILE]
-                                 a stored run in another tool's format
-";
-
 /// The cargo target directory (where `criterion/` and `melt/` are).
-fn target_dir() -> std::path::PathBuf {
+pub(crate) fn target_dir() -> std::path::PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), std::path::PathBuf::from)
 }
 
@@ -138,69 +65,6 @@ fn run(mut cmd: Command) -> Result<ExitCode> {
         Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
         None => ExitCode::FAILURE,
     })
-}
-
-/// `bench` options: `[--target T] [--resume] [--case-timeout SECS] [--cross]
-/// [--bench-bin PATH] [--] rest...`; unknown options go to the bench binary.
-fn parse_bench(args: &[String]) -> Result<devices::run::Options> {
-    let mut o = devices::run::Options {
-        target: "host".into(),
-        resume: false,
-        case_timeout: std::time::Duration::from_secs(300),
-        cross: false,
-        bench_bin: None,
-        bench: "suite".into(),
-        args: Vec::new(),
-        rounds: 1,
-        features: Vec::new(),
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (a.as_str(), None),
-        };
-        let mut value = |what: &str| -> Result<String> {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .with_context(|| format!("{flag} needs {what}"))
-        };
-        match flag {
-            "--target" => o.target = value("a device name")?,
-            "--resume" => o.resume = true,
-            "--rounds" => {
-                let v = value("a number of runs")?;
-                o.rounds = v
-                    .parse()
-                    .ok()
-                    .filter(|&n: &usize| n >= 1)
-                    .with_context(|| format!("--rounds: `{v}` is not a whole number ≥ 1"))?;
-            }
-            "--cross" => o.cross = true,
-            "--bench-bin" => o.bench_bin = Some(value("a path")?.into()),
-            "--case-timeout" => {
-                let v = value("a number of seconds")?;
-                let secs: f64 = v
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
-                    .with_context(|| {
-                        format!("--case-timeout: `{v}` is not a positive number of seconds")
-                    })?;
-                o.case_timeout = std::time::Duration::from_secs_f64(secs);
-            }
-            "--" => {
-                o.args.extend(it.by_ref().cloned());
-                break;
-            }
-            _ => o.args.push(a.clone()),
-        }
-    }
-    if o.resume && o.rounds > 1 {
-        bail!("--resume continues one unfinished run; it does not go with --rounds");
-    }
-    Ok(o)
 }
 
 /// The melt.toml xtask reads (models and devices).
@@ -230,11 +94,20 @@ fn ready_suite() -> Result<()> {
     Ok(())
 }
 
-fn bench(args: &[String]) -> Result<ExitCode> {
-    let (features, args) = take_features(args)?;
-    let mut opts = parse_bench(&args)?;
-    opts.features = features.clone();
-    let libtorch = features.iter().any(|f| f == "libtorch");
+fn bench(b: cli::Bench) -> Result<ExitCode> {
+    let features = b.features.clone();
+    let opts = devices::run::Options {
+        target: b.target,
+        resume: b.resume,
+        case_timeout: b.case_timeout,
+        cross: b.cross,
+        bench_bin: b.bench_bin,
+        bench: "suite".into(),
+        args: b.args,
+        rounds: b.rounds,
+        features: features.iter().map(|f| f.name().to_string()).collect(),
+    };
+    let libtorch = features.contains(&cli::Feature::Libtorch);
     let suite_models: Vec<&str> = SUITE_MODELS
         .iter()
         .copied()
@@ -330,154 +203,112 @@ fn bench(args: &[String]) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("setup-prereqs") => prereq::ensure().map(|_| ExitCode::SUCCESS),
-        Some("setup") if args.get(1).map(String::as_str) == Some("onnxruntime") => {
-            devices::build::Toolchain::detect().and_then(|tc| {
-                let triple = match &args[2..] {
-                    [] => tc.host_triple.clone(),
-                    [flag, t] if flag == "--triple" => t.clone(),
-                    other => bail!("setup onnxruntime: unexpected {other:?} (use [--triple T])"),
-                };
-                runtimes::setup_onnxruntime(&triple, &tc.host_triple)?;
-                Ok(ExitCode::SUCCESS)
-            })
-        }
-        Some("setup") if args.get(1).map(String::as_str) == Some("libtorch") => {
-            devices::build::Toolchain::detect().and_then(|tc| {
-                let triple = match &args[2..] {
-                    [] => tc.host_triple.clone(),
-                    [flag, t] if flag == "--triple" => t.clone(),
-                    other => bail!("setup libtorch: unexpected {other:?} (use [--triple T])"),
-                };
-                let dir = runtimes::setup_libtorch(&triple, &tc.host_triple)?;
-                // For cargo run without xtask; xtask's own builds set it themselves.
-                println!("export LIBTORCH={}", dir.display());
-                Ok(ExitCode::SUCCESS)
-            })
-        }
-        Some("setup") => prereq::ensure()
-            .and_then(|_| ready_suite())
-            .map(|_| ExitCode::SUCCESS),
-        Some("models") => match args.get(1).map(String::as_str) {
-            Some("list") => models::registry().map(|r| {
-                models::list(&r, &models::cache());
-                ExitCode::SUCCESS
-            }),
-            Some("fetch") => models::registry().and_then(|r| {
-                let cache = models::cache();
-                let names: Vec<&str> = match &args[2..] {
-                    [] => SUITE_MODELS.to_vec(),
-                    more => more.iter().map(String::as_str).collect(),
-                };
-                for name in names {
-                    let path = models::fetch(&r, &cache, name)?;
-                    println!("{name}: {}", path.display());
-                }
-                Ok(ExitCode::SUCCESS)
-            }),
-            Some("quantize") => models::registry().and_then(|r| {
-                let (source, made) = models::quantize(&r, &models::cache(), &args[2..])?;
-                for path in &made {
-                    println!("{}", path.display());
-                }
-                // What to run next: the files side by side, with the accuracy tasks.
-                let models: Vec<String> = std::iter::once(&source)
-                    .chain(&made)
-                    .map(|p| format!("--model {}", p.display()))
-                    .collect();
-                eprintln!(
-                    "xtask: compare them: cargo xtask bench -- {} --perplexity tinyshakespeare --choices openbookqa",
-                    models.join(" ")
-                );
-                Ok(ExitCode::SUCCESS)
-            }),
-            other => Err(anyhow::anyhow!(
-                "unknown `models` command {other:?}: use `models list`, `models fetch NAME` or `models quantize NAME|PATH --to TYPES`"
-            )),
-        },
-        Some("bench") => bench(&args[1..]),
-        Some("devices") => inventory().map(|(_, d)| {
-            print!("{}", devices::list(&d));
-            ExitCode::SUCCESS
-        }),
-        Some("history") => history::run(&args[1..], &target_dir()).map(|_| ExitCode::SUCCESS),
-        Some("report") => runs::report(&args[1..], &target_dir()).map(|t| {
-            print!("{t}");
-            ExitCode::SUCCESS
-        }),
-        Some("meter") => runs::meter(&args[1..], &target_dir()).map(|t| {
-            print!("{t}");
-            ExitCode::SUCCESS
-        }),
-        Some("export") => runs::export(&args[1..], &target_dir()).map(|_| ExitCode::SUCCESS),
-        Some("gate") => gate::parse(&args[1..]).and_then(|o| {
-            let code = gate::run(&o, gate::config()?)?;
-            Ok(ExitCode::from(code as u8))
-        }),
-        Some("test") => testing::parse(&args[1..]).and_then(|o| match o {
-            Some(o) => testing::run(&o, &target_dir()),
-            None => {
-                print!("{}", testing::USAGE);
-                Ok(ExitCode::SUCCESS)
-            }
-        }),
-        Some("help" | "--help" | "-h") | None => {
-            print!("{HELP}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(other) => Err(anyhow::anyhow!("unknown command `{other}`\n\n{HELP}")),
-    };
-    result.unwrap_or_else(|e| {
+    // Usage errors exit 2 and `--help` exits 0 here, before anything is built or fetched.
+    let cli = <cli::Cli as clap::Parser>::parse();
+    run_command(cli.command).unwrap_or_else(|e| {
         eprintln!("xtask: error: {e:#}");
         ExitCode::from(2)
     })
 }
 
+fn run_command(command: cli::Command) -> Result<ExitCode> {
+    use cli::{Command as C, Models, Setup};
+    let host_triple = || devices::build::Toolchain::detect().map(|tc| tc.host_triple);
+    match command {
+        C::SetupPrereqs => prereq::ensure()?,
+        C::Setup { what: None } => {
+            prereq::ensure()?;
+            ready_suite()?;
+        }
+        C::Setup {
+            what: Some(Setup::Onnxruntime { triple }),
+        } => {
+            let host = host_triple()?;
+            runtimes::setup_onnxruntime(triple.as_deref().unwrap_or(&host), &host)?;
+        }
+        C::Setup {
+            what: Some(Setup::Libtorch { triple }),
+        } => {
+            let host = host_triple()?;
+            let dir = runtimes::setup_libtorch(triple.as_deref().unwrap_or(&host), &host)?;
+            // For cargo run without xtask; xtask's own builds set it themselves.
+            println!("export LIBTORCH={}", dir.display());
+        }
+        C::Models {
+            command: Models::List,
+        } => models::list(&models::registry()?, &models::cache()),
+        C::Models {
+            command: Models::Fetch { names },
+        } => {
+            let (registry, cache) = (models::registry()?, models::cache());
+            let names: Vec<&str> = if names.is_empty() {
+                SUITE_MODELS.to_vec()
+            } else {
+                names.iter().map(String::as_str).collect()
+            };
+            for name in names {
+                let path = models::fetch(&registry, &cache, name)?;
+                println!("{name}: {}", path.display());
+            }
+        }
+        C::Models {
+            command: Models::Quantize { source, to },
+        } => {
+            let registry = models::registry()?;
+            let (source, made) = models::quantize(&registry, &models::cache(), &source, &to)?;
+            for path in &made {
+                println!("{}", path.display());
+            }
+            // What to run next: the files side by side, with the accuracy tasks.
+            let models: Vec<String> = std::iter::once(&source)
+                .chain(&made)
+                .map(|p| format!("--model {}", p.display()))
+                .collect();
+            eprintln!(
+                "xtask: compare them: cargo xtask bench -- {} --perplexity tinyshakespeare --choices openbookqa",
+                models.join(" ")
+            );
+        }
+        C::Bench(b) => return bench(b),
+        C::Devices => {
+            let (_, d) = inventory()?;
+            print!("{}", devices::list(&d));
+        }
+        C::History(h) => history::run(&h, &target_dir())?,
+        C::Report(r) => print!("{}", runs::report(&r, &target_dir())?),
+        C::Meter(m) => print!("{}", runs::meter(&m, &target_dir())?),
+        C::Export(e) => runs::export(&e, &target_dir())?,
+        C::Gate(g) => {
+            let code = gate::run(&gate::Options::from_cli(g), gate::config()?)?;
+            return Ok(ExitCode::from(code as u8));
+        }
+        C::Test(t) => return testing::run(&t, &target_dir()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    fn bench_args(args: &[&str]) -> cli::Bench {
+        match cli::Cli::try_parse_from(["xtask", "bench"].iter().chain(args))
+            .unwrap()
+            .command
+        {
+            cli::Command::Bench(b) => b,
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
-    fn bench_options_and_pass_through_arguments() {
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        let o = parse_bench(&s(&[])).unwrap();
-        assert_eq!(
-            (o.target.as_str(), o.args.len(), o.resume),
-            ("host", 0, false)
-        );
-        let o = parse_bench(&s(&[
-            "--target",
-            "pixel",
-            "--resume",
-            "--case-timeout=30",
-            "--",
-            "--quick",
-            "--resume",
-        ]))
-        .unwrap();
-        assert_eq!(o.target, "pixel");
-        assert!(o.resume);
-        assert_eq!(o.case_timeout, std::time::Duration::from_secs(30));
-        assert_eq!(o.args, s(&["--quick", "--resume"]));
-        assert!(parse_bench(&s(&["--target"])).is_err());
-        assert_eq!(parse_bench(&s(&["--rounds", "3"])).unwrap().rounds, 3);
-        for bad in ["0", "x"] {
-            let e = parse_bench(&s(&["--rounds", bad])).unwrap_err().to_string();
-            assert!(e.contains("--rounds"), "{e}");
-        }
-        let e = parse_bench(&s(&["--rounds=2", "--target", "p", "--resume"]))
+    fn bench_names_what_it_cannot_do() {
+        let err = bench(bench_args(&["--target", "pixel9"]))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("does not go with --rounds"), "{e}");
-        let e = parse_bench(&s(&["--case-timeout", "-1"]))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("--case-timeout"), "{e}");
-        let err = bench(&s(&["--target", "pixel9"])).unwrap_err().to_string();
         assert!(err.contains("unknown device `pixel9`"), "{err}");
-        let err = bench(&s(&["--resume"])).unwrap_err().to_string();
+        let err = bench(bench_args(&["--resume"])).unwrap_err().to_string();
         assert!(err.contains("for device runs"), "{err}");
     }
 }

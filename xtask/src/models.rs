@@ -143,13 +143,9 @@ fn melt_convert(features: &[&str]) -> Command {
 pub fn quantize(
     registry: &Registry,
     cache: &Cache,
-    args: &[String],
+    source: &str,
+    types: &[String],
 ) -> Result<(PathBuf, Vec<PathBuf>)> {
-    let (source, types) = match args {
-        [source, flag, types] if flag == "--to" => (source, types),
-        [flag, types, source] if flag == "--to" => (source, types),
-        _ => bail!("usage: cargo xtask models quantize NAME|PATH --to TYPE[,TYPE...] (e.g. --to q8_0,q4_0)"),
-    };
     let from = if Path::new(source).is_file() {
         PathBuf::from(source)
     } else {
@@ -171,7 +167,7 @@ pub fn quantize(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
     let mut out = Vec::new();
-    for to in types.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+    for to in types.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
         let path = dir.join(format!("{stem}-to-{}.gguf", to.to_ascii_lowercase()));
         if path.is_file() {
             eprintln!("xtask: {} already made", path.display());

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use melt_bench::export::{self, Format};
+use melt_bench::export;
 use melt_bench::store::{read_events, Summary};
 
 /// The directory of run `id`, or of the latest run.
@@ -63,40 +63,11 @@ pub fn load_summary(dir: &Path) -> Result<Summary> {
     serde_json::from_str(&text).with_context(|| format!("{} is not a melt summary", path.display()))
 }
 
-fn values(args: &[String], flag: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == flag {
-            out.push(
-                it.next()
-                    .with_context(|| format!("{flag} needs a value"))?
-                    .clone(),
-            );
-        }
-    }
-    Ok(out)
-}
-
-fn check_flags(args: &[String], known: &[&str]) -> Result<()> {
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if !known.contains(&a.as_str()) {
-            bail!("unknown option `{a}` (known: {})", known.join(", "));
-        }
-        it.next();
-    }
-    Ok(())
-}
-
 /// `report [--run ID]... [--html]`: the table of the given runs (default: the latest of
 /// each device),
 /// merged; with `--html` also `target/melt/report/index.html` for them.
-pub fn report(args: &[String], target_dir: &Path) -> Result<String> {
-    let html = args.iter().any(|a| a == "--html");
-    let args: Vec<String> = args.iter().filter(|a| *a != "--html").cloned().collect();
-    check_flags(&args, &["--run"])?;
-    let ids = values(&args, "--run")?;
+pub fn report(opts: &crate::cli::Report, target_dir: &Path) -> Result<String> {
+    let (html, ids) = (opts.html, &opts.runs);
     let dirs: Vec<PathBuf> = if ids.is_empty() {
         latest_per_device(target_dir)?
     } else {
@@ -144,21 +115,15 @@ pub fn report(args: &[String], target_dir: &Path) -> Result<String> {
 }
 
 /// `export --format F [--run ID] [--output FILE]`.
-pub fn export(args: &[String], target_dir: &Path) -> Result<()> {
-    check_flags(args, &["--format", "--run", "--output"])?;
-    let format: Format = values(args, "--format")?
-        .pop()
-        .context("export needs --format (csv, jsonl, bmf, github, llama-bench)")?
-        .parse()
-        .map_err(anyhow::Error::msg)?;
-    let dir = run_dir(target_dir, values(args, "--run")?.pop().as_deref())?;
+pub fn export(opts: &crate::cli::Export, target_dir: &Path) -> Result<()> {
+    let dir = run_dir(target_dir, opts.run.as_deref())?;
     let summary = load_summary(&dir)?;
     let events = read_events(&dir.join("samples.jsonl")).map_err(anyhow::Error::msg)?;
-    let text = export::render(format, &summary, &export::samples_by_case(&events));
-    match values(args, "--output")?.pop() {
+    let text = export::render(opts.format, &summary, &export::samples_by_case(&events));
+    match &opts.output {
         Some(path) => {
-            std::fs::write(&path, text).with_context(|| format!("writing {path}"))?;
-            eprintln!("xtask: wrote {path}");
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("xtask: wrote {}", path.display());
         }
         None => print!("{text}"),
     }
@@ -167,30 +132,15 @@ pub fn export(args: &[String], target_dir: &Path) -> Result<()> {
 
 /// `meter CSV [--run ID] [--meter-offset S] [--meter-start UNIX_S]`: an external power
 /// meter's readings put into a stored run (its `summary.json`), aligned by wall-clock time.
-pub fn meter(args: &[String], target_dir: &Path) -> Result<String> {
+pub fn meter(opts: &crate::cli::Meter, target_dir: &Path) -> Result<String> {
     use melt_bench::probe::meter;
-    let (csv, rest) = args
-        .split_first()
-        .filter(|(c, _)| !c.starts_with("--"))
-        .context("meter needs the meter's CSV file first: cargo xtask meter FILE.csv [--run ID]")?;
-    check_flags(rest, &["--run", "--meter-offset", "--meter-start"])?;
-    let number = |flag: &str| -> Result<Option<f64>> {
-        values(rest, flag)?
-            .pop()
-            .map(|v| {
-                v.parse::<f64>()
-                    .ok()
-                    .filter(|x| x.is_finite())
-                    .with_context(|| format!("{flag}: `{v}` is not a number of seconds"))
-            })
-            .transpose()
-    };
     let align = meter::Alignment {
-        start_unix_s: number("--meter-start")?,
-        offset_s: number("--meter-offset")?.unwrap_or(0.0),
+        start_unix_s: opts.meter_start,
+        offset_s: opts.meter_offset.unwrap_or(0.0),
     };
-    let dir = run_dir(target_dir, values(rest, "--run")?.pop().as_deref())?;
-    let series = meter::read_csv(Path::new(csv), align)?;
+    let dir = run_dir(target_dir, opts.run.as_deref())?;
+    let csv = opts.csv.display();
+    let series = meter::read_csv(&opts.csv, align)?;
     let mut summary = load_summary(&dir)?;
     let events = read_events(&dir.join("samples.jsonl")).map_err(anyhow::Error::msg)?;
     let (covered, skipped) = meter::import(&mut summary, &export::probes_by_case(&events), &series);
@@ -224,12 +174,8 @@ pub fn meter(args: &[String], target_dir: &Path) -> Result<String> {
 mod tests {
     use super::*;
 
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
-    }
-
     #[test]
-    fn missing_runs_and_bad_options_are_named() {
+    fn missing_runs_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let e = run_dir(dir.path(), None).unwrap_err().to_string();
         assert!(e.contains("cargo xtask bench"), "{e}");
@@ -238,29 +184,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no summary.json"), "{e}");
-        let e = report(&s(&["--runs", "x"]), dir.path())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("unknown option `--runs`"), "{e}");
-        let e = export(&s(&["--run", "x"]), dir.path())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("needs --format"), "{e}");
-        let e = export(&s(&["--format", "pdf"]), dir.path())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("unknown export format `pdf`"), "{e}");
-        let e = meter(&s(&["--run", "x"]), dir.path())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("needs the meter's CSV file first"), "{e}");
-        let e = meter(&s(&["m.csv", "--meter-offset", "soon"]), dir.path())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("--meter-offset: `soon`"), "{e}");
-        let e = meter(&s(&["m.csv", "--offset", "1"]), dir.path())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("unknown option `--offset`"), "{e}");
+        let export_x = crate::cli::Export {
+            format: export::Format::Csv,
+            run: Some("x".into()),
+            output: None,
+        };
+        let e = export(&export_x, dir.path()).unwrap_err().to_string();
+        assert!(e.contains("no summary.json"), "{e}");
     }
 }

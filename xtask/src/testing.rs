@@ -17,45 +17,8 @@ use crate::{cargo, devices, models, prereq, runtimes, LIBTORCH_SUITE_MODEL, SUIT
 /// critcmp's version the e2e test reads melt's criterion files with.
 const CRITCMP: (&str, &str) = ("critcmp", "0.1.8");
 
-/// `test [--allow-skip] [-- CARGO-TEST-ARGS]`.
-#[derive(Debug, PartialEq)]
-pub struct Options {
-    pub allow_skip: bool,
-    /// After `--`, or anything not ours: passed to `cargo test` (a filter, `--test-threads`).
-    pub cargo_test: Vec<String>,
-}
-
-pub const USAGE: &str = "\
-cargo xtask test [--allow-skip] [-- CARGO-TEST-ARGS]
-
-Brings what the tests need (llama.cpp's build tools, sshd, chromium, GNU time, critcmp,
-ONNX Runtime, libtorch, the real models, the suite binary), then runs
-cargo test --workspace --release --features libtorch [CARGO-TEST-ARGS].
-
-  --allow-skip   run even where something cannot be brought: the tests that need it skip,
-                 and the run ends with the list of what was skipped and why
-";
-
-/// `None`: `--help` was asked for.
-pub fn parse(args: &[String]) -> Result<Option<Options>> {
-    let mut o = Options {
-        allow_skip: false,
-        cargo_test: Vec::new(),
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--allow-skip" => o.allow_skip = true,
-            "--" => o.cargo_test.extend(it.by_ref().cloned()),
-            "-h" | "--help" => return Ok(None),
-            other if other.starts_with("--") => {
-                bail!("test: unknown option `{other}` (use --allow-skip, or -- before cargo test's own)")
-            }
-            _ => o.cargo_test.push(a.clone()),
-        }
-    }
-    Ok(Some(o))
-}
+/// `test [--allow-skip] [-- CARGO-TEST-ARGS]`, as the command line defines it.
+pub use crate::cli::Test as Options;
 
 /// A program an end-to-end test drives, and how to get it.
 struct Tool {
@@ -247,26 +210,8 @@ fn cargo_bin_on_path() -> Option<std::ffi::OsString> {
 mod tests {
     use super::*;
 
-    fn args(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
-
     #[test]
-    fn options_and_cargo_test_arguments() {
-        assert_eq!(
-            parse(&args(&["--allow-skip", "--", "--", "--test-threads=1"])).unwrap(),
-            Some(Options {
-                allow_skip: true,
-                cargo_test: args(&["--", "--test-threads=1"]),
-            })
-        );
-        assert_eq!(
-            parse(&args(&["probe"])).unwrap().unwrap().cargo_test,
-            ["probe"]
-        );
-        assert_eq!(parse(&args(&["--help"])).unwrap(), None);
-        let e = parse(&args(&["--allow-skips"])).unwrap_err().to_string();
-        assert!(e.contains("unknown option `--allow-skips`"), "{e}");
+    fn install_commands() {
         assert_eq!(
             Install::Cargo("critcmp", "0.1.8").command(),
             "cargo install critcmp --locked --version 0.1.8"

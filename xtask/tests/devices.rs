@@ -298,6 +298,7 @@ fn ssh_device_end_to_end_with_lost_connection_and_resume() {
 
     // A host run first: the merged report must show the device beside it.
     let host = Command::new(&f.bin)
+        .arg("--bench")
         .arg("--model")
         .arg(&f.model)
         .args(["--warm-up-time", "0", "--sample-size", "3"])
@@ -532,7 +533,7 @@ fn adb_device_command_lines() {
     );
     let run_line = shells
         .iter()
-        .find(|s| s.contains("'--output-format' 'json-stream'"))
+        .find(|s| s.contains("'--message-format' 'json'"))
         .expect("the run");
     assert!(
         run_line.contains("echo \"__MELT_EXIT__=$melt_code\""),
@@ -562,7 +563,7 @@ fn adb_device_command_lines() {
 /// load looks like from the host.
 const HANGING_BENCH: &str = r#"#!/bin/sh
 for a in "$@"; do
-  if [ "$a" = "--list" ]; then echo "m/tg1/b t=1 @here: benchmark"; exit 0; fi
+  if [ "$a" = "--list" ]; then echo '[{"id":"m/tg1/b t=1 @here","kind":"case"}]'; exit 0; fi
 done
 echo $$ > "$MELT_TEST_HANG_PID"
 exec sleep 600

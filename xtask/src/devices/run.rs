@@ -1,5 +1,5 @@
 //! `cargo xtask bench --target DEVICE`: push the bench binary, its libraries and its models
-//! to each device, run it headless with `--output-format json-stream`, and turn the stream
+//! to each device, run it headless with `--bench --message-format json`, and turn the stream
 //! into results on the host — criterion files, history, summary, HTML — with the device's
 //! name in every case id.
 //!
@@ -150,7 +150,7 @@ impl DeviceArgs {
                 "--target-dir" => {
                     value();
                 }
-                "--output-format" | "--device" | "--skip" => {
+                "--message-format" | "--device" | "--skip" => {
                     bail!("`{flag}` is set by `cargo xtask bench --target`, not by hand")
                 }
                 _ => rest.push(a.clone()),
@@ -165,7 +165,7 @@ impl DeviceArgs {
         })
     }
 
-    /// The device-side arguments, with `mode` (`--list`, or `--output-format json-stream`).
+    /// The device-side arguments, with `mode` ([`LIST_MODE`] or [`RUN_MODE`]).
     fn for_device(&self, d: &Device, mode: &[&str], skip: &BTreeSet<String>) -> Vec<String> {
         let mut v = self.rest.clone();
         for m in &self.models {
@@ -182,6 +182,29 @@ impl DeviceArgs {
         }
         v
     }
+}
+
+/// How the host asks the device's bench binary for its cases: JSON, not criterion's text.
+const LIST_MODE: &[&str] = &["--list", "--format", "json"];
+
+/// How the host runs it: measured (the binary runs directly, so `--bench` is not added by
+/// cargo), every event streamed on stdout.
+const RUN_MODE: &[&str] = &["--bench", "--message-format", "json"];
+
+/// The case and task ids in `--list --format json` output (the transport may add other
+/// lines, such as the exit mark).
+fn listed_ids(stdout: &str) -> Result<BTreeSet<String>> {
+    #[derive(Deserialize)]
+    struct Listed {
+        id: String,
+    }
+    let line = stdout
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .find(|l| l.starts_with('['))
+        .context("no JSON list on stdout")?;
+    let listed: Vec<Listed> = serde_json::from_str(line).context("not a JSON list of cases")?;
+    Ok(listed.into_iter().map(|l| l.id).collect())
 }
 
 /// `device.json` beside a device run's `samples.jsonl`.
@@ -703,12 +726,11 @@ impl DeviceJob<'_> {
             })?;
             (dir, true)
         } else {
-            let id = format!(
-                "{}-{}",
-                store::timestamp_id(),
-                make_filename_safe(&d.name).replace(' ', "_")
-            );
-            (self.layout.runs_dir().join(id), false)
+            let tag = make_filename_safe(&d.name).replace(' ', "_");
+            let (_, dir) = self.layout.create_run_dir(&tag).with_context(|| {
+                format!("a run directory under {}", self.layout.runs_dir().display())
+            })?;
+            (dir, false)
         };
         *run_dir_out = Some(run_dir.clone());
         std::fs::create_dir_all(&run_dir).with_context(|| format!("{}", run_dir.display()))?;
@@ -733,7 +755,7 @@ impl DeviceJob<'_> {
             EventLog::create(&samples).with_context(|| format!("{}", samples.display()))?;
 
         // The planned cases, for the progress bar and to know when nothing is left.
-        let list_args = self.args.for_device(d, &["--list"], &BTreeSet::new());
+        let list_args = self.args.for_device(d, LIST_MODE, &BTreeSet::new());
         let list_script = run_script(
             d,
             &remote_bin,
@@ -763,11 +785,8 @@ impl DeviceJob<'_> {
                     .replace('\n', "\n  ")
             );
         }
-        let planned: BTreeSet<String> = listing
-            .lines()
-            .filter_map(|l| l.trim_end_matches('\r').strip_suffix(": benchmark"))
-            .map(str::to_string)
-            .collect();
+        let planned = listed_ids(&listing)
+            .with_context(|| format!("the case list from the bench binary on `{}`", d.name))?;
         if planned.is_empty() {
             bail!("the bench binary on `{}` lists no case", d.name);
         }
@@ -792,9 +811,7 @@ impl DeviceJob<'_> {
             let script = run_script(
                 d,
                 &remote_bin,
-                &self
-                    .args
-                    .for_device(d, &["--output-format", "json-stream"], &skip),
+                &self.args.for_device(d, RUN_MODE, &skip),
                 &pid_file,
             );
             let launched = launch(
@@ -887,6 +904,7 @@ impl DeviceJob<'_> {
             git_dir: self.git_dir.clone(),
             device: Some(d.name.clone()),
             device_props: props,
+            html: !self.args.parsed.noplot,
         };
         let mut errors: Vec<CaseError> = replayed.errors;
         errors.extend(stream_problems.into_iter().map(|message| CaseError {
@@ -1048,7 +1066,13 @@ pub fn bench_devices(
     // The latest run of every device (the host's too) side by side.
     if runs.iter().any(|r| r.outcome.is_some()) {
         // `report` names the page it wrote; its table repeats what was printed above.
-        if let Err(e) = crate::runs::report(&["--html".to_string()], &layout.target_dir) {
+        if let Err(e) = crate::runs::report(
+            &crate::cli::Report {
+                runs: Vec::new(),
+                html: true,
+            },
+            &layout.target_dir,
+        ) {
             eprintln!("xtask: cannot write the merged report: {e:#}");
         }
     }
@@ -1176,7 +1200,7 @@ mod tests {
         assert_eq!(a.models.len(), 1);
         let d = device("/w", Kind::Ssh);
         let skip: BTreeSet<String> = ["m/pp512/llama.cpp t=1 @d".to_string()].into();
-        let v = a.for_device(&d, &["--output-format", "json-stream"], &skip);
+        let v = a.for_device(&d, RUN_MODE, &skip);
         let sha = &a.models[0].sha256;
         assert_eq!(
             v,
@@ -1185,8 +1209,9 @@ mod tests {
                 "pp512",
                 "--model",
                 &format!("/w/cache/models/{sha}/m.gguf"),
-                "--output-format",
-                "json-stream",
+                "--bench",
+                "--message-format",
+                "json",
                 "--device",
                 &d.name,
                 "--skip",
@@ -1234,7 +1259,7 @@ mod tests {
             format!("{e:#}").contains("--choices /no/such.jsonl"),
             "{e:#}"
         );
-        for bad in ["--output-format", "--device", "--skip"] {
+        for bad in ["--message-format", "--device", "--skip"] {
             let e = DeviceArgs::parse(&[bad.to_string(), "x".into()])
                 .unwrap_err()
                 .to_string();
@@ -1250,5 +1275,18 @@ mod tests {
             DeviceArgs::parse(&["--model".into(), "/no/such.gguf".into()]).unwrap_err()
         );
         assert!(e.contains("/no/such.gguf"), "{e}");
+    }
+
+    #[test]
+    fn the_case_list_is_read_as_json() {
+        let out = "[{\"id\":\"m/pp4/llama.cpp t=1 @d\",\"kind\":\"case\"},\
+                   {\"id\":\"ppl:x\",\"kind\":\"task\"}]\r\n__MELT_EXIT__=0\n";
+        let ids = listed_ids(out).unwrap();
+        assert_eq!(
+            ids,
+            ["m/pp4/llama.cpp t=1 @d".to_string(), "ppl:x".into()].into()
+        );
+        let e = format!("{:#}", listed_ids("m/pp4: benchmark\n").unwrap_err());
+        assert!(e.contains("no JSON list"), "{e}");
     }
 }

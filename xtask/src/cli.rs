@@ -1,0 +1,402 @@
+//! `cargo xtask`'s command line, defined once with clap: every command answers `--help`
+//! before anything is built or fetched, `--flag=value` works everywhere, and the help is
+//! generated from these definitions.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "melt's developer commands",
+    disable_version_flag = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Install build prerequisites, fetch the suite's models and the ONNX Runtime library
+    Setup {
+        #[command(subcommand)]
+        what: Option<Setup>,
+    },
+    /// Only install llama.cpp's build prerequisites if missing
+    SetupPrereqs,
+    /// The melt.toml model registry and the model cache
+    Models {
+        #[command(subcommand)]
+        command: Models,
+    },
+    /// Run the shipped suite here or on devices
+    Bench(Bench),
+    /// The [[device]]s of melt.toml, probed
+    Devices,
+    /// Bring what the tests need, then run every test of the workspace
+    Test(Test),
+    /// Exit 1 if tok/s regressed for real against a saved baseline or a git ref's run
+    Gate(Gate),
+    /// Recorded runs, or one metric of matching cases over runs
+    History(History),
+    /// The table of stored runs (default: the latest of each device), merged
+    Report(Report),
+    /// An external power meter's CSV put into a stored run, aligned by wall-clock time
+    Meter(Meter),
+    /// A stored run in another tool's format
+    Export(Export),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Setup {
+    /// Fetch libonnxruntime.so from the PyPI wheel into the cache
+    Onnxruntime {
+        /// For this target triple [default: the host's]
+        #[arg(long)]
+        triple: Option<String>,
+    },
+    /// Make a CPU libtorch 2.13.0 from the PyPI torch wheel (cached); prints the LIBTORCH to
+    /// export for plain cargo builds
+    Libtorch {
+        /// For this target triple [default: the host's]
+        #[arg(long)]
+        triple: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Models {
+    /// Registry models and whether they are cached
+    List,
+    /// Fetch (or export) models into the cache
+    Fetch {
+        /// Registry names [default: the suite's]
+        names: Vec<String>,
+    },
+    /// The GGUF at other quantizations (llama.cpp's quantizer), in the cache; prints their
+    /// paths for `bench -- --model`
+    Quantize {
+        /// A registry name or a GGUF file
+        #[arg(value_name = "NAME|PATH")]
+        source: String,
+        /// Quantization types, e.g. q8_0,q4_0
+        #[arg(long, required = true, value_delimiter = ',', value_name = "TYPES")]
+        to: Vec<String>,
+    },
+}
+
+/// A cargo feature of the bench build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Feature {
+    /// On by default
+    LlamaCpp,
+    /// On by default
+    Onnxruntime,
+    /// The libtorch backend and its model (on a device: built against that triple's
+    /// libtorch, shipped beside the binary)
+    Libtorch,
+}
+
+impl Feature {
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::LlamaCpp => "llama-cpp",
+            Feature::Onnxruntime => "onnxruntime",
+            Feature::Libtorch => "libtorch",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  cargo xtask bench -- --quick
+  cargo xtask bench -- --save-baseline main
+  cargo xtask bench --target android            every adb device, in parallel
+  cargo xtask bench --target jetson --resume    finish a run whose device went away
+  cargo xtask bench -- --help                   the bench binary's own options")]
+pub struct Bench {
+    /// Where: `host`, or devices — a [[device]] name, a tag, `android`, `ssh`, `local`, or
+    /// several, comma-separated
+    #[arg(
+        long,
+        visible_alias = "device",
+        default_value = "host",
+        value_name = "T"
+    )]
+    pub target: String,
+    /// N runs back to back, each recorded (the gate's drift)
+    #[arg(long, default_value_t = 1, value_parser = at_least_one, value_name = "N")]
+    pub rounds: usize,
+    /// Device runs: continue the device's unfinished run
+    #[arg(long, conflicts_with = "rounds")]
+    pub resume: bool,
+    /// Device runs: kill a case silent this long
+    #[arg(long, default_value = "300", value_parser = positive_seconds, value_name = "SECS")]
+    pub case_timeout: Duration,
+    /// Device runs: build with `cross`
+    #[arg(long)]
+    pub cross: bool,
+    /// Device runs: use a bench binary built already
+    #[arg(long, value_name = "PATH")]
+    pub bench_bin: Option<PathBuf>,
+    /// Cargo features of the bench build
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "FEATURES")]
+    pub features: Vec<Feature>,
+    /// Arguments for the bench binary (after `--`; `-- --help` lists them)
+    #[arg(last = true, value_name = "BENCH-ARGS")]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct Test {
+    /// Run even where something cannot be brought: the tests that need it skip, and the run
+    /// ends with the list of what was skipped and why
+    #[arg(long)]
+    pub allow_skip: bool,
+    /// Passed to `cargo test --workspace --release --features libtorch`: a filter, or `--`
+    /// and libtest's own options
+    #[arg(trailing_var_arg = true, value_name = "CARGO-TEST-ARGS")]
+    pub cargo_test: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("against").required(true).args(["baseline", "baseline_ref"])))]
+pub struct Gate {
+    /// A criterion baseline saved earlier (`bench -- --save-baseline NAME`)
+    #[arg(long, value_name = "NAME")]
+    pub baseline: Option<String>,
+    /// The latest recorded run of this git ref in the history
+    #[arg(long, value_name = "GIT-REF")]
+    pub baseline_ref: Option<String>,
+    /// Fail on a drop past PCT percent [default: melt.toml's [gate], else 5]
+    #[arg(long, value_parser = percent, value_name = "PCT")]
+    pub threshold: Option<f64>,
+    /// A case without a baseline is skipped, not an error
+    #[arg(long)]
+    pub lenient: bool,
+    /// Do not widen the intervals by the run-to-run drift learned from the history
+    #[arg(long)]
+    pub ignore_drift: bool,
+    /// Where criterion/ and melt/ are [default: $CARGO_TARGET_DIR or target]
+    #[arg(long, value_name = "DIR")]
+    pub target_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct History {
+    /// Cases whose id contains SUBSTR: one metric over runs
+    #[arg(long, value_name = "SUBSTR")]
+    pub case: Option<String>,
+    /// The metric shown with --case
+    #[arg(long, default_value = "tokens_per_second", value_name = "NAME")]
+    pub metric: String,
+    /// At most N rows
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct Report {
+    /// These runs (repeatable) [default: the latest of each device]
+    #[arg(long = "run", value_name = "ID")]
+    pub runs: Vec<String>,
+    /// Also write target/melt/report/index.html
+    #[arg(long)]
+    pub html: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Meter {
+    /// The meter's CSV file
+    #[arg(value_name = "FILE.csv")]
+    pub csv: PathBuf,
+    /// The run [default: the latest]
+    #[arg(long, value_name = "ID")]
+    pub run: Option<String>,
+    /// Seconds to add to the meter's clock
+    #[arg(long, value_parser = finite, allow_negative_numbers = true, value_name = "S")]
+    pub meter_offset: Option<f64>,
+    /// The meter's first row's wall-clock time, when its CSV has relative times
+    #[arg(long, value_parser = finite, value_name = "UNIX_S")]
+    pub meter_start: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct Export {
+    /// csv, jsonl, bmf (bencher), github (github-action-benchmark) or llama-bench
+    #[arg(long, value_name = "FORMAT")]
+    pub format: melt_bench::export::Format,
+    /// The run [default: the latest]
+    #[arg(long, value_name = "ID")]
+    pub run: Option<String>,
+    /// Write here instead of stdout
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+fn at_least_one(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a whole number ≥ 1".into()),
+    }
+}
+
+fn positive_seconds(v: &str) -> Result<Duration, String> {
+    match v.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err("expected a positive number of seconds".into()),
+    }
+}
+
+/// `3` or `3%`, as a fraction.
+fn percent(v: &str) -> Result<f64, String> {
+    match v.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if p > 0.0 && p < 100.0 => Ok(p / 100.0),
+        _ => Err("expected a percentage between 0 and 100".into()),
+    }
+}
+
+fn finite(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(x) if x.is_finite() => Ok(x),
+        _ => Err("expected a number of seconds".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied())).map(|c| c.command)
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_answers_help() {
+        for cmd in [
+            "setup", "models", "bench", "devices", "test", "gate", "history", "report", "meter",
+            "export",
+        ] {
+            let e = parse(&[cmd, "--help"]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{cmd}");
+        }
+        let e = parse(&["models", "quantize", "--help"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+    }
+
+    #[test]
+    fn flags_take_their_value_either_way() {
+        let Command::Gate(g) = parse(&["gate", "--baseline", "main", "--threshold=3"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (g.baseline.as_deref(), g.threshold),
+            (Some("main"), Some(0.03))
+        );
+        let e = parse(&["gate", "--threshold", "3"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--baseline"), "{e}");
+        let e = parse(&["gate", "--baseline=a", "--threshold=200"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("200") && e.contains("percentage"), "{e}");
+    }
+
+    #[test]
+    fn bench_options_and_pass_through_arguments() {
+        let Command::Bench(b) = parse(&["bench"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!((b.target.as_str(), b.rounds, b.args.len()), ("host", 1, 0));
+        let Command::Bench(b) = parse(&[
+            "bench",
+            "--device=pixel",
+            "--resume",
+            "--case-timeout=30",
+            "--features",
+            "libtorch",
+            "--",
+            "--quick",
+            "--resume",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(b.target, "pixel");
+        assert!(b.resume);
+        assert_eq!(b.case_timeout, Duration::from_secs(30));
+        assert_eq!(b.features, [Feature::Libtorch]);
+        assert_eq!(b.args, ["--quick", "--resume"]);
+        for bad in [
+            &["bench", "--rounds", "0"][..],
+            &["bench", "--rounds=2", "--resume"],
+            &["bench", "--case-timeout", "-1"],
+            &["bench", "--features", "cuda"],
+            &["bench", "--target"],
+            // The bench binary's options go after `--`; clap says so.
+            &["bench", "--quick"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let e = parse(&["bench", "--quick"]).unwrap_err().to_string();
+        assert!(e.contains("-- --quick"), "{e}");
+    }
+
+    #[test]
+    fn other_commands() {
+        let Command::Models {
+            command: Models::Quantize { source, to },
+        } = parse(&["models", "quantize", "m", "--to", "q8_0,q4_0"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (source.as_str(), to),
+            ("m", vec!["q8_0".into(), "q4_0".into()])
+        );
+        let Command::Export(e) = parse(&["export", "--format=bmf"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.format, melt_bench::export::Format::Bmf);
+        let e = parse(&["export", "--format", "xml"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("xml") && e.contains("llama-bench"), "{e}");
+        let Command::Report(r) = parse(&["report", "--run", "a", "--run=b", "--html"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((r.runs, r.html), (vec!["a".into(), "b".into()], true));
+        let Command::Meter(m) = parse(&["meter", "m.csv", "--meter-offset", "-1.5"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(m.meter_offset, Some(-1.5));
+        let Command::Test(t) =
+            parse(&["test", "--allow-skip", "--", "--", "--test-threads=1"]).unwrap()
+        else {
+            panic!()
+        };
+        assert!(t.allow_skip);
+        assert_eq!(t.cargo_test, ["--", "--test-threads=1"]);
+        let Command::Test(t) = parse(&["test", "probe"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(t.cargo_test, ["probe"]);
+        assert!(parse(&["test", "--allow-skips"]).is_err());
+        assert!(parse(&["history", "--limit", "x"]).is_err());
+        assert!(parse(&["frobnicate"]).is_err());
+    }
+}
