@@ -165,7 +165,7 @@ fn sustained_mode_gives_a_time_series_with_memory_by_phase_and_cooldown() {
 
 #[test]
 fn an_external_meters_csv_is_aligned_with_the_run_by_wall_clock() {
-    use melt::probe::meter;
+    use melt::meter;
     use std::time::{SystemTime, UNIX_EPOCH};
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());

@@ -12,6 +12,7 @@ use crate::criterion_format::{BaselineMode, BenchmarkId, ReportError, Throughput
 use crate::host::HostInfo;
 use crate::model::{Cache, Registry};
 use crate::params::Params;
+use crate::report::{Reports, RunReport};
 use crate::runner::{
     plan, plan_tasks, CaseRecord, ModelRef, PlannedCase, PlannedTask, Runner, Suite,
 };
@@ -243,6 +244,7 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Ran, DriverError> {
         host: host.clone(),
     });
 
+    suite.reports.run_start(&run_id, &host);
     let mut runner = Runner {
         roof: None,
         start_temp_c: None,
@@ -257,6 +259,12 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Ran, DriverError> {
     let (records, mut failures) = runner.run(&cases);
     let (task_records, task_failures) = runner.run_tasks(&tasks);
     failures.extend(task_failures);
+    for r in &records {
+        suite.reports.case_measured(r);
+    }
+    for t in &task_records {
+        suite.reports.task_result(t);
+    }
     let failures = failures
         .into_iter()
         .map(|f| CaseError {
@@ -276,7 +284,11 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Ran, DriverError> {
         git_dir,
         device: args.device.clone(),
         device_props: Default::default(),
-        html: !args.noplot,
+        reports: if args.noplot {
+            suite.reports.without_plots()
+        } else {
+            suite.reports.clone()
+        },
     };
     Ok(Ran::Measured(Box::new(finish.run(
         run_id,
@@ -426,8 +438,8 @@ pub struct Finish {
     pub git_dir: PathBuf,
     pub device: Option<String>,
     pub device_props: BTreeMap<String, String>,
-    /// Write the HTML report (not under `--noplot`).
-    pub html: bool,
+    /// The sinks beyond the run store's files (history, HTML).
+    pub reports: Reports,
 }
 
 impl Finish {
@@ -476,27 +488,25 @@ impl Finish {
             .iter()
             .map(|r| (r.id.full_id.clone(), r.samples.clone()))
             .collect();
-        // Remember the run. A history that cannot be written is an error of this run,
-        // reported beside its results, which are on disk either way.
-        if !summary.cases.is_empty() {
-            let samples: BTreeMap<String, Vec<f64>> = by_case
-                .iter()
-                .map(|(id, ms)| (id.clone(), ms.iter().map(|m| m.ns as f64).collect()))
-                .collect();
-            let git = crate::history::GitState::detect(&self.git_dir);
-            let device = self.device.as_deref().unwrap_or("host");
-            let recorded = crate::history::History::open(&layout.history_path())
-                .and_then(|mut h| h.record(&summary, &samples, &git, device));
-            if let Err(e) = recorded {
-                eprintln!("melt: {e}");
-                summary.errors.push(CaseError {
-                    case: None,
-                    message: e.to_string(),
-                });
-            }
-        }
-        if self.html {
-            self.write_html(&mut summary, &records, &by_case);
+        let probes: BTreeMap<String, crate::probe::ProbeSummary> = records
+            .iter()
+            .filter_map(|r| Some((r.id.full_id.clone(), r.probes.clone()?)))
+            .collect();
+        // A sink that fails (a history that cannot be written, a page that cannot be saved)
+        // is an error of this run, reported beside its results, which are on disk either way.
+        let failed = self.reports.run_end(&RunReport {
+            layout,
+            summary: &summary,
+            samples: &by_case,
+            probes: &probes,
+            git_dir: &self.git_dir,
+        });
+        for message in failed {
+            eprintln!("melt: {message}");
+            summary.errors.push(CaseError {
+                case: None,
+                message,
+            });
         }
         let summary_path = run_dir.join("summary.json");
         if let Err(e) = store::write_json(&summary_path, &summary) {
@@ -533,31 +543,6 @@ impl Finish {
             criterion_dir,
             table,
             bencher,
-        }
-    }
-
-    /// The HTML report of this run; a page that cannot be written is an error of the run.
-    fn write_html(
-        &self,
-        summary: &mut Summary,
-        records: &[CaseRecord],
-        by_case: &BTreeMap<String, Vec<Measured>>,
-    ) {
-        let report = self.layout.report_path();
-        let probes: BTreeMap<String, crate::probe::ProbeSummary> = records
-            .iter()
-            .filter_map(|r| Some((r.id.full_id.clone(), r.probes.clone()?)))
-            .collect();
-        let page = crate::html::render_with_probes(std::slice::from_ref(summary), by_case, &probes);
-        if let Err(e) = report
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|_| std::fs::write(&report, page))
-        {
-            summary.errors.push(CaseError {
-                case: None,
-                message: format!("cannot write the HTML report {}: {e}", report.display()),
-            });
         }
     }
 }
@@ -762,7 +747,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::backend::ModelInfo;
-    use crate::store::{test_support, CaseMeta};
+    use crate::store::CaseMeta;
     use crate::workload::tg;
 
     fn start(case: &str) -> Event {
@@ -800,7 +785,7 @@ mod tests {
             meta: Some(Box::new(CaseMeta {
                 id: BenchmarkId::new("m", "tg4", value, 4),
                 backend_version: "v".into(),
-                model: test_support::model_spec(),
+                model: crate::testkit::summaries::model_spec(),
                 model_info: ModelInfo::default(),
                 load_ns: 5,
                 context_ns: 6,

@@ -14,20 +14,18 @@ pub mod conformance;
 pub mod criterion_format;
 pub mod datasets;
 pub mod driver;
-pub mod export;
 pub mod fs;
-pub mod gate;
-pub mod history;
 pub mod host;
-pub mod html;
 pub mod memory;
 pub mod metric;
 pub mod model;
 pub mod probe;
+pub mod report;
 pub mod runner;
 pub mod sampling;
 pub mod stats;
 pub mod store;
+pub mod suite;
 pub mod sustained;
 pub mod tasks;
 pub mod testkit;
@@ -42,7 +40,7 @@ pub use melt_formats::{gguf, onnx_proto};
 pub use backend::{Backend, BackendError, KvShape, LoadedModel, ModelInfo, Session, Token};
 pub use model::{ModelFormat, ModelSpec};
 pub use params::{all_cores, FlashAttn, ModelParams, Params, SessionParams, Sweep};
-pub use runner::Suite;
+pub use suite::Suite;
 pub use workload::{pp, pp_tg, tg, Workload};
 
 /// What `melt_bench!` expands to calls; not a public API.
@@ -50,7 +48,8 @@ pub use workload::{pp, pp_tg, tg, Workload};
 pub mod __private {
     pub use crate::driver::main;
     pub use crate::params::Sweep;
-    pub use crate::runner::Suite;
+    pub use crate::report::Reports;
+    pub use crate::suite::Suite;
     pub use crate::workload;
     pub use melt_core::backend::IntoBackends;
 }
@@ -94,6 +93,7 @@ pub mod __private {
 #[macro_export]
 macro_rules! melt_bench {
     (
+        @reports ($reports:expr)
         models: [$($model:expr),* $(,)?],
         backends: [$($backend:expr),* $(,)?],
         $(sweep: { $($axis:ident: [$($value:expr),* $(,)?]),* $(,)? },)?
@@ -118,8 +118,13 @@ macro_rules! melt_bench {
                 sweep,
                 workloads,
                 manifest_dir: ::core::option::Option::Some(::std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+                reports: $reports,
             };
             ::std::process::exit($crate::__private::main(suite));
         }
+    };
+    // Without `@reports` (a bench target on melt-bench alone): the run store's files only.
+    ($($body:tt)*) => {
+        $crate::melt_bench! { @reports ($crate::__private::Reports::default()) $($body)* }
     };
 }

@@ -10,25 +10,15 @@ use crate::backend::{Backend, LoadedModel, ModelInfo};
 use crate::criterion_format::BenchmarkId;
 use crate::memory;
 use crate::model::{detect_format, Cache, ModelError, ModelFormat, ModelSpec, Registry};
-use crate::params::{Params, Point, Sweep};
+use crate::params::{Params, Point};
 use crate::probe;
 use crate::sampling::Sampling;
 use crate::stats;
 use crate::store::{CaseMeta, Event, EventLog};
 use crate::workload::{run_once, run_once_marked, Measured, Workload};
 
+pub use crate::suite::Suite;
 pub use crate::tasks::run::{plan_tasks, PlannedTask};
-
-/// A bench target: what `melt_bench!` declares.
-pub struct Suite {
-    /// Model names from the registry (or paths to local files).
-    pub models: Vec<String>,
-    pub backends: Vec<Box<dyn Backend>>,
-    pub sweep: Sweep,
-    pub workloads: Vec<Workload>,
-    /// The bench target's package directory, where `melt.toml` is looked for first.
-    pub manifest_dir: Option<PathBuf>,
-}
 
 /// A model as named by the suite or `--model`, resolved to a file only when it is run.
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@
 mod gguf_reads_back;
 pub mod needs;
 pub mod onnx;
+pub mod summaries;
 
 use std::io::{self, Write};
 use std::path::Path;

@@ -27,6 +27,7 @@ pub fn suite() -> Suite {
         },
         workloads: vec![pp(32), tg(16), pp_tg(32, 8), tg(8).at_depth(24)],
         manifest_dir: None,
+        reports: melt::host_reports(),
     }
 }
 

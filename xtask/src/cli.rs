@@ -229,7 +229,7 @@ pub struct Meter {
 pub struct Export {
     /// csv, jsonl, bmf (bencher), github (github-action-benchmark) or llama-bench
     #[arg(long, value_name = "FORMAT")]
-    pub format: melt_bench::export::Format,
+    pub format: melt_report::export::Format,
     /// The run [default: the latest]
     #[arg(long, value_name = "ID")]
     pub run: Option<String>,
@@ -369,7 +369,7 @@ mod tests {
         let Command::Export(e) = parse(&["export", "--format=bmf"]).unwrap() else {
             panic!()
         };
-        assert_eq!(e.format, melt_bench::export::Format::Bmf);
+        assert_eq!(e.format, melt_report::export::Format::Bmf);
         let e = parse(&["export", "--format", "xml"])
             .unwrap_err()
             .to_string();

@@ -1,7 +1,7 @@
 //! `cargo xtask gate --baseline NAME`: fail CI on a real tok/s regression.
 //!
 //! Compares every case's latest results (`target/criterion/**/new`) with the named baseline
-//! using melt_bench::gate's rule, prints a markdown summary (and appends it to
+//! using melt_report::gate's rule, prints a markdown summary (and appends it to
 //! `$GITHUB_STEP_SUMMARY` when set), and exits 0 (pass), 1 (regressed) or 2 (could not
 //! compare). Thresholds come from `[gate]` in melt.toml, `--threshold` overrides the default.
 
@@ -9,8 +9,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use melt_bench::gate::{self, GateConfig};
 use melt_bench::stats::AnalysisConfig;
+use melt_report::gate::{self, GateConfig};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq)]

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use melt_bench::history::History;
+use melt_report::history::History;
 
 pub fn open(target_dir: &Path) -> Result<History> {
     let path = target_dir.join("melt").join("history.sqlite");

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use melt_bench::export;
 use melt_bench::store::{read_events, Summary};
+use melt_report::export;
 
 /// The directory of run `id`, or of the latest run.
 pub fn run_dir(target_dir: &Path, id: Option<&str>) -> Result<PathBuf> {
@@ -96,7 +96,7 @@ pub fn report(opts: &crate::cli::Report, target_dir: &Path) -> Result<String> {
         std::fs::create_dir_all(path.parent().unwrap_or(target_dir))?;
         std::fs::write(
             &path,
-            melt_bench::html::render_with_probes(&summaries, &samples, &probes),
+            melt_report::html::render_with_probes(&summaries, &samples, &probes),
         )
         .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("xtask: wrote {}", path.display());
@@ -133,7 +133,7 @@ pub fn export(opts: &crate::cli::Export, target_dir: &Path) -> Result<()> {
 /// `meter CSV [--run ID] [--meter-offset S] [--meter-start UNIX_S]`: an external power
 /// meter's readings put into a stored run (its `summary.json`), aligned by wall-clock time.
 pub fn meter(opts: &crate::cli::Meter, target_dir: &Path) -> Result<String> {
-    use melt_bench::probe::meter;
+    use melt_report::meter;
     let align = meter::Alignment {
         start_unix_s: opts.meter_start,
         offset_s: opts.meter_offset.unwrap_or(0.0),

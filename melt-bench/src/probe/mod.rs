@@ -9,7 +9,6 @@
 
 pub mod bandwidth;
 pub mod energy;
-pub mod meter;
 pub mod thermal;
 
 #[cfg(test)]

@@ -184,6 +184,25 @@ impl DeviceArgs {
     }
 }
 
+/// The cargo features of a device build: the engines (the default ones and those asked for),
+/// without `host-reports` — the device keeps its event log, the host writes the history and
+/// the page from the stream, so no SQLite or HTML writer is built for the device.
+fn device_features(asked: &[String]) -> [String; 3] {
+    let mut features = vec!["llama-cpp".to_string(), "onnxruntime".to_string()];
+    features.extend(
+        asked
+            .iter()
+            .filter(|f| !features.contains(f))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    [
+        "--no-default-features".into(),
+        "--features".into(),
+        features.join(","),
+    ]
+}
+
 /// How the host asks the device's bench binary for its cases: JSON, not criterion's text.
 const LIST_MODE: &[&str] = &["--list", "--format", "json"];
 
@@ -904,7 +923,12 @@ impl DeviceJob<'_> {
             git_dir: self.git_dir.clone(),
             device: Some(d.name.clone()),
             device_props: props,
-            html: !self.args.parsed.noplot,
+            // The host reports once, from the stream: history and page here, not on the device.
+            reports: if self.args.parsed.noplot {
+                melt_report::host_reports().without_plots()
+            } else {
+                melt_report::host_reports()
+            },
         };
         let mut errors: Vec<CaseError> = replayed.errors;
         errors.extend(stream_problems.into_iter().map(|message| CaseError {
@@ -982,10 +1006,7 @@ pub fn bench_devices(
             None => {
                 let mut plan =
                     super::build::plan(&tc, &d.triple, &opts.bench, d.api_level, opts.cross)?;
-                if !opts.features.is_empty() {
-                    plan.args
-                        .extend(["--features".into(), opts.features.join(",")]);
-                }
+                plan.args.extend(device_features(&opts.features));
                 if let Some(dir) = &linked_libtorch {
                     plan.env.extend(
                         crate::runtimes::libtorch_env(dir)
@@ -1275,6 +1296,18 @@ mod tests {
             DeviceArgs::parse(&["--model".into(), "/no/such.gguf".into()]).unwrap_err()
         );
         assert!(e.contains("/no/such.gguf"), "{e}");
+    }
+
+    #[test]
+    fn device_builds_leave_the_host_reports_out() {
+        assert_eq!(
+            device_features(&["libtorch".into(), "llama-cpp".into()]),
+            [
+                "--no-default-features",
+                "--features",
+                "llama-cpp,onnxruntime,libtorch"
+            ]
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use crate::store::Summary;
+use melt_bench::store::Summary;
 
 const MIGRATIONS: &[&str] = &[
     // 1
@@ -418,7 +418,7 @@ impl History {
         &self,
         run_id: &str,
         case_id: &str,
-    ) -> Result<BTreeMap<String, crate::store::Metric>, HistoryError> {
+    ) -> Result<BTreeMap<String, melt_bench::store::Metric>, HistoryError> {
         let rows = self.rows(
             "SELECT metric, unit, estimate, lower, upper, n FROM metrics
              WHERE run_id = ?1 AND case_id = ?2",
@@ -426,7 +426,7 @@ impl History {
             |r| {
                 Ok((
                     r.get::<_, String>(0)?,
-                    crate::store::Metric {
+                    melt_bench::store::Metric {
                         unit: r.get(1)?,
                         estimate: r.get(2)?,
                         lower: r.get(3)?,

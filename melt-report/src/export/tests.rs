@@ -1,5 +1,5 @@
 use super::*;
-use crate::store::test_support::summary;
+use melt_bench::testkit::summaries::summary;
 
 fn shape(v: &Value) -> Value {
     match v {
@@ -84,7 +84,7 @@ fn bmf_github_csv_and_jsonl_shapes() {
     );
 
     let jsonl = render(Format::Jsonl, &s, &samples);
-    let back: Vec<crate::store::CaseSummary> = jsonl
+    let back: Vec<melt_bench::store::CaseSummary> = jsonl
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();

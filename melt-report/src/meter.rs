@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{EnergyByPhase, ProbeSummary};
+use melt_bench::probe::{EnergyByPhase, ProbeSummary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeterError {
@@ -398,7 +398,7 @@ pub fn attribute(
             case_span: format!("{} – {}", clock(first), clock(last)),
         });
     }
-    Ok(super::energy_by_phase(
+    Ok(melt_bench::probe::energy_by_phase(
         &p.marks,
         p.end_ns,
         tokens,
@@ -411,7 +411,7 @@ pub fn attribute(
 /// `tokens_per_joule` from the meter (replacing any on-board figure, and saying so). Returns
 /// how many cases were covered and why the others were not; nothing else is touched.
 pub fn import(
-    summary: &mut crate::store::Summary,
+    summary: &mut melt_bench::store::Summary,
     probes: &std::collections::BTreeMap<String, ProbeSummary>,
     meter: &MeterSeries,
 ) -> (usize, Vec<MeterError>) {
@@ -440,7 +440,7 @@ pub fn import(
         let mut put = |name: &str, unit: &str, x: f64| {
             c.metrics.insert(
                 name.into(),
-                crate::store::Metric {
+                melt_bench::store::Metric {
                     unit: unit.into(),
                     estimate: x,
                     lower: None,
@@ -492,7 +492,7 @@ pub fn import(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::Phase;
+    use melt_bench::probe::Phase;
 
     fn csv(text: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();

@@ -22,11 +22,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::criterion_format::{
+use melt_bench::criterion_format::{
     load_baseline_metrics, load_baseline_times, BenchmarkId, ReportError, SavedSample,
 };
-use crate::stats::{self, AnalysisConfig};
-use crate::store::Metric;
+use melt_bench::stats::{self, AnalysisConfig};
+use melt_bench::store::Metric;
 
 /// The metric every case is gated on.
 pub const TOKENS_PER_SECOND: &str = "tokens_per_second";
@@ -456,7 +456,7 @@ pub fn latest_run_cases(
         path: path.clone(),
         reason: e.to_string(),
     })?;
-    let summary: crate::store::Summary =
+    let summary: melt_bench::store::Summary =
         serde_json::from_str(&text).map_err(|e| GateError::Unreadable {
             path: path.clone(),
             reason: e.to_string(),
@@ -466,7 +466,7 @@ pub fn latest_run_cases(
         .iter()
         .map(|c| {
             let id = BenchmarkId::new(&c.group, &c.function, &c.value, c.workload.tokens() as u64);
-            crate::criterion_format::case_dir(criterion_dir, &id)
+            melt_bench::criterion_format::case_dir(criterion_dir, &id)
         })
         .collect();
     Ok(Some((summary.run_id, dirs)))
@@ -516,7 +516,7 @@ pub fn run(
             .collect();
         let base = load_baseline_times(criterion_dir, &id, baseline)?;
         let tokens = match id.throughput {
-            Some(crate::criterion_format::Throughput::Elements(n)) => n,
+            Some(melt_bench::criterion_format::Throughput::Elements(n)) => n,
             None => 1,
         };
         out.push(judge(
@@ -658,7 +658,7 @@ pub fn markdown(results: &[CaseGate], baseline: &str, lenient: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::Rng;
+    use melt_bench::stats::Rng;
 
     fn normal(rng: &mut Rng, n: usize, mu: f64, rel_sigma: f64) -> Vec<f64> {
         (0..n)

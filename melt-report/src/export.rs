@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::store::{CaseSummary, Event, Summary};
-use crate::workload::Measured;
+use melt_bench::store::{CaseSummary, Event, Summary};
+use melt_bench::workload::Measured;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -64,7 +64,7 @@ pub fn samples_by_case(events: &[Event]) -> BTreeMap<String, Vec<Measured>> {
 }
 
 /// The probes' summary (with its time series) of each case, from the `case_end` events.
-pub fn probes_by_case(events: &[Event]) -> BTreeMap<String, crate::probe::ProbeSummary> {
+pub fn probes_by_case(events: &[Event]) -> BTreeMap<String, melt_bench::probe::ProbeSummary> {
     events
         .iter()
         .filter_map(|e| match e {
@@ -90,7 +90,7 @@ fn opt(x: Option<f64>) -> String {
     x.map(|v| v.to_string()).unwrap_or_default()
 }
 
-fn tok_s(c: &CaseSummary) -> Option<&crate::store::Metric> {
+fn tok_s(c: &CaseSummary) -> Option<&melt_bench::store::Metric> {
     c.metrics.get("tokens_per_second")
 }
 
@@ -210,22 +210,22 @@ fn llama_bench_row(summary: &Summary, c: &CaseSummary, samples: &[Measured]) -> 
         if xs.is_empty() {
             0.0
         } else {
-            crate::stats::mean(xs)
+            melt_bench::stats::mean(xs)
         }
     };
     let sd = |xs: &[f64]| {
         if xs.len() < 2 {
             0.0
         } else {
-            crate::stats::std_dev(xs)
+            melt_bench::stats::std_dev(xs)
         }
     };
     let ns_f: Vec<f64> = samples_ns.iter().map(|&n| n as f64).collect();
     let s = &c.params.session;
     let fa = match s.flash_attn {
-        crate::params::FlashAttn::Auto => -1,
-        crate::params::FlashAttn::Off => 0,
-        crate::params::FlashAttn::On => 1,
+        melt_bench::params::FlashAttn::Auto => -1,
+        melt_bench::params::FlashAttn::Off => 0,
+        melt_bench::params::FlashAttn::On => 1,
     };
     // Built from pairs: one `json!` with this many keys exceeds the macro recursion limit.
     let fields: Vec<(&str, Value)> = vec![

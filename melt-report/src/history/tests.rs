@@ -1,5 +1,5 @@
 use super::*;
-use crate::store::test_support::summary;
+use melt_bench::testkit::summaries::summary;
 
 fn samples(ids: &[&str]) -> BTreeMap<String, Vec<f64>> {
     ids.iter()

@@ -13,8 +13,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::store::{CaseSummary, Summary};
-use crate::workload::Measured;
+use melt_bench::store::{CaseSummary, Summary};
+use melt_bench::workload::Measured;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -181,7 +181,7 @@ fn violin(xs: &[f64], mean: f64, ci: Option<(f64, f64)>) -> String {
         lo = lo.min(l);
         hi = hi.max(h);
     }
-    let sd = crate::stats::std_dev(xs)
+    let sd = melt_bench::stats::std_dev(xs)
         .max((hi - lo) / 20.0)
         .max(hi.abs() * 1e-3);
     // Silverman's rule for the kernel bandwidth.
@@ -261,7 +261,7 @@ fn latency(per_sample: &[&[u64]]) -> Option<String> {
             let (lo, hi) = v
                 .iter()
                 .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
-            (crate::stats::median(&v), lo, hi)
+            (melt_bench::stats::median(&v), lo, hi)
         })
         .collect();
     let ymax = rows.iter().fold(0.0f64, |m, r| m.max(r.2)) * 1.05;
@@ -446,7 +446,7 @@ fn accuracy_memory_plot(task: &str, points: &[(String, f64, f64, f64)]) -> Optio
 /// The run's tasks: each replay's turns over time, the perplexity and accuracy tables, and
 /// the quantization comparison with its accuracy-against-memory plots.
 fn tasks_html(s: &Summary) -> String {
-    use crate::tasks::TaskResult;
+    use melt_bench::tasks::TaskResult;
     let mut html = String::new();
     if s.tasks.is_empty() {
         return html;
@@ -466,7 +466,7 @@ fn tasks_html(s: &Summary) -> String {
                     esc(&r.template)
                 );
                 let at =
-                    |f: &dyn Fn(&crate::tasks::replay::Turn) -> Option<f64>| -> Vec<(f64, f64)> {
+                    |f: &dyn Fn(&melt_bench::tasks::replay::Turn) -> Option<f64>| -> Vec<(f64, f64)> {
                         r.turns
                             .iter()
                             .filter_map(|x| Some((x.start_s, f(x)?)))
@@ -526,7 +526,7 @@ fn tasks_html(s: &Summary) -> String {
             }
         }
     }
-    let rows = crate::tasks::report::quantization_rows(s);
+    let rows = melt_bench::tasks::report::quantization_rows(s);
     if rows.len() >= 2 {
         html.push_str("<h3>What does quantization cost?</h3><table><tr><th>model</th><th>backend</th><th>quant</th><th>size MiB</th><th>peak MiB</th><th>pp tok/s</th><th>tg tok/s</th><th>J/token</th><th>PPL</th><th>accuracy</th></tr>");
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
@@ -577,11 +577,11 @@ fn tasks_html(s: &Summary) -> String {
 }
 
 /// Memory, power and temperature over a case, from its probes' time series.
-fn probe_plots(p: &crate::probe::ProbeSummary) -> Vec<(String, &'static str)> {
-    use crate::probe::energy::Reading;
-    let t = |s: &crate::probe::Snapshot| s.t_ns as f64 / 1e9;
+fn probe_plots(p: &melt_bench::probe::ProbeSummary) -> Vec<(String, &'static str)> {
+    use melt_bench::probe::energy::Reading;
+    let t = |s: &melt_bench::probe::Snapshot| s.t_ns as f64 / 1e9;
     let mib = |b: Option<u64>| b.map(|b| b as f64 / 1048576.0);
-    let mem = |f: fn(&crate::probe::MemReading) -> Option<u64>| -> Vec<(f64, f64)> {
+    let mem = |f: fn(&melt_bench::probe::MemReading) -> Option<u64>| -> Vec<(f64, f64)> {
         p.series
             .iter()
             .filter_map(|s| Some((t(s), mib(f(&s.mem))?)))
@@ -647,7 +647,7 @@ fn probe_plots(p: &crate::probe::ProbeSummary) -> Vec<(String, &'static str)> {
 pub fn render_with_probes(
     summaries: &[Summary],
     samples: &BTreeMap<String, Vec<Measured>>,
-    probes: &BTreeMap<String, crate::probe::ProbeSummary>,
+    probes: &BTreeMap<String, melt_bench::probe::ProbeSummary>,
 ) -> String {
     let mut html = String::from(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -753,7 +753,7 @@ pub fn render_with_probes(
             }
             if let Some(s) = &c.sustained {
                 let tok: Vec<(f64, f64)> = s.windows.iter().map(|w| (w.t_s, w.tok_s)).collect();
-                let floor = s.initial_tok_s * (1.0 - crate::sustained::DROP);
+                let floor = s.initial_tok_s * (1.0 - melt_bench::sustained::DROP);
                 let end = s.duration_s;
                 if let Some(svg) = series_plot(
                     "throughput over time",
@@ -820,7 +820,7 @@ mod tests {
 
     #[test]
     fn page_has_a_plot_per_case_and_escapes_text() {
-        let mut s = crate::store::test_support::summary("r1", &["m/tg128/<b>x</b>"], 80.0);
+        let mut s = melt_bench::testkit::summaries::summary("r1", &["m/tg128/<b>x</b>"], 80.0);
         s.cases[0].group = "m".into();
         let m = Measured {
             ns: 1_600_000_000,
@@ -838,11 +838,11 @@ mod tests {
         assert!(!html.contains("src=\"http") && !html.contains("<link"));
 
         // Probes add memory, power and temperature plots, and a throttling warning.
-        use crate::probe::{energy::Reading, MemReading, ProbeSummary, Snapshot};
+        use melt_bench::probe::{energy::Reading, MemReading, ProbeSummary, Snapshot};
         let snap = |i: u64| Snapshot {
             t_ns: i * 20_000_000,
             energy: vec![Some(Reading::Joules(0.1 * i as f64))],
-            thermal: crate::probe::thermal::ThermalReading {
+            thermal: melt_bench::probe::thermal::ThermalReading {
                 temps_c: vec![Some(50.0 + i as f64)],
                 ..Default::default()
             },
