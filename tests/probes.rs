@@ -107,7 +107,7 @@ fn sustained_mode_gives_a_time_series_with_memory_by_phase_and_cooldown() {
     assert!(!out.failed(), "{:?}", out.summary.errors);
     assert_eq!(out.summary.cases.len(), 2);
     for c in &out.summary.cases {
-        assert_eq!(c.stop_reason, "sustained");
+        assert_eq!(c.stop_reason.as_str(), "sustained");
         let s = c
             .sustained
             .as_ref()

@@ -29,7 +29,7 @@ fn a_run_writes_summary_samples_and_criterion_files() {
     let sha = melt::model::sha256_file(&model).unwrap();
     for c in &s.cases {
         assert_eq!(c.samples, 4);
-        assert_eq!(c.stop_reason, "sample_size");
+        assert_eq!(c.stop_reason.as_str(), "sample_size");
         assert_eq!(c.model.sha256, sha);
         assert_eq!(c.model_info.quantization, "F32");
         assert!(c.backend_version.contains("ggml"));
@@ -331,7 +331,7 @@ fn adaptive_stopping_ends_on_the_ci_target_or_budget() {
         c.stop_reason
     );
     assert!((3..=40).contains(&c.samples), "{}", c.samples);
-    if c.stop_reason == "ci_target" {
+    if c.stop_reason.as_str() == "ci_target" {
         let t = &c.metrics["tokens_per_second"];
         let half = (t.upper.unwrap() - t.lower.unwrap()) / 2.0 / t.estimate;
         // The bootstrap CI of the summary and the t-interval of the stopping rule agree roughly.

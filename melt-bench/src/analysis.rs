@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::criterion_format::{self, BaselineMode, ReportError};
 use crate::runner::CaseRecord;
+use crate::sampling::StopReason;
 use crate::stats::{self, AnalysisConfig, Rng};
 use crate::store::{BaselineComparison, CaseSummary, Metric, Summary};
 
@@ -382,10 +383,10 @@ pub fn analyze(
         params: record.params.clone(),
         workload: record.workload,
         samples: record.samples.len(),
-        stop_reason: record.stop_reason.clone(),
+        stop_reason: record.stop_reason,
         metrics,
         outliers: stats::classify_outliers(&times),
-        sustained: (record.stop_reason == "sustained")
+        sustained: (record.stop_reason == StopReason::Sustained)
             .then(|| crate::sustained::summarize(w, &record.samples, record.probes.as_ref()))
             .flatten(),
         comparison: comparison.map(|result| BaselineComparison {

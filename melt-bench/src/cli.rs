@@ -339,23 +339,28 @@ pub fn help() -> String {
     Cli::command().render_long_help().to_string()
 }
 
-fn positive(value: &str) -> Result<usize, String> {
+/// What a flag's value should have been (clap puts the flag and the value beside it).
+#[derive(Debug, thiserror::Error)]
+#[error("expected {0}")]
+pub struct Expected(&'static str);
+
+fn positive(value: &str) -> Result<usize, Expected> {
     match value.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err("expected a positive whole number".into()),
+        _ => Err(Expected("a positive whole number")),
     }
 }
 
-fn seconds(value: &str) -> Result<Duration, String> {
+fn seconds(value: &str) -> Result<Duration, Expected> {
     match value.parse::<f64>() {
         Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
-        _ => Err("expected a non-negative number of seconds".into()),
+        _ => Err(Expected("a non-negative number of seconds")),
     }
 }
 
 /// `90`, `90s`, `10m`, `1h`, `1.5m`.
-fn duration(value: &str) -> Result<Duration, String> {
-    let bad = || "expected a positive duration such as 90s, 10m or 1h".to_string();
+fn duration(value: &str) -> Result<Duration, Expected> {
+    let bad = || Expected("a positive duration such as 90s, 10m or 1h");
     let (num, unit) = match value.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
         Some((i, _)) => value.split_at(i),
         None => (value, "s"),
@@ -372,54 +377,54 @@ fn duration(value: &str) -> Result<Duration, String> {
     }
 }
 
-fn fraction(value: &str) -> Result<f64, String> {
+fn fraction(value: &str) -> Result<f64, Expected> {
     match value.parse::<f64>() {
         Ok(x) if x > 0.0 && x < 1.0 => Ok(x),
-        _ => Err("expected a number between 0 and 1".into()),
+        _ => Err(Expected("a number between 0 and 1")),
     }
 }
 
-fn non_negative(value: &str) -> Result<f64, String> {
+fn non_negative(value: &str) -> Result<f64, Expected> {
     match value.parse::<f64>() {
         Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
-        _ => Err("expected a non-negative number".into()),
+        _ => Err(Expected("a non-negative number")),
     }
 }
 
-fn percent(value: &str) -> Result<f64, String> {
+fn percent(value: &str) -> Result<f64, Expected> {
     match value.parse::<f64>() {
         Ok(x) if x > 0.0 && x < 100.0 => Ok(x / 100.0),
-        _ => Err("expected a percentage between 0 and 100".into()),
+        _ => Err(Expected("a percentage between 0 and 100")),
     }
 }
 
-fn celsius(value: &str) -> Result<f64, String> {
+fn celsius(value: &str) -> Result<f64, Expected> {
     match value.parse::<f64>() {
         Ok(c) if c.is_finite() && c >= 0.0 => Ok(c),
-        _ => Err("expected degrees Celsius ≥ 0".into()),
+        _ => Err(Expected("degrees Celsius ≥ 0")),
     }
 }
 
-fn probe_period(value: &str) -> Result<ProbePeriod, String> {
+fn probe_period(value: &str) -> Result<ProbePeriod, Expected> {
     match value.parse::<f64>() {
         Ok(ms) if ms.is_finite() && ms >= 0.0 => Ok(ProbePeriod(
             (ms > 0.0).then(|| Duration::from_secs_f64(ms / 1e3)),
         )),
-        _ => Err("expected milliseconds ≥ 0 (0 turns the probes off)".into()),
+        _ => Err(Expected("milliseconds ≥ 0 (0 turns the probes off)")),
     }
 }
 
-fn existing_dir(value: &str) -> Result<PathBuf, String> {
+fn existing_dir(value: &str) -> Result<PathBuf, Expected> {
     if std::path::Path::new(value).is_dir() {
         Ok(value.into())
     } else {
-        Err("expected an existing directory".into())
+        Err(Expected("an existing directory"))
     }
 }
 
 /// A task's data: a shipped set's name or a file (see [`DataSource::from_arg`]).
-fn data(value: &str) -> Result<DataSource, String> {
-    DataSource::from_arg(value).map_err(|e| e.to_string())
+fn data(value: &str) -> Result<DataSource, crate::datasets::DatasetError> {
+    DataSource::from_arg(value)
 }
 
 /// The task options as given, turned into [`crate::tasks::Task`]s once all are read (their

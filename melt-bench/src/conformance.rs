@@ -16,11 +16,27 @@ use crate::model::ModelSpec;
 use crate::params::Params;
 use crate::workload::synthetic_tokens;
 
+/// What a check found wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The backend returned an error where it should not have.
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
+    /// It answered, but not what the check requires (the text says what differed).
+    #[error("{0}")]
+    Mismatch(String),
+    /// The scratch files the check writes.
+    #[error("scratch file: {0}")]
+    Scratch(#[from] std::io::Error),
+    #[error("panicked")]
+    Panicked,
+}
+
 /// The outcome of one check.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Check {
     pub name: &'static str,
-    pub result: Result<(), String>,
+    pub result: Result<(), Failure>,
 }
 
 /// Texts for the tokenizer round-trip: ASCII, punctuation, accents, CJK, emoji.
@@ -40,93 +56,102 @@ pub fn relative_max_diff(a: &[f32], b: &[f32]) -> f32 {
         / scale
 }
 
-fn logits_of(s: &dyn Session) -> Result<Vec<f32>, String> {
-    s.logits().map(|l| l.to_vec()).map_err(|e| e.to_string())
+fn logits_of(s: &dyn Session) -> Result<Vec<f32>, Failure> {
+    Ok(s.logits().map(|l| l.to_vec())?)
 }
 
-fn same_logits(what: &str, a: &[f32], b: &[f32], tolerance: f32) -> Result<(), String> {
+fn same_logits(what: &str, a: &[f32], b: &[f32], tolerance: f32) -> Result<(), Failure> {
     if a.len() != b.len() {
-        return Err(format!("{what}: {} logits vs {}", a.len(), b.len()));
+        return Err(Failure::Mismatch(format!(
+            "{what}: {} logits vs {}",
+            a.len(),
+            b.len()
+        )));
     }
     let d = relative_max_diff(a, b);
     if d > tolerance {
-        return Err(format!(
+        return Err(Failure::Mismatch(format!(
             "{what}: logits differ by {d:.2e} (relative), more than {tolerance:.0e}"
-        ));
+        )));
     }
     if argmax(a) != argmax(b) {
-        return Err(format!(
+        return Err(Failure::Mismatch(format!(
             "{what}: greedy choice differs ({} vs {})",
             argmax(a),
             argmax(b)
-        ));
+        )));
     }
     Ok(())
 }
 
-pub fn check_round_trip(s: &dyn Session) -> Result<(), String> {
+pub fn check_round_trip(s: &dyn Session) -> Result<(), Failure> {
     for text in ROUND_TRIP_TEXTS {
-        let tokens = s.tokenize(text, false).map_err(|e| e.to_string())?;
+        let tokens = s.tokenize(text, false)?;
         if tokens.is_empty() {
-            return Err(format!("{text:?} tokenized to nothing"));
+            return Err(Failure::Mismatch(format!("{text:?} tokenized to nothing")));
         }
-        let back = s.detokenize(&tokens).map_err(|e| e.to_string())?;
+        let back = s.detokenize(&tokens)?;
         if back != *text {
-            return Err(format!(
+            return Err(Failure::Mismatch(format!(
                 "{text:?} came back as {back:?} (tokens {tokens:?})"
-            ));
+            )));
         }
     }
     Ok(())
 }
 
-fn greedy(s: &mut dyn Session, prompt: &[Token], n: usize) -> Result<Vec<Token>, String> {
-    s.clear().map_err(|e| e.to_string())?;
-    s.prefill(prompt).map_err(|e| e.to_string())?;
+fn greedy(s: &mut dyn Session, prompt: &[Token], n: usize) -> Result<Vec<Token>, Failure> {
+    s.clear()?;
+    s.prefill(prompt)?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let t = argmax(s.logits().map_err(|e| e.to_string())?);
+        let t = argmax(s.logits()?);
         out.push(t);
-        s.decode(t).map_err(|e| e.to_string())?;
+        s.decode(t)?;
     }
     Ok(out)
 }
 
-pub fn check_greedy_determinism(s: &mut dyn Session, prompt: &[Token]) -> Result<(), String> {
+pub fn check_greedy_determinism(s: &mut dyn Session, prompt: &[Token]) -> Result<(), Failure> {
     let a = greedy(s, prompt, 16)?;
     let b = greedy(s, prompt, 16)?;
     if a != b {
-        return Err(format!("two greedy runs differ: {a:?} vs {b:?}"));
+        return Err(Failure::Mismatch(format!(
+            "two greedy runs differ: {a:?} vs {b:?}"
+        )));
     }
     Ok(())
 }
 
 /// Prefill n-1 tokens then decode the last must give the logits of prefilling all n; so must
 /// prefilling in two chunks.
-pub fn check_kv_cache(s: &mut dyn Session, prompt: &[Token], tolerance: f32) -> Result<(), String> {
-    let e = |e: crate::backend::BackendError| e.to_string();
+pub fn check_kv_cache(
+    s: &mut dyn Session,
+    prompt: &[Token],
+    tolerance: f32,
+) -> Result<(), Failure> {
     let n = prompt.len();
-    s.clear().map_err(e)?;
-    s.prefill(prompt).map_err(e)?;
+    s.clear()?;
+    s.prefill(prompt)?;
     let whole = logits_of(s)?;
     if s.n_past() != n {
-        return Err(format!(
+        return Err(Failure::Mismatch(format!(
             "after prefilling {n} tokens n_past() is {}",
             s.n_past()
-        ));
+        )));
     }
-    s.clear().map_err(e)?;
-    s.prefill(&prompt[..n - 1]).map_err(e)?;
-    s.decode(prompt[n - 1]).map_err(e)?;
+    s.clear()?;
+    s.prefill(&prompt[..n - 1])?;
+    s.decode(prompt[n - 1])?;
     same_logits(
         "prefill(n-1) + decode(1) vs prefill(n)",
         &logits_of(s)?,
         &whole,
         tolerance,
     )?;
-    s.clear().map_err(e)?;
-    s.prefill(&prompt[..n / 2]).map_err(e)?;
-    s.prefill(&prompt[n / 2..]).map_err(e)?;
+    s.clear()?;
+    s.prefill(&prompt[..n / 2])?;
+    s.prefill(&prompt[n / 2..])?;
     same_logits(
         "prefill in two chunks vs prefill(n)",
         &logits_of(s)?,
@@ -142,24 +167,22 @@ pub fn check_all_logits(
     s: &mut dyn Session,
     prompt: &[Token],
     tolerance: f32,
-) -> Result<(), String> {
-    let e = |e: crate::backend::BackendError| e.to_string();
+) -> Result<(), Failure> {
     let (n, from) = (prompt.len(), prompt.len() / 4);
-    s.clear().map_err(e)?;
+    s.clear()?;
     let mut rows: Vec<(usize, Vec<f32>)> = Vec::new();
-    s.prefill_with_logits(prompt, from, &mut |i, l| rows.push((i, l.to_vec())))
-        .map_err(e)?;
+    s.prefill_with_logits(prompt, from, &mut |i, l| rows.push((i, l.to_vec())))?;
     let seen: Vec<usize> = rows.iter().map(|(i, _)| *i).collect();
     if seen != (from..n).collect::<Vec<_>>() {
-        return Err(format!(
+        return Err(Failure::Mismatch(format!(
             "asked for positions {from}..{n}, was handed {seen:?}"
-        ));
+        )));
     }
     if s.n_past() != n {
-        return Err(format!(
+        return Err(Failure::Mismatch(format!(
             "after prefill_with_logits of {n} tokens n_past() is {}",
             s.n_past()
-        ));
+        )));
     }
     same_logits(
         "logits() after prefill_with_logits vs its last row",
@@ -168,8 +191,8 @@ pub fn check_all_logits(
         tolerance,
     )?;
     for i in [from, (from + n) / 2, n - 1] {
-        s.clear().map_err(e)?;
-        s.prefill(&prompt[..=i]).map_err(e)?;
+        s.clear()?;
+        s.prefill(&prompt[..=i])?;
         // A row of one long batch against a shorter batch: quantized engines pick kernels by
         // batch size, so these differ more than prefill against prefill+decode does.
         same_logits(
@@ -188,27 +211,30 @@ pub fn check_all_logits(
 /// [`Session::truncate`] keeps exactly the first positions: a prefill after it gives the
 /// logits of a fresh context holding the kept prefix and the new tokens (an engine may
 /// decline with `false`; then it must still work after a `clear()`).
-pub fn check_truncate(s: &mut dyn Session, prompt: &[Token], tolerance: f32) -> Result<(), String> {
-    let e = |e: crate::backend::BackendError| e.to_string();
+pub fn check_truncate(
+    s: &mut dyn Session,
+    prompt: &[Token],
+    tolerance: f32,
+) -> Result<(), Failure> {
     let (n, keep) = (prompt.len(), prompt.len() / 2);
     // The reference: the kept half, then the second half reversed.
     let mut other: Vec<Token> = prompt[..keep].to_vec();
     other.extend(prompt[keep..].iter().rev());
-    s.clear().map_err(e)?;
-    s.prefill(&other).map_err(e)?;
+    s.clear()?;
+    s.prefill(&other)?;
     let fresh = logits_of(s)?;
-    s.clear().map_err(e)?;
-    s.prefill(prompt).map_err(e)?;
-    if !s.truncate(keep).map_err(e)? {
+    s.clear()?;
+    s.prefill(prompt)?;
+    if !s.truncate(keep)? {
         return Ok(());
     }
     if s.n_past() != keep {
-        return Err(format!(
+        return Err(Failure::Mismatch(format!(
             "after truncate({keep}) of {n} positions n_past() is {}",
             s.n_past()
-        ));
+        )));
     }
-    s.prefill(&other[keep..]).map_err(e)?;
+    s.prefill(&other[keep..])?;
     same_logits(
         "truncate then prefill vs a fresh prefill",
         &logits_of(s)?,
@@ -219,19 +245,21 @@ pub fn check_truncate(s: &mut dyn Session, prompt: &[Token], tolerance: f32) -> 
 
 /// After `clear()` the context is empty: n_past is 0 and a prefill gives the logits of a fresh
 /// context, not of a continuation.
-pub fn check_clear(s: &mut dyn Session, prompt: &[Token], tolerance: f32) -> Result<(), String> {
-    let e = |e: crate::backend::BackendError| e.to_string();
-    s.clear().map_err(e)?;
-    s.prefill(prompt).map_err(e)?;
+pub fn check_clear(s: &mut dyn Session, prompt: &[Token], tolerance: f32) -> Result<(), Failure> {
+    s.clear()?;
+    s.prefill(prompt)?;
     let fresh = logits_of(s)?;
     // Fill more context, then clear and do the same prefill again.
-    s.prefill(prompt).map_err(e)?;
+    s.prefill(prompt)?;
     let continued = logits_of(s)?;
-    s.clear().map_err(e)?;
+    s.clear()?;
     if s.n_past() != 0 {
-        return Err(format!("after clear() n_past() is {}", s.n_past()));
+        return Err(Failure::Mismatch(format!(
+            "after clear() n_past() is {}",
+            s.n_past()
+        )));
     }
-    s.prefill(prompt).map_err(e)?;
+    s.prefill(prompt)?;
     same_logits(
         "prefill after clear() vs fresh prefill",
         &logits_of(s)?,
@@ -239,11 +267,11 @@ pub fn check_clear(s: &mut dyn Session, prompt: &[Token], tolerance: f32) -> Res
         tolerance,
     )?;
     if relative_max_diff(&continued, &fresh) <= tolerance {
-        return Err(
+        return Err(Failure::Mismatch(
             "a continued context gave the same logits as a fresh one: the check cannot tell \
              whether clear() works (is the KV cache used at all?)"
                 .into(),
-        );
+        ));
     }
     Ok(())
 }
@@ -252,7 +280,7 @@ fn expect_load_error(
     backend: &dyn Backend,
     spec: &ModelSpec,
     params: &Params,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let result = catch_unwind(AssertUnwindSafe(|| {
         backend.load(spec, &params.model).map(|_| ())
     }));
@@ -262,18 +290,18 @@ fn expect_load_error(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     match result {
-        Err(_) => Err(format!(
+        Err(_) => Err(Failure::Mismatch(format!(
             "loading {} panicked instead of returning an error",
             spec.path.display()
-        )),
-        Ok(Ok(())) => Err(format!(
+        ))),
+        Ok(Ok(())) => Err(Failure::Mismatch(format!(
             "{} loaded although it is not a valid model",
             spec.path.display()
-        )),
-        Ok(Err(e)) if !e.to_string().contains(&name) => Err(format!(
+        ))),
+        Ok(Err(e)) if !e.to_string().contains(&name) => Err(Failure::Mismatch(format!(
             "error for {} does not name the file: {e}",
             spec.path.display()
-        )),
+        ))),
         Ok(Err(_)) => Ok(()),
     }
 }
@@ -285,18 +313,17 @@ pub fn check_bad_files(
     model: &ModelSpec,
     params: &Params,
     scratch: &Path,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let ext = model
         .path
         .extension()
         .map(|e| e.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let io = |e: std::io::Error| e.to_string();
-    let bytes = std::fs::read(&model.path).map_err(io)?;
+    let bytes = std::fs::read(&model.path)?;
     let truncated = scratch.join(format!("truncated.{ext}"));
-    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).map_err(io)?;
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2])?;
     let text = scratch.join(format!("not-a-model.{ext}"));
-    std::fs::write(&text, "this is a text file, not a model\n").map_err(io)?;
+    std::fs::write(&text, "this is a text file, not a model\n")?;
     let missing = scratch.join(format!("missing.{ext}"));
     for path in [truncated, text, missing] {
         let spec = ModelSpec {
@@ -318,14 +345,12 @@ pub fn run(
     scratch: &Path,
 ) -> Vec<Check> {
     let mut checks = Vec::new();
-    let mut session_checks = || -> Result<Vec<Check>, String> {
-        let loaded = backend
-            .load(model, &params.model)
-            .map_err(|e| e.to_string())?;
+    let mut session_checks = || -> Result<Vec<Check>, Failure> {
+        let loaded = backend.load(model, &params.model)?;
         let n_vocab = loaded.info().n_vocab;
         let mut sp = params.session.clone();
         sp.n_ctx = Some(sp.n_ctx.unwrap_or(256));
-        let mut s = loaded.session(&sp).map_err(|e| e.to_string())?;
+        let mut s = loaded.session(&sp)?;
         let prompt = synthetic_tokens(24, n_vocab, s.bos(), 17);
         Ok(vec![
             Check {
@@ -361,7 +386,7 @@ pub fn run(
                     (small.n_batch, small.n_ubatch) = (7, 7);
                     loaded
                         .session(&small)
-                        .map_err(|e| e.to_string())
+                        .map_err(Failure::from)
                         .and_then(|mut b| check_all_logits(b.as_mut(), &prompt, tolerance))
                 },
             },
@@ -375,7 +400,7 @@ pub fn run(
         }),
         Err(_) => checks.push(Check {
             name: "load and open a session",
-            result: Err("panicked".into()),
+            result: Err(Failure::Panicked),
         }),
     }
     checks.push(Check {

@@ -628,7 +628,7 @@ pub fn replay(events: &[Event]) -> Replayed {
                     params,
                     workload,
                     samples,
-                    stop_reason.clone(),
+                    *stop_reason,
                 ));
             }
             Event::Error {
@@ -781,7 +781,7 @@ mod tests {
         Event::CaseEnd {
             case: case.into(),
             samples: n,
-            stop_reason: "sample_size".into(),
+            stop_reason: crate::sampling::StopReason::SampleSize,
             meta: Some(Box::new(CaseMeta {
                 id: BenchmarkId::new("m", "tg4", value, 4),
                 backend_version: "v".into(),

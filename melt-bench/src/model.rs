@@ -20,6 +20,26 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// What is wrong with a registry entry (`melt.toml`'s `[models]`).
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryProblem {
+    #[error("[models.\"{model}\"] is an export: its sha256 is recorded when it is made, not written here")]
+    ExportWithHash { model: String },
+    #[error("[models.\"{model}\"] exports `{from}`, which is not in the registry")]
+    ExportOfUnknown { model: String, from: String },
+    #[error(
+        "[models.\"{model}\"] from_sha256 {recorded} is not the sha256 of `{from}` ({actual})"
+    )]
+    ExportHashMismatch {
+        model: String,
+        from: String,
+        recorded: String,
+        actual: String,
+    },
+    #[error("[models.\"{model}\"] needs a sha256 of 64 hex digits")]
+    BadHash { model: String },
+}
+
 /// Errors about model files, the registry and the cache.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -134,40 +154,39 @@ impl Registry {
             reason: e.to_string(),
         })?;
         registry.path = path.to_path_buf();
-        registry.check().map_err(|reason| ModelError::Registry {
+        registry.check().map_err(|problem| ModelError::Registry {
             path: path.to_path_buf(),
-            reason,
+            reason: problem.to_string(),
         })?;
         Ok(registry)
     }
 
     /// Hashes where they must be, and exports of models that exist with the hash they name.
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), RegistryProblem> {
         let is_sha = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
         for (name, e) in &self.models {
+            let model = name.clone();
             match &e.source {
                 Source::Export(x) => {
                     if !e.sha256.is_empty() {
-                        return Err(format!("[models.\"{name}\"] is an export: its sha256 is recorded when it is made, not written here"));
+                        return Err(RegistryProblem::ExportWithHash { model });
                     }
                     let from = self.models.get(&x.from).ok_or_else(|| {
-                        format!(
-                            "[models.\"{name}\"] exports `{}`, which is not in the registry",
-                            x.from
-                        )
+                        RegistryProblem::ExportOfUnknown {
+                            model: name.clone(),
+                            from: x.from.clone(),
+                        }
                     })?;
                     if from.sha256 != x.from_sha256 {
-                        return Err(format!(
-                            "[models.\"{name}\"] from_sha256 {} is not the sha256 of `{}` ({})",
-                            x.from_sha256, x.from, from.sha256
-                        ));
+                        return Err(RegistryProblem::ExportHashMismatch {
+                            model,
+                            from: x.from.clone(),
+                            recorded: x.from_sha256.clone(),
+                            actual: from.sha256.clone(),
+                        });
                     }
                 }
-                _ if !is_sha(&e.sha256) => {
-                    return Err(format!(
-                        "[models.\"{name}\"] needs a sha256 of 64 hex digits"
-                    ))
-                }
+                _ if !is_sha(&e.sha256) => return Err(RegistryProblem::BadHash { model }),
                 _ => {}
             }
         }

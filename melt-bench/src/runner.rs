@@ -12,7 +12,7 @@ use crate::memory;
 use crate::model::{detect_format, Cache, ModelError, ModelFormat, ModelSpec, Registry};
 use crate::params::{Params, Point};
 use crate::probe;
-use crate::sampling::Sampling;
+use crate::sampling::{Sampling, StopReason};
 use crate::stats;
 use crate::store::{CaseMeta, Event, EventLog};
 use crate::workload::{run_once, run_once_marked, Measured, Workload};
@@ -32,8 +32,42 @@ pub struct ModelRef {
 enum ModelSource {
     Path(PathBuf),
     Registry(Box<crate::model::RegistryEntry>),
-    /// Neither a file nor a registry entry: planning goes on, running reports this error.
-    Unresolved(String),
+    /// Neither a file nor a registry entry: planning goes on, running reports why.
+    Unresolved(Unresolved),
+}
+
+/// Why a model name names no file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unresolved {
+    /// The registry was read and said no (its error, kept as text: registry errors carry
+    /// I/O errors, which cannot be cloned into every case that names the model).
+    #[error("{0}")]
+    Registry(String),
+    #[error(
+        "unknown model `{0}`: no such file, and no melt.toml registry found (set MELT_CONFIG)"
+    )]
+    NoRegistry(String),
+}
+
+/// Why a case or a task could not be measured. Its text goes into the run's errors.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    ModelFile(#[from] crate::model::ModelFileError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Unresolved(#[from] Unresolved),
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
+    #[error("workload {workload} needs {needed} context positions but n_ctx is {n_ctx}")]
+    ContextTooSmall {
+        workload: Workload,
+        needed: usize,
+        n_ctx: u32,
+    },
+    #[error(transparent)]
+    Task(#[from] crate::tasks::TaskError),
 }
 
 impl ModelRef {
@@ -58,11 +92,9 @@ impl ModelRef {
         let source = match registry {
             Some(r) => match r.get(name) {
                 Ok(e) => ModelSource::Registry(Box::new(e.clone())),
-                Err(e) => ModelSource::Unresolved(e.to_string()),
+                Err(e) => ModelSource::Unresolved(Unresolved::Registry(e.to_string())),
             },
-            None => ModelSource::Unresolved(format!(
-                "unknown model `{name}`: no such file, and no melt.toml registry found (set MELT_CONFIG)"
-            )),
+            None => ModelSource::Unresolved(Unresolved::NoRegistry(name.to_string())),
         };
         let format = match &source {
             ModelSource::Registry(e) => Some(e.format),
@@ -76,14 +108,12 @@ impl ModelRef {
     }
 
     /// The verified file: hashed (a local file) or looked up in the cache (a registry model).
-    pub fn resolve(&self, cache: &Cache) -> Result<ModelSpec, String> {
-        match &self.source {
-            ModelSource::Path(p) => ModelSpec::from_path(p).map_err(|e| e.to_string()),
-            ModelSource::Registry(entry) => cache
-                .lookup(&self.name, entry)
-                .map_err(|e: ModelError| e.to_string()),
-            ModelSource::Unresolved(why) => Err(why.clone()),
-        }
+    pub fn resolve(&self, cache: &Cache) -> Result<ModelSpec, RunError> {
+        Ok(match &self.source {
+            ModelSource::Path(p) => ModelSpec::from_path(p)?,
+            ModelSource::Registry(entry) => cache.lookup(&self.name, entry)?,
+            ModelSource::Unresolved(why) => return Err(why.clone().into()),
+        })
     }
 }
 
@@ -148,7 +178,7 @@ pub struct CaseRecord {
     /// Whether the peak is this case's own (VmHWM reset) or the process's.
     pub peak_rss_per_case: bool,
     pub probes: Option<crate::probe::ProbeSummary>,
-    pub stop_reason: String,
+    pub stop_reason: StopReason,
 }
 
 /// Why a case (or a model's cases) could not be measured.
@@ -159,25 +189,25 @@ pub struct CaseFailure {
 }
 
 /// Decides, after each sample, whether a case has enough.
-pub fn should_stop(sampling: &Sampling, tok_s: &[f64], elapsed: Duration) -> Option<&'static str> {
+pub fn should_stop(sampling: &Sampling, tok_s: &[f64], elapsed: Duration) -> Option<StopReason> {
     let n = tok_s.len();
     if let Some(d) = sampling.sustained {
         // Sustained mode measures drift, not a mean: it runs for its time, whatever the noise.
-        return (elapsed >= d).then_some("sustained");
+        return (elapsed >= d).then_some(StopReason::Sustained);
     }
     if let Some(fixed) = sampling.fixed_samples {
-        return (n >= fixed).then_some("sample_size");
+        return (n >= fixed).then_some(StopReason::SampleSize);
     }
     if n >= sampling.max_samples {
-        return Some("max_samples");
+        return Some(StopReason::MaxSamples);
     }
     if n < sampling.min_samples {
         return None;
     }
     if stats::relative_ci_half_width(tok_s, 0.95) <= sampling.target_rel_ci {
-        return Some("ci_target");
+        return Some(StopReason::CiTarget);
     }
-    (elapsed >= sampling.measurement_time).then_some("time_budget")
+    (elapsed >= sampling.measurement_time).then_some(StopReason::TimeBudget)
 }
 
 /// Drives the cases of a plan, streaming events to `log` and progress to stderr.
@@ -288,7 +318,8 @@ impl Runner<'_> {
             i = end;
             let spec = match self.models[model_idx].resolve(&self.cache) {
                 Ok(s) => s,
-                Err(message) => {
+                Err(e) => {
+                    let message = e.to_string();
                     for c in group {
                         self.fail(&mut failures, Some(c.id.full_id.clone()), message.clone());
                     }
@@ -351,7 +382,7 @@ impl Runner<'_> {
             for case in group {
                 match self.run_case(spec, loaded.as_ref(), (load, &load_probe), case) {
                     Ok(r) => records.push(r),
-                    Err(message) => self.fail(failures, Some(case.id.full_id.clone()), message),
+                    Err(e) => self.fail(failures, Some(case.id.full_id.clone()), e.to_string()),
                 }
             }
         }
@@ -363,16 +394,18 @@ impl Runner<'_> {
         loaded: &dyn LoadedModel,
         (load, load_probe): (Duration, &Option<probe::LoadProbe>),
         case: &PlannedCase,
-    ) -> Result<CaseRecord, String> {
+    ) -> Result<CaseRecord, RunError> {
         let backend = &self.backends[case.backend];
         let mut params = self.points[case.point].params.clone();
         let w = case.workload;
         let needed = w.n_ctx_needed();
         let n_ctx = params.session.n_ctx.unwrap_or(needed as u32);
         if (n_ctx as usize) < needed {
-            return Err(format!(
-                "workload {w} needs {needed} context positions but n_ctx is {n_ctx}"
-            ));
+            return Err(RunError::ContextTooSmall {
+                workload: w,
+                needed,
+                n_ctx,
+            });
         }
         params.session.n_ctx = Some(n_ctx);
         let info = loaded.info();
@@ -412,7 +445,7 @@ impl Runner<'_> {
         self.cases_run += 1;
         let per_case = memory::reset_peak();
         let start = Instant::now();
-        let mut session = loaded.session(&params.session).map_err(|e| e.to_string())?;
+        let mut session = loaded.session(&params.session)?;
         let context = start.elapsed();
         let n_vocab = info.n_vocab;
         let label = &case.id.full_id;
@@ -423,8 +456,7 @@ impl Runner<'_> {
         let mut index = 0;
         while index < self.sampling.min_warm_up_runs || warm_start.elapsed() < self.sampling.warm_up
         {
-            let m =
-                run_once(&w, session.as_mut(), n_vocab, PROMPT_SEED).map_err(|e| e.to_string())?;
+            let m = run_once(&w, session.as_mut(), n_vocab, PROMPT_SEED)?;
             self.emit(Event::Sample {
                 case: label.clone(),
                 index,
@@ -451,8 +483,7 @@ impl Runner<'_> {
         let stop_reason = loop {
             let phases = probing.as_ref().map(|(log, _)| log);
             let at_ns = measure_start.elapsed().as_nanos() as u64;
-            let mut m = run_once_marked(&w, session.as_mut(), n_vocab, PROMPT_SEED, phases)
-                .map_err(|e| e.to_string())?;
+            let mut m = run_once_marked(&w, session.as_mut(), n_vocab, PROMPT_SEED, phases)?;
             m.at_ns = Some(at_ns);
             let run_end = Duration::from_nanos(at_ns + m.ns);
             tok_s.push(w.tokens() as f64 / (m.ns.max(1) as f64 / 1e9));
@@ -529,7 +560,7 @@ impl Runner<'_> {
         self.emit(Event::CaseEnd {
             case: label.clone(),
             samples: samples.len(),
-            stop_reason: stop_reason.to_string(),
+            stop_reason,
             meta: Some(Box::new(meta.clone())),
         });
         Ok(CaseRecord::from_events(
@@ -538,7 +569,7 @@ impl Runner<'_> {
             params,
             w,
             samples,
-            stop_reason.to_string(),
+            stop_reason,
         ))
     }
 }
@@ -552,7 +583,7 @@ impl CaseRecord {
         params: Params,
         workload: Workload,
         samples: Vec<Measured>,
-        stop_reason: String,
+        stop_reason: StopReason,
     ) -> CaseRecord {
         CaseRecord {
             id: meta.id,
@@ -593,17 +624,17 @@ mod tests {
         );
         assert_eq!(
             should_stop(&s, &[100.0, 100.1, 99.9], zero),
-            Some("ci_target")
+            Some(StopReason::CiTarget)
         );
         let noisy = [100.0, 120.0, 80.0, 110.0];
         assert_eq!(should_stop(&s, &noisy, zero), None);
         assert_eq!(
             should_stop(&s, &noisy, Duration::from_secs(60)),
-            Some("time_budget")
+            Some(StopReason::TimeBudget)
         );
         assert_eq!(
             should_stop(&s, &[100.0, 150.0, 50.0, 120.0, 80.0, 100.0], zero),
-            Some("max_samples")
+            Some(StopReason::MaxSamples)
         );
         let sustained = Sampling {
             sustained: Some(Duration::from_secs(60)),
@@ -613,13 +644,16 @@ mod tests {
         assert_eq!(should_stop(&sustained, &[1.0; 500], zero), None, "past max");
         assert_eq!(
             should_stop(&sustained, &[1.0], Duration::from_secs(60)),
-            Some("sustained")
+            Some(StopReason::Sustained)
         );
         let fixed = Sampling {
             fixed_samples: Some(2),
             ..s
         };
         assert_eq!(should_stop(&fixed, &[1.0], Duration::from_secs(99)), None);
-        assert_eq!(should_stop(&fixed, &[1.0, 1.0], zero), Some("sample_size"));
+        assert_eq!(
+            should_stop(&fixed, &[1.0, 1.0], zero),
+            Some(StopReason::SampleSize)
+        );
     }
 }

@@ -2,6 +2,43 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+/// Why a case stopped taking samples (in `summary.json`, `samples.jsonl` and the reports, as
+/// its snake_case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The 95% CI of tok/s was as tight as `--target-ci` asks.
+    CiTarget,
+    /// `--measurement-time` was spent first.
+    TimeBudget,
+    /// `--max-samples` were taken first.
+    MaxSamples,
+    /// Exactly `--sample-size` samples, as asked.
+    SampleSize,
+    /// `--sustained`: the case ran for its whole duration.
+    Sustained,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::CiTarget => "ci_target",
+            StopReason::TimeBudget => "time_budget",
+            StopReason::MaxSamples => "max_samples",
+            StopReason::SampleSize => "sample_size",
+            StopReason::Sustained => "sustained",
+        }
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How a case decides it has enough samples.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sampling {
@@ -63,6 +100,26 @@ impl Sampling {
             max_samples: 20,
             target_rel_ci: 0.05,
             ..Sampling::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_reasons_keep_their_names_on_disk() {
+        for r in [
+            StopReason::CiTarget,
+            StopReason::TimeBudget,
+            StopReason::MaxSamples,
+            StopReason::SampleSize,
+            StopReason::Sustained,
+        ] {
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(json, format!("\"{r}\""));
+            assert_eq!(serde_json::from_str::<StopReason>(&json).unwrap(), r);
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::criterion_format::BenchmarkId;
 use crate::host::HostInfo;
 use crate::model::ModelSpec;
 use crate::params::Params;
+use crate::sampling::StopReason;
 use crate::stats::{Comparison, OutlierCounts};
 use crate::workload::{Measured, Workload};
 
@@ -135,7 +136,7 @@ pub enum Event {
     CaseEnd {
         case: String,
         samples: usize,
-        stop_reason: String,
+        stop_reason: StopReason,
         /// Everything else the analysis needs, so a host rebuilds the case from the stream
         /// alone (a device run). Absent in logs written before it existed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,7 +263,7 @@ pub struct CaseSummary {
     pub params: Params,
     pub workload: Workload,
     pub samples: usize,
-    pub stop_reason: String,
+    pub stop_reason: StopReason,
     /// Metric name → metric: `tokens_per_second`, `prefill_tokens_per_second`,
     /// `decode_tokens_per_second`, `ttft_ms`, `itl_p50_ms`, `itl_p90_ms`, `itl_p99_ms`,
     /// `load_ms`, `context_ms`, `peak_rss_bytes`.

@@ -24,20 +24,21 @@ pub enum Format {
     LlamaBench,
 }
 
+/// An export format melt does not write.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown export format `{0}` (csv, jsonl, bmf, github, llama-bench)")]
+pub struct UnknownFormat(String);
+
 impl std::str::FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Format, String> {
+    type Err = UnknownFormat;
+    fn from_str(s: &str) -> Result<Format, UnknownFormat> {
         Ok(match s {
             "csv" => Format::Csv,
             "jsonl" => Format::Jsonl,
             "bmf" => Format::Bmf,
             "github" => Format::Github,
             "llama-bench" => Format::LlamaBench,
-            other => {
-                return Err(format!(
-                    "unknown export format `{other}` (csv, jsonl, bmf, github, llama-bench)"
-                ))
-            }
+            other => return Err(UnknownFormat(other.to_string())),
         })
     }
 }

@@ -72,6 +72,15 @@ pub fn higher_is_better(metric: &str) -> Option<bool> {
     }
 }
 
+/// A `[gate]` table that cannot mean anything.
+#[derive(Debug, thiserror::Error)]
+pub enum GateConfigError {
+    #[error("{what}: threshold {threshold} is not a fraction between 0 and 1 (0.05 = 5%)")]
+    NotAFraction { what: String, threshold: f64 },
+    #[error("{what}: melt does not know which way `{metric}` gets better; gate metrics ending in `tokens_per_second` (higher is better), `_ms` or `_bytes` (lower is better)")]
+    UnknownDirection { what: String, metric: String },
+}
+
 fn default_threshold() -> f64 {
     0.05
 }
@@ -130,14 +139,15 @@ impl GateConfig {
 
     /// Rejects thresholds that cannot mean anything: not in (0, 1), or a metric whose
     /// better direction melt does not know.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), GateConfigError> {
         let range = |what: &str, t: f64| {
             if t > 0.0 && t < 1.0 {
                 Ok(())
             } else {
-                Err(format!(
-                    "{what}: threshold {t} is not a fraction between 0 and 1 (0.05 = 5%)"
-                ))
+                Err(GateConfigError::NotAFraction {
+                    what: what.to_string(),
+                    threshold: t,
+                })
             }
         };
         range("[gate] threshold", self.threshold)?;
@@ -152,9 +162,10 @@ impl GateConfig {
         for (metric, t, what) in metrics.chain(cases) {
             range(&what, t)?;
             if higher_is_better(metric).is_none() {
-                return Err(format!(
-                    "{what}: melt does not know which way `{metric}` gets better; gate metrics ending in `tokens_per_second` (higher is better), `_ms` or `_bytes` (lower is better)"
-                ));
+                return Err(GateConfigError::UnknownDirection {
+                    what,
+                    metric: metric.to_string(),
+                });
             }
         }
         Ok(())
@@ -925,7 +936,7 @@ mod tests {
         let bad = |toml: &str| {
             toml::from_str::<GateConfig>(toml)
                 .map_err(|e| e.to_string())
-                .and_then(|c| c.check().map(|_| c))
+                .and_then(|c| c.check().map(|_| c).map_err(|e| e.to_string()))
                 .unwrap_err()
         };
         assert!(bad("metrics = { load_time = 0.1 }").contains("which way `load_time`"));

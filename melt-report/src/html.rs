@@ -731,7 +731,7 @@ pub fn render_with_probes(
                 esc(&c.id),
                 esc(&c.model_info.description),
                 c.samples,
-                esc(&c.stop_reason),
+                esc(c.stop_reason.as_str()),
                 esc(c.backend_version.split(';').next().unwrap_or(""))
             );
             let ms = samples.get(&c.id).map(Vec::as_slice).unwrap_or(&[]);

@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::backend::Backend;
 use crate::params::Point;
 use crate::probe;
-use crate::runner::{CaseFailure, ModelRef, Runner};
+use crate::runner::{CaseFailure, ModelRef, RunError, Runner};
 use crate::store::Event;
 use crate::tasks::chat::ChatTemplate;
 use crate::tasks::{choice, perplexity, replay, Task, TaskError, TaskRecord, TaskResult};
@@ -76,13 +76,13 @@ impl Runner<'_> {
                     });
                     records.push(r);
                 }
-                Err(message) => self.fail(&mut failures, Some(t.id.clone()), message),
+                Err(e) => self.fail(&mut failures, Some(t.id.clone()), e.to_string()),
             }
         }
         (records, failures)
     }
 
-    fn run_task(&mut self, t: &PlannedTask) -> Result<TaskRecord, String> {
+    fn run_task(&mut self, t: &PlannedTask) -> Result<TaskRecord, RunError> {
         let spec = self.models[t.model].resolve(&self.cache)?;
         let backend = &self.backends[t.backend];
         let (backend_name, backend_version) = (backend.name().to_string(), backend.version());
@@ -90,12 +90,10 @@ impl Runner<'_> {
         params.session.n_ctx = Some(t.task.n_ctx() as u32);
         eprintln!("melt: {}: loading {}", t.id, spec.path.display());
         let start = Instant::now();
-        let loaded = backend
-            .load(&spec, &params.model)
-            .map_err(|e| e.to_string())?;
+        let loaded = backend.load(&spec, &params.model)?;
         let load_ns = start.elapsed().as_nanos() as u64;
         let per_task = crate::memory::reset_peak();
-        let mut session = loaded.session(&params.session).map_err(|e| e.to_string())?;
+        let mut session = loaded.session(&params.session)?;
         let epoch = Instant::now();
         let probing = self.sampling.probe_period.map(|period| {
             let log = probe::PhaseLog::new(epoch);
@@ -168,7 +166,7 @@ impl Runner<'_> {
             let (probes, series, cost, period) = sampler.stop();
             probe::summarize(&probes, series, cost, period, &log.marks(), end, (0, 0))
         });
-        let mut result = result.map_err(|e| e.to_string())?;
+        let mut result = result?;
         let seconds = epoch.elapsed().as_secs_f64();
         let (watts, temp_max_c) = summary
             .as_ref()

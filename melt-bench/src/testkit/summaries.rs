@@ -35,7 +35,7 @@ pub fn summary(run_id: &str, case_ids: &[&str], tok_s: f64) -> Summary {
             params: Params::default(),
             workload: tg(128),
             samples: 3,
-            stop_reason: "sample_size".into(),
+            stop_reason: crate::sampling::StopReason::SampleSize,
             metrics: [(
                 "tokens_per_second".to_string(),
                 Metric {

@@ -94,6 +94,6 @@ fn bmf_github_csv_and_jsonl_shapes() {
 #[test]
 fn formats_parse_and_unknown_ones_are_named() {
     assert_eq!("llama-bench".parse::<Format>().unwrap(), Format::LlamaBench);
-    let e = "xlsx".parse::<Format>().unwrap_err();
+    let e = "xlsx".parse::<Format>().unwrap_err().to_string();
     assert!(e.contains("xlsx") && e.contains("bmf"), "{e}");
 }
