@@ -14,6 +14,7 @@ pub mod conformance;
 pub mod criterion_format;
 pub mod datasets;
 pub mod driver;
+pub mod events;
 pub mod fs;
 pub mod host;
 pub mod memory;
