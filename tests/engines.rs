@@ -8,7 +8,7 @@ use common::*;
 /// accepts its format, and the report has both (issue 6's "Done when", on generated models).
 #[test]
 fn onnx_and_gguf_models_run_side_by_side_in_one_report() {
-    use melt::testkit::onnx::TinyOnnxLm;
+    use melt_testkit::onnx::TinyOnnxLm;
     let dir = tempfile::tempdir().unwrap();
     let gguf = tiny_model(dir.path());
     let onnx = TinyOnnxLm::default()
@@ -49,7 +49,7 @@ fn onnx_and_gguf_models_run_side_by_side_in_one_report() {
 #[cfg(feature = "libtorch")]
 #[test]
 fn torchscript_runs_beside_gguf_and_onnx_in_one_report() {
-    use melt::testkit::onnx::TinyOnnxLm;
+    use melt_testkit::onnx::TinyOnnxLm;
     let dir = tempfile::tempdir().unwrap();
     let gguf = tiny_model(dir.path());
     let ts = melt::backends::gguf_to_torchscript::export(&gguf, &dir.path().join("tiny-ts"))

@@ -2,7 +2,7 @@
 
 mod common;
 
-use melt::testkit::TinyLlama;
+use melt_testkit::TinyLlama;
 
 use common::*;
 

@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use melt::testkit::needs;
+use melt_testkit::needs;
 
 use common::*;
 

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use melt::cli::Args;
 use melt::store::{read_events, Summary};
-use melt::testkit::needs;
+use melt_testkit::needs;
 
 use common::*;
 
@@ -268,7 +268,7 @@ fn peak_memory_agrees_with_usr_bin_time() {
         return;
     };
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let Some(model) = melt::testkit::cached_model(here, "gemma-3-270m-q4_k_m").map(|m| m.path)
+    let Some(model) = melt_testkit::cached_model(here, "gemma-3-270m-q4_k_m").map(|m| m.path)
     else {
         return;
     };

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use melt::driver::run_suite;
 use melt::store::{read_events, Event, Summary};
-use melt::testkit::needs;
+use melt_testkit::needs;
 
 use common::*;
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use melt::cli::Args;
 use melt::driver::run_suite;
 use melt::store::{read_events, Event, Summary};
-use melt::testkit::TinyLlama;
+use melt_testkit::TinyLlama;
 
 use common::*;
 

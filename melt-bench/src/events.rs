@@ -181,7 +181,13 @@ mod tests {
             meta: Some(Box::new(CaseMeta {
                 id: BenchmarkId::new("m", "tg4", value, 4),
                 backend_version: "v".into(),
-                model: crate::testkit::summaries::model_spec(),
+                model: crate::model::ModelSpec {
+                    name: "m".into(),
+                    path: "/m.gguf".into(),
+                    format: crate::model::ModelFormat::Gguf,
+                    sha256: "ab".repeat(32),
+                    size_bytes: 1,
+                },
                 model_info: ModelInfo::default(),
                 load_ns: 5,
                 context_ns: 6,

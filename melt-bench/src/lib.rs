@@ -3,14 +3,13 @@
 //! Data flows one way: a bench target ([`melt_bench!`]) → [`runner`] (load, warm up, sample
 //! adaptively, log every sample) → [`analysis`] ([`stats`] with criterion's semantics) →
 //! reports ([`criterion_format`] for criterion's tools, [`store`] for melt's own run files,
-//! a markdown table on stdout). Engines implement [`backend::Backend`] (from `melt-core`, the
-//! one melt crate they depend on) in `melt-backends` and prove themselves with the
-//! [`conformance`] kit.
+//! a markdown table on stdout, and the [`report`] sinks). Engines implement
+//! [`backend::Backend`] (from `melt-core`, the one melt crate they depend on) in
+//! `melt-backends` and prove themselves with `melt-testkit`'s conformance kit.
 
 pub mod analysis;
 pub mod bencher_format;
 pub mod cli;
-pub mod conformance;
 pub mod criterion_format;
 pub mod datasets;
 pub mod driver;
@@ -29,7 +28,6 @@ pub mod store;
 pub mod suite;
 pub mod sustained;
 pub mod tasks;
-pub mod testkit;
 pub mod timestamp;
 pub mod workload;
 
@@ -60,7 +58,7 @@ pub mod __private {
 ///
 /// ```no_run
 /// use melt_bench::{melt_bench, Backend};
-/// # fn my_backend() -> impl Backend { unimplemented!() as melt_bench::testkit::NoBackend }
+/// # fn my_backend() -> impl Backend { unimplemented!() as melt_testkit::NoBackend }
 /// melt_bench! {
 ///     models: ["gemma-3-270m-q4_k_m"],
 ///     backends: [my_backend()],
@@ -85,7 +83,7 @@ pub mod __private {
 /// A misspelt parameter does not compile:
 /// ```compile_fail
 /// # use melt_bench::{melt_bench, Backend};
-/// # fn b() -> melt_bench::testkit::NoBackend { melt_bench::testkit::NoBackend }
+/// # fn b() -> melt_testkit::NoBackend { melt_testkit::NoBackend }
 /// melt_bench! { models: ["m"], backends: [b()], sweep: { thread: [1] }, workloads: [pp(8)] }
 /// ```
 ///

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use melt::cli::Args;
 use melt::driver::{run_suite, Outcome};
 use melt::store::Event;
-use melt::testkit::TinyLlama;
 use melt::{pp, pp_tg, tg, Suite, Sweep};
+use melt_testkit::TinyLlama;
 use serde_json::Value;
 
 pub fn tiny_model(dir: &Path) -> PathBuf {

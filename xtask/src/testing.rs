@@ -5,7 +5,7 @@
 //!
 //! What it cannot bring (no root, no apt-get) stops it with the exact command to run — unless
 //! `--allow-skip` is given: then the tests that need it skip (each records why, see
-//! `melt_bench::testkit::needs`) and the run ends with the list.
+//! `melt_testkit::needs`) and the run ends with the list.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -156,7 +156,7 @@ pub fn run(o: &Options, target: &Path) -> Result<ExitCode> {
     let (bin, _) = devices::build::run(&plan, "suite")?;
 
     let mut cmd = cargo();
-    cmd.env(melt_bench::testkit::needs::SUITE_BIN_ENV, bin)
+    cmd.env(melt_testkit::needs::SUITE_BIN_ENV, bin)
         .args(["test", "--workspace", "--release", "--features", "libtorch"])
         // Every failure of the run, not only the first test binary's.
         .arg("--no-fail-fast")
@@ -169,7 +169,7 @@ pub fn run(o: &Options, target: &Path) -> Result<ExitCode> {
     if o.allow_skip {
         std::fs::create_dir_all(log.parent().unwrap_or(target))?;
         cmd.env(
-            melt_bench::testkit::needs::ALLOW_SKIP_ENV,
+            melt_testkit::needs::ALLOW_SKIP_ENV,
             std::path::absolute(&log)?,
         );
     }

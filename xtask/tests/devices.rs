@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use melt_bench::store::{read_events, Event, Summary};
 
-use melt_bench::testkit::needs::{self, suite_bin};
+use melt_testkit::needs::{self, suite_bin};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -26,9 +26,7 @@ impl Fixture {
         let bin = suite_bin()?;
         let dir = tempfile::tempdir().unwrap();
         let model = dir.path().join("tiny-llama.gguf");
-        melt_bench::testkit::TinyLlama::default()
-            .write(&model)
-            .unwrap();
+        melt_testkit::TinyLlama::default().write(&model).unwrap();
         std::fs::write(dir.path().join("melt.toml"), devices_toml).unwrap();
         Some(Fixture { dir, bin, model })
     }

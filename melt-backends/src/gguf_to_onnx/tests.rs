@@ -4,10 +4,10 @@
 use super::*;
 use crate::{LlamaCpp, OnnxRuntime};
 use melt_bench::backend::{argmax, Backend};
-use melt_bench::conformance;
 use melt_bench::params::{ModelParams, SessionParams};
-use melt_bench::testkit::{cached_model, write_gguf, GgufTensor, GgufValue, TinyLlama};
 use melt_bench::{ModelSpec, Params};
+use melt_testkit::conformance;
+use melt_testkit::{cached_model, write_gguf, GgufTensor, GgufValue, TinyLlama};
 
 fn params() -> SessionParams {
     SessionParams {
@@ -168,7 +168,7 @@ fn gemma_3_270m_exported_agrees_with_llama_cpp() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let onnx = match melt_bench::testkit::lookup_cached(&root, "gemma-3-270m-f32-onnx") {
+    let onnx = match melt_testkit::lookup_cached(&root, "gemma-3-270m-f32-onnx") {
         Ok(m) => m,
         Err(_) => {
             let out = export(&gguf.path, dir.path()).unwrap();
@@ -203,8 +203,7 @@ fn gemma_3_270m_exported_agrees_with_llama_cpp() {
 fn onnx_runtime_scores_perplexity_as_llama_cpp_does() {
     let dir = tempfile::tempdir().unwrap();
     let (gguf, onnx) = tiny(dir.path());
-    let ppl =
-        |b: &dyn Backend, m: &ModelSpec| melt_bench::testkit::tiny_perplexity(b, m, &params());
+    let ppl = |b: &dyn Backend, m: &ModelSpec| melt_testkit::tiny_perplexity(b, m, &params());
     let (a, b) = (ppl(&LlamaCpp, &gguf), ppl(&OnnxRuntime, &onnx));
     assert!(
         (a - b).abs() / a < 1e-4,

@@ -2,9 +2,9 @@
 //! with tch ops (`gguf_to_torchscript`), checked against llama.cpp on the same weights.
 
 use super::*;
-use melt_bench::conformance;
-use melt_bench::testkit::TinyLlama;
 use melt_bench::{workload, Params};
+use melt_testkit::conformance;
+use melt_testkit::TinyLlama;
 
 /// A tiny llama as GGUF and as TorchScript (`model.pt`, `config.json`, `tokenizer.json`).
 fn tiny(dir: &Path, t: TinyLlama) -> (ModelSpec, ModelSpec) {
@@ -18,7 +18,7 @@ fn tiny(dir: &Path, t: TinyLlama) -> (ModelSpec, ModelSpec) {
 }
 
 fn two_threads() -> Params {
-    melt_bench::testkit::with_threads(2)
+    melt_testkit::with_threads(2)
 }
 
 #[test]
@@ -84,7 +84,7 @@ fn model_info_threads_and_dtype() {
     let (_, ts) = tiny(dir.path(), TinyLlama::default());
     let loaded = LibTorch.load(&ts, &ModelParams::default()).unwrap();
     let info = loaded.info();
-    assert_eq!(info.n_vocab, melt_bench::testkit::tiny_vocab().0.len());
+    assert_eq!(info.n_vocab, melt_testkit::tiny_vocab().0.len());
     assert_eq!(info.kv.unwrap().n_layer, 2);
     assert!(
         info.description.contains("torchscript 2L 2x16"),
@@ -169,13 +169,13 @@ fn bad_models_are_named() {
 /// when cached; else exported here) on libtorch. The GGUF's absence fails the test, naming it.
 #[test]
 fn gemma_3_270m_traced_agrees_with_llama_cpp() {
-    use melt_bench::testkit::cached_model;
+    use melt_testkit::cached_model;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let Some(gguf) = cached_model(&root, "gemma-3-270m-q4_k_m") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let ts = match melt_bench::testkit::lookup_cached(&root, "gemma-3-270m-f32-torchscript") {
+    let ts = match melt_testkit::lookup_cached(&root, "gemma-3-270m-f32-torchscript") {
         Ok(m) => m,
         Err(_) => {
             let out = crate::gguf_to_torchscript::export(&gguf.path, dir.path()).unwrap();
@@ -240,9 +240,7 @@ fn libtorch_scores_perplexity_as_llama_cpp_does() {
     let mut sp = two_threads().session;
     // An f32 cache on the llama.cpp side too: the comparison is of the graphs.
     (sp.type_k, sp.type_v, sp.n_ctx) = ("f32".into(), "f32".into(), Some(64));
-    let ppl = |b: &dyn melt_bench::Backend, m: &ModelSpec| {
-        melt_bench::testkit::tiny_perplexity(b, m, &sp)
-    };
+    let ppl = |b: &dyn melt_bench::Backend, m: &ModelSpec| melt_testkit::tiny_perplexity(b, m, &sp);
     let (a, b) = (ppl(&crate::LlamaCpp, &gguf), ppl(&LibTorch, &ts));
     assert!((a - b).abs() / a < 1e-4, "llama.cpp {a} vs libtorch {b}");
 }

@@ -7,7 +7,7 @@ use super::*;
 use melt_bench::backend::log_prob;
 use melt_bench::tasks::chat::{ChatTemplate, Message};
 use melt_bench::tasks::{choice, perplexity, replay};
-use melt_bench::testkit::TinyLlama;
+use melt_testkit::TinyLlama;
 
 const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
@@ -23,7 +23,7 @@ fn tiny(dir: &std::path::Path, template: Option<&str>) -> ModelSpec {
 }
 
 fn session_params(n_ctx: u32) -> SessionParams {
-    let mut sp = melt_bench::testkit::with_threads(2).session;
+    let mut sp = melt_testkit::with_threads(2).session;
     sp.n_ctx = Some(n_ctx);
     sp
 }

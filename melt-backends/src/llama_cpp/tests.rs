@@ -1,9 +1,9 @@
 //! The llama.cpp backend on a tiny random-weight GGUF written by the test itself.
 
 use super::*;
-use melt_bench::conformance;
-use melt_bench::testkit::TinyLlama;
 use melt_bench::{workload, Params};
+use melt_testkit::conformance;
+use melt_testkit::TinyLlama;
 
 fn tiny(dir: &std::path::Path) -> ModelSpec {
     let path = dir.join("tiny-llama.gguf");
@@ -12,7 +12,7 @@ fn tiny(dir: &std::path::Path) -> ModelSpec {
 }
 
 fn two_threads() -> Params {
-    melt_bench::testkit::with_threads(2)
+    melt_testkit::with_threads(2)
 }
 
 #[test]
@@ -33,7 +33,7 @@ fn model_info_reads_the_gguf_metadata() {
     assert_eq!(info.architecture, "llama");
     assert_eq!(info.quantization, "F32");
     assert!(info.description.starts_with("llama ") && info.description.ends_with("all F32"));
-    assert_eq!(info.n_vocab, melt_bench::testkit::tiny_vocab().0.len());
+    assert_eq!(info.n_vocab, melt_testkit::tiny_vocab().0.len());
     assert!(info.n_params > 50_000, "{info:?}");
     // 2 layers, 2 KV heads of 64 / 4 = 16, no sliding window.
     let kv = info.kv.unwrap();
@@ -117,7 +117,7 @@ fn bad_parameters_and_files_are_named() {
 #[test]
 fn conformance_kit_passes_on_gemma_3_270m_q4_k_m() {
     let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let Some(model) = melt_bench::testkit::cached_model(here, "gemma-3-270m-q4_k_m") else {
+    let Some(model) = melt_testkit::cached_model(here, "gemma-3-270m-q4_k_m") else {
         return;
     };
     // Its KV cache as llama.cpp lays it out: 18 layers, every sixth global and the rest on a

@@ -2,9 +2,9 @@
 //! run by the real ONNX Runtime library (`cargo xtask setup onnxruntime`, or ORT_DYLIB_PATH).
 
 use super::*;
-use melt_bench::conformance;
-use melt_bench::testkit::onnx::TinyOnnxLm;
 use melt_bench::{workload, Params};
+use melt_testkit::conformance;
+use melt_testkit::onnx::TinyOnnxLm;
 
 fn write(dir: &Path, lm: &TinyOnnxLm) -> ModelSpec {
     let path = lm.write(dir).unwrap();
@@ -12,7 +12,7 @@ fn write(dir: &Path, lm: &TinyOnnxLm) -> ModelSpec {
 }
 
 fn two_threads() -> Params {
-    melt_bench::testkit::with_threads(2)
+    melt_testkit::with_threads(2)
 }
 
 fn load_error(model: &ModelSpec) -> String {
@@ -56,7 +56,7 @@ fn the_graph_is_read_and_the_version_is_the_wheels() {
     let model = write(dir.path(), &lm);
     let loaded = OnnxRuntime.load(&model, &ModelParams::default()).unwrap();
     let info = loaded.info();
-    let (_, n_vocab) = melt_bench::testkit::onnx::tiny_tokenizer_json();
+    let (_, n_vocab) = melt_testkit::onnx::tiny_tokenizer_json();
     assert_eq!(info.n_vocab, n_vocab);
     assert_eq!(
         info.description,

@@ -1,5 +1,5 @@
 use super::*;
-use melt_bench::testkit::summaries::summary;
+use melt_testkit::summaries::summary;
 
 fn shape(v: &Value) -> Value {
     match v {

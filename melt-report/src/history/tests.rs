@@ -1,5 +1,5 @@
 use super::*;
-use melt_bench::testkit::summaries::summary;
+use melt_testkit::summaries::summary;
 
 fn samples(ids: &[&str]) -> BTreeMap<String, Vec<f64>> {
     ids.iter()

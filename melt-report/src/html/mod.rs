@@ -401,7 +401,7 @@ mod tests {
 
     #[test]
     fn page_has_a_plot_per_case_and_escapes_text() {
-        let mut s = melt_bench::testkit::summaries::summary("r1", &["m/tg128/<b>x</b>"], 80.0);
+        let mut s = melt_testkit::summaries::summary("r1", &["m/tg128/<b>x</b>"], 80.0);
         s.cases[0].group = "m".into();
         let m = Measured {
             ns: 1_600_000_000,

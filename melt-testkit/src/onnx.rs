@@ -9,13 +9,13 @@
 //! multi-head attention over the concatenated cache (the mask is built from `position_ids` and
 //! `attention_mask`, as exported models do) and a tanh MLP, both residual.
 //!
-//! The file is written with [`crate::onnx_proto`].
+//! The file is written with [`melt_bench::onnx_proto`].
 
 use std::io;
 use std::path::Path;
 
-use crate::onnx_proto::{Attr, Dim, Graph, BOOL, FLOAT, FLOAT16, INT64};
-use crate::stats::Rng;
+use melt_bench::onnx_proto::{Attr, Dim, Graph, BOOL, FLOAT, FLOAT16, INT64};
+use melt_bench::stats::Rng;
 
 /// GPT-2's byte ↔ printable character map, which byte-level BPE vocabularies are written in.
 fn byte_chars() -> Vec<char> {

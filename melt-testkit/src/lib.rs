@@ -1,4 +1,5 @@
-//! Test support that needs no download: a writer of tiny, valid GGUF v3 llama models with
+//! melt-testkit: what melt's tests and a backend author's need, as a dev-dependency — the
+//! [`conformance`] kit every engine must pass, and test support that needs no download: a writer of tiny, valid GGUF v3 llama models with
 //! random F32 weights and a small SentencePiece-style vocabulary, which real llama.cpp loads
 //! and runs; and [`NoBackend`], a backend that accepts nothing (for examples).
 //!
@@ -6,6 +7,7 @@
 //! key/value count (u64), the key/values, the tensor infos (name, dims, type, offset), padding
 //! to the alignment (32), then the tensor data, each tensor aligned.
 
+pub mod conformance;
 #[cfg(test)]
 mod gguf_reads_back;
 pub mod needs;
@@ -15,10 +17,10 @@ pub mod summaries;
 use std::io::{self, Write};
 use std::path::Path;
 
-use crate::backend::{Backend, BackendError, LoadedModel};
-use crate::model::{ModelFormat, ModelSpec};
-use crate::params::ModelParams;
-use crate::stats::Rng;
+use melt_bench::backend::{Backend, BackendError, LoadedModel};
+use melt_bench::model::{ModelFormat, ModelSpec};
+use melt_bench::params::ModelParams;
+use melt_bench::stats::Rng;
 
 /// A value in GGUF metadata.
 #[derive(Debug, Clone)]
@@ -159,13 +161,13 @@ impl Default for TinyLlama {
 }
 
 /// Default parameters with `n` threads: what the backends' tests run at.
-pub fn with_threads(n: usize) -> crate::Params {
-    crate::Params {
-        session: crate::SessionParams {
+pub fn with_threads(n: usize) -> melt_bench::Params {
+    melt_bench::Params {
+        session: melt_bench::SessionParams {
             threads: n,
-            ..crate::SessionParams::default()
+            ..melt_bench::SessionParams::default()
         },
-        ..crate::Params::default()
+        ..melt_bench::Params::default()
     }
 }
 
@@ -331,12 +333,14 @@ impl TinyLlama {
 /// Perplexity of a short fixed text on a tiny model (chunks of 32, three of them): what the
 /// backends' tests compare across engines to check every position's logits.
 pub fn tiny_perplexity(
-    backend: &dyn crate::Backend,
+    backend: &dyn melt_bench::Backend,
     model: &ModelSpec,
-    params: &crate::SessionParams,
+    params: &melt_bench::SessionParams,
 ) -> f64 {
-    use crate::tasks::perplexity;
-    let loaded = backend.load(model, &crate::ModelParams::default()).unwrap();
+    use melt_bench::tasks::perplexity;
+    let loaded = backend
+        .load(model, &melt_bench::ModelParams::default())
+        .unwrap();
     let mut s = loaded.session(params).unwrap();
     let text = "the hello world and the other world, a lot of words in the shell; ".repeat(8);
     let spec = perplexity::PerplexitySpec {
@@ -372,7 +376,7 @@ pub fn cached_model(start: &Path, name: &str) -> Option<ModelSpec> {
 /// A registry model from the cache, or why it is not there: for a test that can make the
 /// model itself when it is missing (an export of a cached GGUF).
 pub fn lookup_cached(start: &Path, name: &str) -> Result<ModelSpec, String> {
-    use crate::model::{Cache, Registry};
+    use melt_bench::model::{Cache, Registry};
     Registry::find(start)
         .ok_or_else(|| format!("no melt.toml above {}", start.display()))
         .and_then(|p| Registry::load(&p).map_err(|e| e.to_string()))
@@ -422,7 +426,7 @@ mod tests {
         assert_eq!(n_tensors, 3 + 2 * 9);
         assert_eq!(bytes.len() % ALIGNMENT, 0);
         assert_eq!(
-            crate::model::detect_format(&path).unwrap(),
+            melt_bench::model::detect_format(&path).unwrap(),
             ModelFormat::Gguf
         );
     }

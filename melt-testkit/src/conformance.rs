@@ -11,17 +11,17 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use crate::backend::{argmax, Backend, Session, Token};
-use crate::model::ModelSpec;
-use crate::params::Params;
-use crate::workload::synthetic_tokens;
+use melt_bench::backend::{argmax, Backend, Session, Token};
+use melt_bench::model::ModelSpec;
+use melt_bench::params::Params;
+use melt_bench::workload::synthetic_tokens;
 
 /// What a check found wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
     /// The backend returned an error where it should not have.
     #[error(transparent)]
-    Backend(#[from] crate::backend::BackendError),
+    Backend(#[from] melt_bench::backend::BackendError),
     /// It answered, but not what the check requires (the text says what differed).
     #[error("{0}")]
     Mismatch(String),

@@ -1,13 +1,13 @@
 //! Hand-built summaries for the tests of what consumes them (history, exports, gate, HTML).
 
-use crate::backend::ModelInfo;
-use crate::host::HostInfo;
-use crate::model::ModelFormat;
-use crate::model::ModelSpec;
-use crate::params::Params;
-use crate::stats::OutlierCounts;
-use crate::store::{CaseSummary, Metric, Summary};
-use crate::workload::tg;
+use melt_bench::backend::ModelInfo;
+use melt_bench::host::HostInfo;
+use melt_bench::model::ModelFormat;
+use melt_bench::model::ModelSpec;
+use melt_bench::params::Params;
+use melt_bench::stats::OutlierCounts;
+use melt_bench::store::{CaseSummary, Metric, Summary};
+use melt_bench::workload::tg;
 
 /// A model as a registry would describe it (the file need not exist).
 pub fn model_spec() -> ModelSpec {
@@ -35,7 +35,7 @@ pub fn summary(run_id: &str, case_ids: &[&str], tok_s: f64) -> Summary {
             params: Params::default(),
             workload: tg(128),
             samples: 3,
-            stop_reason: crate::sampling::StopReason::SampleSize,
+            stop_reason: melt_bench::sampling::StopReason::SampleSize,
             metrics: [(
                 "tokens_per_second".to_string(),
                 Metric {

@@ -3,7 +3,7 @@
 
 use melt_formats::gguf::{Gguf, GgufError};
 
-use super::TinyLlama;
+use crate::TinyLlama;
 
 #[test]
 fn reads_what_the_testkit_writes() {
