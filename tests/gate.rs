@@ -12,7 +12,9 @@ fn the_gate_judges_the_latest_run_against_a_saved_baseline() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
     let crit = dir.path().join("criterion");
-    let runs = dir.path().join("melt/runs");
+    let layout = melt::store::Layout {
+        target_dir: dir.path().to_path_buf(),
+    };
     let cfg = melt::stats::AnalysisConfig {
         nresamples: 5_000,
         ..Default::default()
@@ -41,7 +43,7 @@ fn the_gate_judges_the_latest_run_against_a_saved_baseline() {
             "tg16/llama.cpp t=1$",
         ],
     );
-    let (_, dirs) = gate::latest_run_cases(&runs, &crit).unwrap().unwrap();
+    let (_, dirs) = gate::latest_run_cases(&layout).unwrap().unwrap();
     assert_eq!(dirs.len(), 1, "only the latest run's case: {dirs:?}");
     assert!(
         dirs[0].ends_with("tiny-llama/tg16/llama.cpp t=1"),
@@ -81,7 +83,7 @@ fn the_gate_judges_the_latest_run_against_a_saved_baseline() {
             "tg16/llama.cpp t=1$",
         ],
     );
-    let (_, dirs) = gate::latest_run_cases(&runs, &crit).unwrap().unwrap();
+    let (_, dirs) = gate::latest_run_cases(&layout).unwrap().unwrap();
     // Decode latency gated too, from the metrics melt saved beside criterion's files.
     let with_latency = GateConfig {
         metrics: [("itl_p50_ms".to_string(), 0.10)].into_iter().collect(),

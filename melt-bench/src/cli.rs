@@ -351,16 +351,23 @@ fn positive(value: &str) -> Result<usize, Expected> {
     }
 }
 
+/// A finite number that `ok` accepts; else what was `expected`.
+fn number(value: &str, ok: fn(f64) -> bool, expected: &'static str) -> Result<f64, Expected> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite() && ok(*x))
+        .ok_or(Expected(expected))
+}
+
 fn seconds(value: &str) -> Result<Duration, Expected> {
-    match value.parse::<f64>() {
-        Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(Expected("a non-negative number of seconds")),
-    }
+    let s = number(value, |s| s >= 0.0, "a non-negative number of seconds")?;
+    Ok(Duration::from_secs_f64(s))
 }
 
 /// `90`, `90s`, `10m`, `1h`, `1.5m`.
 fn duration(value: &str) -> Result<Duration, Expected> {
-    let bad = || Expected("a positive duration such as 90s, 10m or 1h");
+    let expected = "a positive duration such as 90s, 10m or 1h";
     let (num, unit) = match value.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
         Some((i, _)) => value.split_at(i),
         None => (value, "s"),
@@ -369,49 +376,42 @@ fn duration(value: &str) -> Result<Duration, Expected> {
         "s" => 1.0,
         "m" | "min" => 60.0,
         "h" => 3600.0,
-        _ => return Err(bad()),
+        _ => return Err(Expected(expected)),
     };
-    match num.parse::<f64>() {
-        Ok(x) if x.is_finite() && x > 0.0 => Ok(Duration::from_secs_f64(x * scale)),
-        _ => Err(bad()),
-    }
+    let x = number(num, |x| x > 0.0, expected)?;
+    Ok(Duration::from_secs_f64(x * scale))
 }
 
 fn fraction(value: &str) -> Result<f64, Expected> {
-    match value.parse::<f64>() {
-        Ok(x) if x > 0.0 && x < 1.0 => Ok(x),
-        _ => Err(Expected("a number between 0 and 1")),
-    }
+    number(value, |x| x > 0.0 && x < 1.0, "a number between 0 and 1")
 }
 
 fn non_negative(value: &str) -> Result<f64, Expected> {
-    match value.parse::<f64>() {
-        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
-        _ => Err(Expected("a non-negative number")),
-    }
+    number(value, |x| x >= 0.0, "a non-negative number")
 }
 
 fn percent(value: &str) -> Result<f64, Expected> {
-    match value.parse::<f64>() {
-        Ok(x) if x > 0.0 && x < 100.0 => Ok(x / 100.0),
-        _ => Err(Expected("a percentage between 0 and 100")),
-    }
+    number(
+        value,
+        |x| x > 0.0 && x < 100.0,
+        "a percentage between 0 and 100",
+    )
+    .map(|x| x / 100.0)
 }
 
 fn celsius(value: &str) -> Result<f64, Expected> {
-    match value.parse::<f64>() {
-        Ok(c) if c.is_finite() && c >= 0.0 => Ok(c),
-        _ => Err(Expected("degrees Celsius ≥ 0")),
-    }
+    number(value, |c| c >= 0.0, "degrees Celsius ≥ 0")
 }
 
 fn probe_period(value: &str) -> Result<ProbePeriod, Expected> {
-    match value.parse::<f64>() {
-        Ok(ms) if ms.is_finite() && ms >= 0.0 => Ok(ProbePeriod(
-            (ms > 0.0).then(|| Duration::from_secs_f64(ms / 1e3)),
-        )),
-        _ => Err(Expected("milliseconds ≥ 0 (0 turns the probes off)")),
-    }
+    let ms = number(
+        value,
+        |ms| ms >= 0.0,
+        "milliseconds ≥ 0 (0 turns the probes off)",
+    )?;
+    Ok(ProbePeriod(
+        (ms > 0.0).then(|| Duration::from_secs_f64(ms / 1e3)),
+    ))
 }
 
 fn existing_dir(value: &str) -> Result<PathBuf, Expected> {

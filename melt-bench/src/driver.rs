@@ -17,7 +17,7 @@ use crate::runner::{
 };
 use crate::sampling::Sampling;
 use crate::stats::AnalysisConfig;
-use crate::store::{self, CaseError, Event, EventLog, Layout, Summary, SCHEMA_VERSION};
+use crate::store::{CaseError, Event, EventLog, Layout, RunDir, Summary, SCHEMA_VERSION};
 use crate::tasks::TaskRecord;
 use crate::workload::{Measured, Workload};
 
@@ -232,10 +232,11 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Ran, DriverError> {
         path: layout.runs_dir(),
         reason: e.to_string(),
     };
-    let (run_id, run_dir) = layout
+    let run_dir = layout
         .create_run_dir(&std::process::id().to_string())
         .map_err(run_dir_error)?;
-    let mut log = EventLog::create(&run_dir.join("samples.jsonl")).map_err(run_dir_error)?;
+    let run_id = run_dir.id();
+    let mut log = EventLog::create(&run_dir.samples_path()).map_err(run_dir_error)?;
     if args.events_on_stdout() {
         log.echo_to(Box::new(std::io::stdout()));
     }
@@ -293,9 +294,8 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Ran, DriverError> {
         },
     };
     Ok(Ran::Measured(Box::new(finish.run(
-        run_id,
+        &run_dir,
         host,
-        run_dir,
         Results {
             records,
             tasks: task_records,
@@ -447,12 +447,12 @@ pub struct Finish {
 impl Finish {
     pub fn run(
         &self,
-        run_id: String,
+        run: &RunDir,
         host: HostInfo,
-        run_dir: PathBuf,
         results: Results,
         log: &mut EventLog,
     ) -> Outcome {
+        let (run_id, run_dir) = (run.id(), run.path().to_path_buf());
         let Results {
             records,
             tasks,
@@ -510,9 +510,8 @@ impl Finish {
                 message,
             });
         }
-        let summary_path = run_dir.join("summary.json");
-        if let Err(e) = store::write_json(&summary_path, &summary) {
-            eprintln!("melt: cannot write {}: {e}", summary_path.display());
+        if let Err(e) = run.save_summary(&summary) {
+            eprintln!("melt: cannot write the summary: {e}");
         }
         let _ = log.write(&Event::RunEnd {
             run_id: summary.run_id.clone(),

@@ -74,11 +74,11 @@ impl Layout {
         self.target_dir.join("melt").join("runs")
     }
 
-    /// Creates a new run's directory, `runs/<UTC time>-<tag>`, and returns its id and path.
-    /// Creating it is what claims the id: a second run in the same second (another suite in
-    /// the same process, another process with the same tag) gets `-2`, `-3`, ... instead of
-    /// writing into the first one's files.
-    pub fn create_run_dir(&self, tag: &str) -> io::Result<(String, PathBuf)> {
+    /// Creates a new run's directory, `runs/<UTC time>-<tag>`. Creating it is what claims the
+    /// id: a second run in the same second (another suite in the same process, another
+    /// process with the same tag) gets `-2`, `-3`, ... instead of writing into the first
+    /// one's files.
+    pub fn create_run_dir(&self, tag: &str) -> io::Result<RunDir> {
         let runs = self.runs_dir();
         fs::create_dir_all(&runs)?;
         let stem = format!("{}-{tag}", timestamp_id());
@@ -90,12 +90,37 @@ impl Layout {
             };
             let dir = runs.join(&id);
             match fs::create_dir(&dir) {
-                Ok(()) => return Ok((id, dir)),
+                Ok(()) => return Ok(RunDir::at(dir)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
             }
         }
         unreachable!("an unbounded range ends only by returning")
+    }
+
+    /// The directory of run `id` (which may not exist).
+    pub fn run(&self, id: &str) -> RunDir {
+        RunDir::at(self.runs_dir().join(id))
+    }
+
+    /// Every finished run (with its `summary.json`), oldest first: run ids begin with their
+    /// UTC start time. None when there is no runs directory.
+    pub fn finished_runs(&self) -> Vec<RunDir> {
+        let Ok(entries) = fs::read_dir(self.runs_dir()) else {
+            return Vec::new();
+        };
+        let mut runs: Vec<RunDir> = entries
+            .flatten()
+            .map(|e| RunDir::at(e.path()))
+            .filter(RunDir::is_finished)
+            .collect();
+        runs.sort();
+        runs
+    }
+
+    /// The latest finished run.
+    pub fn latest_finished_run(&self) -> Option<RunDir> {
+        self.finished_runs().pop()
     }
 
     pub fn report_path(&self) -> PathBuf {
@@ -107,6 +132,86 @@ impl Layout {
 
     pub fn history_path(&self) -> PathBuf {
         self.target_dir.join("melt").join("history.sqlite")
+    }
+}
+
+/// One run's directory, `<target>/melt/runs/<id>/`: the one place its files' names are spelled.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+/// A run file that could not be read or written, with its path.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path} is not a melt summary: {source}")]
+    Summary {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{path}:{line}: {source}")]
+    Event {
+        path: PathBuf,
+        line: usize,
+        source: serde_json::Error,
+    },
+}
+
+impl RunDir {
+    pub fn at(path: PathBuf) -> RunDir {
+        RunDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The run's id: its directory's name.
+    pub fn id(&self) -> String {
+        self.path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Every event as it happened (`samples.jsonl`).
+    pub fn samples_path(&self) -> PathBuf {
+        self.path.join("samples.jsonl")
+    }
+
+    /// The analysed run (`summary.json`), written when the run ends.
+    pub fn summary_path(&self) -> PathBuf {
+        self.path.join("summary.json")
+    }
+
+    /// Where a device run stands (`device.json`, host side).
+    pub fn device_state_path(&self) -> PathBuf {
+        self.path.join("device.json")
+    }
+
+    /// Whether the run ended and was analysed.
+    pub fn is_finished(&self) -> bool {
+        self.summary_path().is_file()
+    }
+
+    pub fn load_summary(&self) -> Result<Summary, StoreError> {
+        let path = self.summary_path();
+        let text = fs::read_to_string(&path).map_err(|source| StoreError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| StoreError::Summary { path, source })
+    }
+
+    pub fn save_summary(&self, summary: &Summary) -> Result<(), StoreError> {
+        let path = self.summary_path();
+        write_json(&path, summary).map_err(|source| StoreError::Io { path, source })
+    }
+
+    pub fn read_events(&self) -> Result<Vec<Event>, StoreError> {
+        read_events(&self.samples_path())
     }
 }
 
@@ -238,13 +343,20 @@ impl EventLog {
 }
 
 /// Reads every event back (for tests, `--resume` and report regeneration).
-pub fn read_events(path: &Path) -> Result<Vec<Event>, String> {
-    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn read_events(path: &Path) -> Result<Vec<Event>, StoreError> {
+    let text = fs::read_to_string(path).map_err(|source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))
+            serde_json::from_str(l).map_err(|source| StoreError::Event {
+                path: path.to_path_buf(),
+                line: i + 1,
+                source,
+            })
         })
         .collect()
 }
@@ -367,6 +479,49 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn run_dirs_are_claimed_once_and_found_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            target_dir: dir.path().to_path_buf(),
+        };
+        assert!(layout.finished_runs().is_empty(), "no runs directory yet");
+        // Three runs in the same second under one tag: three directories.
+        let runs: Vec<RunDir> = (0..3)
+            .map(|_| layout.create_run_dir("42").unwrap())
+            .collect();
+        let ids: std::collections::BTreeSet<String> = runs.iter().map(RunDir::id).collect();
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        assert!(layout.latest_finished_run().is_none(), "none has a summary");
+        // Only finished runs count; the latest is the last made.
+        let summary = Summary {
+            schema_version: SCHEMA_VERSION,
+            run_id: runs[0].id(),
+            host: HostInfo::default(),
+            device: None,
+            device_props: Default::default(),
+            cases: vec![],
+            errors: vec![],
+            probes: None,
+            tasks: vec![],
+        };
+        runs[0].save_summary(&summary).unwrap();
+        runs[2].save_summary(&summary).unwrap();
+        assert_eq!(layout.finished_runs(), [runs[0].clone(), runs[2].clone()]);
+        assert_eq!(layout.latest_finished_run(), Some(runs[2].clone()));
+        assert_eq!(runs[2].load_summary().unwrap(), summary);
+        // A summary that is not one, and a missing log, are errors naming the file.
+        std::fs::write(runs[1].summary_path(), "{").unwrap();
+        let e = runs[1].load_summary().unwrap_err().to_string();
+        assert!(
+            e.contains("summary.json") && e.contains("not a melt summary"),
+            "{e}"
+        );
+        let e = runs[1].read_events().unwrap_err().to_string();
+        assert!(e.contains("samples.jsonl"), "{e}");
+        assert_eq!(layout.run(&runs[1].id()), runs[1]);
     }
 
     #[test]

@@ -92,10 +92,12 @@ fn drift_of(opts: &Options, judged: &str) -> impl Fn(&str) -> Option<f64> {
 
 /// Cases of the latest run (criterion `new/`) against a named criterion baseline.
 fn judge_named(opts: &Options, name: &str, config: &GateConfig) -> Result<Vec<gate::CaseGate>> {
-    let criterion_dir = opts.target_dir.join("criterion");
-    let runs_dir = opts.target_dir.join("melt").join("runs");
+    let layout = melt_bench::store::Layout {
+        target_dir: opts.target_dir.clone(),
+    };
+    let (criterion_dir, runs_dir) = (layout.criterion_dir(), layout.runs_dir());
     let mut judged = String::new();
-    let dirs = match gate::latest_run_cases(&runs_dir, &criterion_dir)? {
+    let dirs = match gate::latest_run_cases(&layout)? {
         Some((run_id, dirs)) => {
             eprintln!(
                 "xtask: gate: judging the {} cases of run {run_id}",

@@ -7,7 +7,10 @@ use anyhow::{bail, Result};
 use melt_report::history::History;
 
 pub fn open(target_dir: &Path) -> Result<History> {
-    let path = target_dir.join("melt").join("history.sqlite");
+    let path = melt_bench::store::Layout {
+        target_dir: target_dir.to_path_buf(),
+    }
+    .history_path();
     if !path.is_file() {
         bail!(
             "no history yet at {}: run `cargo xtask bench` first",

@@ -1,66 +1,52 @@
 //! Stored runs: `cargo xtask report` (re-render the table of one or more runs) and
 //! `cargo xtask export` (a run in another tool's format), without re-running anything.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use melt_bench::store::{read_events, Summary};
+use melt_bench::store::{Layout, RunDir};
 use melt_report::export;
 
-/// The directory of run `id`, or of the latest run.
-pub fn run_dir(target_dir: &Path, id: Option<&str>) -> Result<PathBuf> {
-    let runs = target_dir.join("melt").join("runs");
-    let dir = match id {
-        Some(id) => runs.join(id),
-        None => std::fs::read_dir(&runs)
-            .with_context(|| {
-                format!(
-                    "no runs under {}: run `cargo xtask bench` first",
-                    runs.display()
-                )
-            })?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.join("summary.json").is_file())
-            .max()
-            .with_context(|| format!("no finished run under {}", runs.display()))?,
+/// Run `id`, or the latest finished run.
+pub fn run_dir(target_dir: &Path, id: Option<&str>) -> Result<RunDir> {
+    let layout = layout(target_dir);
+    let run = match id {
+        Some(id) => layout.run(id),
+        None => layout.latest_finished_run().with_context(|| {
+            format!(
+                "no finished run under {}: run `cargo xtask bench` first",
+                layout.runs_dir().display()
+            )
+        })?,
     };
-    if !dir.join("summary.json").is_file() {
+    if !run.is_finished() {
         bail!(
-            "{} has no summary.json (unknown run, or one that did not finish)",
-            dir.display()
+            "{} has no summary (unknown run, or one that did not finish)",
+            run.path().display()
         );
     }
-    Ok(dir)
+    Ok(run)
+}
+
+fn layout(target_dir: &Path) -> Layout {
+    Layout {
+        target_dir: target_dir.to_path_buf(),
+    }
 }
 
 /// The latest finished run of each device (the host counts as one), oldest device first:
 /// what `report` shows when no run is named, so devices appear side by side.
-pub fn latest_per_device(target_dir: &Path) -> Result<Vec<PathBuf>> {
-    let newest = run_dir(target_dir, None)?;
-    let runs = newest.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&runs)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("summary.json").is_file())
-        .collect();
-    dirs.sort();
-    let mut latest: std::collections::BTreeMap<String, PathBuf> = Default::default();
-    for d in dirs {
-        if let Ok(s) = load_summary(&d) {
-            latest.insert(s.device.unwrap_or_else(|| "host".into()), d);
+pub fn latest_per_device(target_dir: &Path) -> Result<Vec<RunDir>> {
+    run_dir(target_dir, None)?;
+    let mut latest: std::collections::BTreeMap<String, RunDir> = Default::default();
+    for run in layout(target_dir).finished_runs() {
+        if let Ok(s) = run.load_summary() {
+            latest.insert(s.device.unwrap_or_else(|| "host".into()), run);
         }
     }
-    let mut out: Vec<PathBuf> = latest.into_values().collect();
+    let mut out: Vec<RunDir> = latest.into_values().collect();
     out.sort();
     Ok(out)
-}
-
-pub fn load_summary(dir: &Path) -> Result<Summary> {
-    let path = dir.join("summary.json");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not a melt summary", path.display()))
 }
 
 /// `report [--run ID]... [--html]`: the table of the given runs (default: the latest of
@@ -68,7 +54,7 @@ pub fn load_summary(dir: &Path) -> Result<Summary> {
 /// merged; with `--html` also `target/melt/report/index.html` for them.
 pub fn report(opts: &crate::cli::Report, target_dir: &Path) -> Result<String> {
     let (html, ids) = (opts.html, &opts.runs);
-    let dirs: Vec<PathBuf> = if ids.is_empty() {
+    let dirs: Vec<RunDir> = if ids.is_empty() {
         latest_per_device(target_dir)?
     } else {
         ids.iter()
@@ -81,18 +67,18 @@ pub fn report(opts: &crate::cli::Report, target_dir: &Path) -> Result<String> {
     let mut samples = std::collections::BTreeMap::new();
     let mut probes = std::collections::BTreeMap::new();
     for d in &dirs {
-        let s = load_summary(d)?;
+        let s = d.load_summary()?;
         runs.push(s.run_id.clone());
         cases.extend(s.cases.clone());
         if html {
-            let events = read_events(&d.join("samples.jsonl")).map_err(anyhow::Error::msg)?;
+            let events = d.read_events()?;
             samples.extend(export::samples_by_case(&events));
             probes.extend(export::probes_by_case(&events));
         }
         summaries.push(s);
     }
     if html {
-        let path = target_dir.join("melt").join("report").join("index.html");
+        let path = layout(target_dir).report_path();
         std::fs::create_dir_all(path.parent().unwrap_or(target_dir))?;
         std::fs::write(
             &path,
@@ -117,8 +103,8 @@ pub fn report(opts: &crate::cli::Report, target_dir: &Path) -> Result<String> {
 /// `export --format F [--run ID] [--output FILE]`.
 pub fn export(opts: &crate::cli::Export, target_dir: &Path) -> Result<()> {
     let dir = run_dir(target_dir, opts.run.as_deref())?;
-    let summary = load_summary(&dir)?;
-    let events = read_events(&dir.join("samples.jsonl")).map_err(anyhow::Error::msg)?;
+    let summary = dir.load_summary()?;
+    let events = dir.read_events()?;
     let text = export::render(opts.format, &summary, &export::samples_by_case(&events));
     match &opts.output {
         Some(path) => {
@@ -141,8 +127,8 @@ pub fn meter(opts: &crate::cli::Meter, target_dir: &Path) -> Result<String> {
     let dir = run_dir(target_dir, opts.run.as_deref())?;
     let csv = opts.csv.display();
     let series = meter::read_csv(&opts.csv, align)?;
-    let mut summary = load_summary(&dir)?;
-    let events = read_events(&dir.join("samples.jsonl")).map_err(anyhow::Error::msg)?;
+    let mut summary = dir.load_summary()?;
+    let events = dir.read_events()?;
     let (covered, skipped) = meter::import(&mut summary, &export::probes_by_case(&events), &series);
     if covered == 0 {
         let why: Vec<String> = skipped.iter().map(|e| format!("  {e}")).collect();
@@ -155,13 +141,11 @@ pub fn meter(opts: &crate::cli::Meter, target_dir: &Path) -> Result<String> {
     for e in &skipped {
         eprintln!("xtask: not from the meter: {e}");
     }
-    let path = dir.join("summary.json");
-    melt_bench::store::write_json(&path, &summary)
-        .with_context(|| format!("writing {}", path.display()))?;
+    dir.save_summary(&summary)?;
     eprintln!(
         "xtask: {covered} case(s) of run {} now carry the meter's energy ({})",
         summary.run_id,
-        path.display()
+        dir.summary_path().display()
     );
     Ok(format!(
         "{}{}",
@@ -183,13 +167,13 @@ mod tests {
         let e = run_dir(dir.path(), Some("half-finished"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("no summary.json"), "{e}");
+        assert!(e.contains("no summary"), "{e}");
         let export_x = crate::cli::Export {
             format: export::Format::Csv,
             run: Some("x".into()),
             output: None,
         };
         let e = export(&export_x, dir.path()).unwrap_err().to_string();
-        assert!(e.contains("no summary.json"), "{e}");
+        assert!(e.contains("no summary"), "{e}");
     }
 }

@@ -9,6 +9,7 @@ use melt_bench::criterion_format::{
     load_baseline_metrics, load_baseline_times, BenchmarkId, ReportError, SavedSample,
 };
 use melt_bench::stats::AnalysisConfig;
+use melt_bench::store::Layout;
 
 /// Every benchmark directory (holding `new/benchmark.json`) under a criterion directory.
 pub fn find_benchmarks(criterion_dir: &Path) -> Vec<PathBuf> {
@@ -43,43 +44,25 @@ pub enum GateError {
     Unreadable { path: PathBuf, reason: String },
     #[error(transparent)]
     Baseline(#[from] ReportError),
+    #[error(transparent)]
+    Run(#[from] melt_bench::store::StoreError),
 }
 
-/// The criterion directories of the cases of the latest run under `runs_dir` (its
-/// `summary.json`), so the gate judges what was just measured and not stale results of cases
-/// that run did not include. `None` when there is no run.
-pub fn latest_run_cases(
-    runs_dir: &Path,
-    criterion_dir: &Path,
-) -> Result<Option<(String, Vec<PathBuf>)>, GateError> {
-    let Ok(entries) = std::fs::read_dir(runs_dir) else {
+/// The criterion directories of the cases of the latest finished run, so the gate judges
+/// what was just measured and not stale results of cases that run did not include. `None`
+/// when there is no run.
+pub fn latest_run_cases(layout: &Layout) -> Result<Option<(String, Vec<PathBuf>)>, GateError> {
+    let Some(latest) = layout.latest_finished_run() else {
         return Ok(None);
     };
-    // Run ids start with a UTC timestamp, so the greatest name is the latest run.
-    let Some(latest) = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("summary.json").is_file())
-        .max()
-    else {
-        return Ok(None);
-    };
-    let path = latest.join("summary.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| GateError::Unreadable {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    let summary: melt_bench::store::Summary =
-        serde_json::from_str(&text).map_err(|e| GateError::Unreadable {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+    let summary = latest.load_summary()?;
+    let criterion_dir = layout.criterion_dir();
     let dirs = summary
         .cases
         .iter()
         .map(|c| {
             let id = BenchmarkId::new(&c.group, &c.function, &c.value, c.workload.tokens() as u64);
-            melt_bench::criterion_format::case_dir(criterion_dir, &id)
+            melt_bench::criterion_format::case_dir(&criterion_dir, &id)
         })
         .collect();
     Ok(Some((summary.run_id, dirs)))

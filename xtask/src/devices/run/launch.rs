@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use melt_bench::criterion_format::make_filename_safe;
-use melt_bench::store::{read_events, Event, EventLog};
+use melt_bench::store::{read_events, Event, EventLog, Layout};
 
 use super::progress::Progress;
 use super::script::EXIT_MARK;
@@ -166,11 +166,16 @@ pub(super) fn pull_and_check(d: &Device, l: &Launched, run_dir: &Path) -> Result
     let Some(id) = &l.device_run else {
         return Ok(None);
     };
-    let remote = format!("{}/target/melt/runs/{id}/samples.jsonl", d.workdir);
+    let remote = Layout {
+        target_dir: Path::new(&d.workdir).join("target"),
+    }
+    .run(id)
+    .samples_path()
+    .display()
+    .to_string();
     let local = run_dir.join(format!("device-{}.samples.jsonl", make_filename_safe(id)));
     d.transport.pull(&remote, &local)?;
-    let on_device = read_events(&local)
-        .map_err(anyhow::Error::msg)?
+    let on_device = read_events(&local)?
         .iter()
         .filter(|e| !matches!(e, Event::RunEnd { .. }))
         .count();

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::MultiProgress;
 use melt_bench::criterion_format::make_filename_safe;
 use melt_bench::driver::{analysis_config, replay, Finish, Outcome, Results};
-use melt_bench::store::{read_events, CaseError, Event, EventLog, Layout};
+use melt_bench::store::{read_events, CaseError, Event, EventLog, Layout, RunDir};
 
 use super::shell::quote;
 use super::Device;
@@ -120,18 +120,16 @@ impl DeviceJob<'_> {
             (dir, true)
         } else {
             let tag = make_filename_safe(&d.name).replace(' ', "_");
-            let (_, dir) = self.layout.create_run_dir(&tag).with_context(|| {
+            let dir = self.layout.create_run_dir(&tag).with_context(|| {
                 format!("a run directory under {}", self.layout.runs_dir().display())
             })?;
-            (dir, false)
+            (dir.path().to_path_buf(), false)
         };
         *run_dir_out = Some(run_dir.clone());
         std::fs::create_dir_all(&run_dir).with_context(|| format!("{}", run_dir.display()))?;
-        let run_id = run_dir
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let samples = run_dir.join("samples.jsonl");
+        let run = RunDir::at(run_dir.clone());
+        let run_id = run.id();
+        let samples = run.samples_path();
         let mut state = DeviceRunState {
             device: d.name.clone(),
             state: RunState::Running,
@@ -139,7 +137,7 @@ impl DeviceJob<'_> {
         };
         write_state(&run_dir, &state)?;
         let mut skip: BTreeSet<String> = if resumed {
-            let events = read_events(&samples).map_err(anyhow::Error::msg)?;
+            let events = read_events(&samples)?;
             replay(&events).completed()
         } else {
             BTreeSet::new()
@@ -264,17 +262,13 @@ impl DeviceJob<'_> {
                             self.options.case_timeout.as_secs()
                         ),
                     }
-                    skip.extend(
-                        replay(&read_events(&samples).map_err(anyhow::Error::msg)?).completed(),
-                    );
+                    skip.extend(replay(&read_events(&samples)?).completed());
                 }
                 Ended::Lost { why } => {
                     state.state = RunState::Interrupted;
                     write_state(&run_dir, &state)?;
                     progress.bar.abandon_with_message("connection lost");
-                    let done = replay(&read_events(&samples).map_err(anyhow::Error::msg)?)
-                        .completed()
-                        .len();
+                    let done = replay(&read_events(&samples)?).completed().len();
                     bail!(
                         "lost `{}` mid-run: {why}\n  {}\n  {done} finished case(s) and every sample streamed so far are kept in {}; \
                          `cargo xtask bench --target {} --resume` runs the rest",
@@ -288,7 +282,7 @@ impl DeviceJob<'_> {
         }
         progress.bar.finish_and_clear();
 
-        let events = read_events(&samples).map_err(anyhow::Error::msg)?;
+        let events = read_events(&samples)?;
         let replayed = replay(&events);
         let finish = Finish {
             layout: self.layout.clone(),
@@ -316,9 +310,8 @@ impl DeviceJob<'_> {
             });
         }
         let outcome = finish.run(
-            run_id,
+            &run,
             replayed.host.unwrap_or_default(),
-            run_dir.clone(),
             Results {
                 records: replayed.records,
                 tasks: replayed.tasks,

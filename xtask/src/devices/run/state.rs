@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use melt_bench::store::{self, Layout};
+use melt_bench::store::{self, Layout, RunDir};
 use serde::{Deserialize, Serialize};
 
 /// Where a device run stands (`device.json`'s `state`).
@@ -28,8 +28,8 @@ pub(super) struct DeviceRunState {
 }
 
 pub(super) fn write_state(run_dir: &Path, s: &DeviceRunState) -> Result<()> {
-    store::write_json(&run_dir.join("device.json"), s)
-        .with_context(|| format!("writing {}", run_dir.join("device.json").display()))
+    let path = RunDir::at(run_dir.to_path_buf()).device_state_path();
+    store::write_json(&path, s).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The latest run of `device` that did not complete.
@@ -39,7 +39,7 @@ pub(super) fn unfinished_run(layout: &Layout, device: &str) -> Option<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            std::fs::read_to_string(p.join("device.json"))
+            std::fs::read_to_string(RunDir::at(p.clone()).device_state_path())
                 .ok()
                 .and_then(|t| serde_json::from_str::<DeviceRunState>(&t).ok())
                 .is_some_and(|s| s.device == device && s.state != RunState::Complete)
