@@ -18,7 +18,7 @@ pub enum Mode {
     #[default]
     Benchmark,
     /// `cargo test --benches` (no `--bench`), or `--test`: as criterion, every case runs once
-    /// to show that it works; nothing is analysed or stored.
+    /// to show that it works (its decode cut to a few tokens); nothing is analysed or stored.
     Test,
     /// `--list`: the cases and tasks, nothing run.
     List(ListFormat),
@@ -123,8 +123,8 @@ struct ProbePeriod(Option<Duration>);
     disable_version_flag = true,
     // `--warm-up-time -1` is a bad value to name, not an unknown flag.
     allow_negative_numbers = true,
-    after_help = "Under `cargo test --benches` (no --bench) every case runs once, unmeasured, and \
-                  nothing is stored: criterion's test mode."
+    after_help = "Under `cargo test --benches` (no --bench) every case runs once, unmeasured, its \
+                  decode cut to 8 tokens, and nothing is stored: criterion's test mode."
 )]
 struct Cli {
     /// Regex over case ids (model/workload/backend params)

@@ -324,8 +324,9 @@ fn listing(cases: &[PlannedCase], tasks: &[PlannedTask], format: ListFormat) -> 
     }
 }
 
-/// Test mode, as criterion's: each case runs once — one sample, no warm-up, no probes — to
-/// show that it works; nothing is analysed, compared or written.
+/// Test mode, as criterion's: each case runs once — one sample, no warm-up, no probes, its
+/// decode cut to a few tokens ([`Workload::for_test`]) — to show that it works; nothing is
+/// analysed, compared or written.
 fn test_once(
     suite: &Suite,
     args: &Args,
@@ -356,7 +357,15 @@ fn test_once(
         cache: Cache::new(Cache::default_root()),
         log: &mut log,
     };
-    let (records, mut failed) = runner.run(cases);
+    let cases: Vec<PlannedCase> = cases
+        .iter()
+        .cloned()
+        .map(|mut c| {
+            c.workload = c.workload.for_test();
+            c
+        })
+        .collect();
+    let (records, mut failed) = runner.run(&cases);
     let (task_records, task_failures) = runner.run_tasks(tasks);
     failed.extend(task_failures);
     Tested {

@@ -259,7 +259,7 @@ impl Runner<'_> {
     pub(crate) fn emit(&mut self, event: Event) {
         if let Err(e) = self.log.write(&event) {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
-                // json-stream: whoever read the events is gone (a lost device connection).
+                // --message-format json: whoever read the events is gone (a lost device connection).
                 // Measuring on for nobody would only keep the device busy; every sample is
                 // in this run's own samples.jsonl, which the line above has just flushed.
                 eprintln!(

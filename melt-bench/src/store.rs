@@ -525,7 +525,7 @@ mod tests {
     }
 
     #[test]
-    fn json_stream_echo_is_the_log_line_for_line() {
+    fn the_echoed_event_stream_is_the_log_line_for_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("samples.jsonl");
         let mut log = EventLog::create(&path).unwrap();

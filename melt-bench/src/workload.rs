@@ -49,7 +49,20 @@ pub fn pp_tg(prefill: usize, decode: usize) -> Workload {
     }
 }
 
+/// Test mode's decode: enough tokens to go through the decode path and the KV cache a few
+/// times, few enough that `cargo test --benches` is a quick check, not a second benchmark run.
+pub const TEST_MODE_DECODE: usize = 8;
+
 impl Workload {
+    /// What test mode runs of this workload: the same prefill and depth (the context sizes
+    /// the case needs), the decode cut to [`TEST_MODE_DECODE`] tokens.
+    pub fn for_test(self) -> Workload {
+        Workload {
+            decode: self.decode.min(TEST_MODE_DECODE),
+            ..self
+        }
+    }
+
     /// The same workload after `depth` tokens of untimed context (llama-bench `-d`).
     pub fn at_depth(self, depth: usize) -> Workload {
         Workload { depth, ..self }
@@ -190,6 +203,17 @@ pub fn run_once_marked(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_mode_keeps_the_context_and_cuts_the_decode() {
+        assert_eq!(pp(512).for_test(), pp(512));
+        assert_eq!(tg(128).for_test(), tg(TEST_MODE_DECODE));
+        assert_eq!(tg(4).for_test(), tg(4));
+        assert_eq!(
+            pp_tg(512, 128).at_depth(512).for_test(),
+            pp_tg(512, TEST_MODE_DECODE).at_depth(512)
+        );
+    }
 
     #[test]
     fn names_follow_llama_bench() {
