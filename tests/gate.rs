@@ -12,9 +12,7 @@ fn the_gate_judges_the_latest_run_against_a_saved_baseline() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
     let crit = dir.path().join("criterion");
-    let layout = melt::store::Layout {
-        target_dir: dir.path().to_path_buf(),
-    };
+    let layout = melt::store::Layout::at(dir.path());
     let cfg = melt::stats::AnalysisConfig {
         nresamples: 5_000,
         ..Default::default()

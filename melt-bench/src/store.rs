@@ -46,6 +46,13 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The layout under a given target directory.
+    pub fn at(target_dir: impl Into<PathBuf>) -> Layout {
+        Layout {
+            target_dir: target_dir.into(),
+        }
+    }
+
     /// `$MELT_TARGET_DIR`, else `$CARGO_TARGET_DIR`, else the cargo target directory that
     /// holds this executable (cargo marks it with `CACHEDIR.TAG`), else `./target`.
     pub fn discover() -> Layout {

@@ -92,9 +92,7 @@ fn drift_of(opts: &Options, judged: &str) -> impl Fn(&str) -> Option<f64> {
 
 /// Cases of the latest run (criterion `new/`) against a named criterion baseline.
 fn judge_named(opts: &Options, name: &str, config: &GateConfig) -> Result<Vec<gate::CaseGate>> {
-    let layout = melt_bench::store::Layout {
-        target_dir: opts.target_dir.clone(),
-    };
+    let layout = melt_bench::store::Layout::at(&opts.target_dir);
     let (criterion_dir, runs_dir) = (layout.criterion_dir(), layout.runs_dir());
     let mut judged = String::new();
     let dirs = match gate::latest_run_cases(&layout)? {

@@ -7,10 +7,7 @@ use anyhow::{bail, Result};
 use melt_report::history::History;
 
 pub fn open(target_dir: &Path) -> Result<History> {
-    let path = melt_bench::store::Layout {
-        target_dir: target_dir.to_path_buf(),
-    }
-    .history_path();
+    let path = melt_bench::store::Layout::at(target_dir).history_path();
     if !path.is_file() {
         bail!(
             "no history yet at {}: run `cargo xtask bench` first",

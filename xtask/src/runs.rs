@@ -9,15 +9,12 @@ use melt_report::export;
 
 /// Run `id`, or the latest finished run.
 pub fn run_dir(target_dir: &Path, id: Option<&str>) -> Result<RunDir> {
-    let layout = layout(target_dir);
+    let layout = Layout::at(target_dir);
     let run = match id {
         Some(id) => layout.run(id),
-        None => layout.latest_finished_run().with_context(|| {
-            format!(
-                "no finished run under {}: run `cargo xtask bench` first",
-                layout.runs_dir().display()
-            )
-        })?,
+        None => layout
+            .latest_finished_run()
+            .with_context(|| no_runs(&layout))?,
     };
     if !run.is_finished() {
         bail!(
@@ -28,18 +25,23 @@ pub fn run_dir(target_dir: &Path, id: Option<&str>) -> Result<RunDir> {
     Ok(run)
 }
 
-fn layout(target_dir: &Path) -> Layout {
-    Layout {
-        target_dir: target_dir.to_path_buf(),
-    }
+fn no_runs(layout: &Layout) -> String {
+    format!(
+        "no finished run under {}: run `cargo xtask bench` first",
+        layout.runs_dir().display()
+    )
 }
 
 /// The latest finished run of each device (the host counts as one), oldest device first:
 /// what `report` shows when no run is named, so devices appear side by side.
 pub fn latest_per_device(target_dir: &Path) -> Result<Vec<RunDir>> {
-    run_dir(target_dir, None)?;
+    let layout = Layout::at(target_dir);
+    let runs = layout.finished_runs();
+    if runs.is_empty() {
+        bail!("{}", no_runs(&layout));
+    }
     let mut latest: std::collections::BTreeMap<String, RunDir> = Default::default();
-    for run in layout(target_dir).finished_runs() {
+    for run in runs {
         if let Ok(s) = run.load_summary() {
             latest.insert(s.device.unwrap_or_else(|| "host".into()), run);
         }
@@ -78,7 +80,7 @@ pub fn report(opts: &crate::cli::Report, target_dir: &Path) -> Result<String> {
         summaries.push(s);
     }
     if html {
-        let path = layout(target_dir).report_path();
+        let path = Layout::at(target_dir).report_path();
         std::fs::create_dir_all(path.parent().unwrap_or(target_dir))?;
         std::fs::write(
             &path,

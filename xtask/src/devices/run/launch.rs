@@ -166,13 +166,11 @@ pub(super) fn pull_and_check(d: &Device, l: &Launched, run_dir: &Path) -> Result
     let Some(id) = &l.device_run else {
         return Ok(None);
     };
-    let remote = Layout {
-        target_dir: Path::new(&d.workdir).join("target"),
-    }
-    .run(id)
-    .samples_path()
-    .display()
-    .to_string();
+    let remote = Layout::at(Path::new(&d.workdir).join("target"))
+        .run(id)
+        .samples_path()
+        .display()
+        .to_string();
     let local = run_dir.join(format!("device-{}.samples.jsonl", make_filename_safe(id)));
     d.transport.pull(&remote, &local)?;
     let on_device = read_events(&local)?
