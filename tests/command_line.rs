@@ -3,8 +3,14 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use melt::backend::{Backend, BackendError, LoadedModel, ModelInfo, Session};
 use melt::cli::Args;
 use melt::driver::{run_suite, Ran};
+use melt::model::{ModelFormat, ModelSpec};
+use melt::params::{ModelParams, SessionParams};
 
 use common::*;
 
@@ -44,6 +50,96 @@ fn without_bench_every_case_runs_once_and_nothing_is_kept() {
             .all(|e| e.message.contains("no-such.gguf") && e.case.is_some()),
         "{:?}",
         t.failed
+    );
+}
+
+/// The real engine, counting the sessions it is asked to open.
+struct CountingSessions {
+    engine: Box<dyn Backend>,
+    opened: Arc<AtomicUsize>,
+}
+
+struct CountingModel {
+    model: Box<dyn LoadedModel>,
+    opened: Arc<AtomicUsize>,
+}
+
+impl Backend for CountingSessions {
+    fn name(&self) -> &str {
+        self.engine.name()
+    }
+    fn version(&self) -> String {
+        self.engine.version()
+    }
+    fn accepts(&self, format: ModelFormat) -> bool {
+        self.engine.accepts(format)
+    }
+    fn load(
+        &self,
+        model: &ModelSpec,
+        params: &ModelParams,
+    ) -> Result<Box<dyn LoadedModel>, BackendError> {
+        Ok(Box::new(CountingModel {
+            model: self.engine.load(model, params)?,
+            opened: self.opened.clone(),
+        }))
+    }
+}
+
+impl LoadedModel for CountingModel {
+    fn info(&self) -> ModelInfo {
+        self.model.info()
+    }
+    fn session<'m>(
+        &'m self,
+        params: &SessionParams,
+    ) -> Result<Box<dyn Session + 'm>, BackendError> {
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        self.model.session(params)
+    }
+}
+
+#[test]
+fn test_mode_shares_a_session_per_thread_count_and_a_measured_case_gets_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let opened = Arc::new(AtomicUsize::new(0));
+    let mut counted = suite();
+    counted.backends = melt::backends::enabled()
+        .into_iter()
+        .filter(|b| b.accepts(ModelFormat::Gguf))
+        .map(|engine| {
+            Box::new(CountingSessions {
+                engine,
+                opened: opened.clone(),
+            }) as Box<dyn Backend>
+        })
+        .collect();
+    assert_eq!(counted.backends.len(), 1, "llama.cpp alone reads GGUF");
+
+    let args = Args::parse(["--model", model.to_str().unwrap()]).unwrap();
+    let Ran::Tested(t) = run_suite(&counted, &args).unwrap() else {
+        panic!("test mode");
+    };
+    assert!(t.failed.is_empty(), "{:?}", t.failed);
+    assert_eq!(t.passed.len(), 8);
+    // The four workloads need contexts of 32, 16, 40 and 32 tokens: one session per thread
+    // count, sized for the largest, serves them all.
+    assert_eq!(
+        opened.swap(0, Ordering::SeqCst),
+        2,
+        "one session per thread count"
+    );
+
+    let target = dir.path().join("target");
+    let args = common::args(&model, &target, &["--sample-size", "2", "--noplot"]);
+    let out = run_suite(&counted, &args).unwrap().measured().unwrap();
+    assert!(!out.failed(), "{:?}", out.summary.errors);
+    assert_eq!(out.summary.cases.len(), 8);
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        8,
+        "a measured case opens its own"
     );
 }
 

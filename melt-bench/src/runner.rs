@@ -6,11 +6,11 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, LoadedModel, ModelInfo};
+use crate::backend::{Backend, LoadedModel, ModelInfo, Session};
 use crate::criterion_format::BenchmarkId;
 use crate::memory;
 use crate::model::{detect_format, Cache, ModelError, ModelFormat, ModelSpec, Registry};
-use crate::params::{Params, Point};
+use crate::params::{Params, Point, SessionParams};
 use crate::probe;
 use crate::sampling::{Sampling, StopReason};
 use crate::stats;
@@ -223,6 +223,20 @@ pub struct Runner<'a> {
     /// The hottest zone when the run began, and whether a case has run since (`--cooldown`).
     pub start_temp_c: Option<f64>,
     pub cases_run: usize,
+    /// Test mode: consecutive cases of one load that differ at most in their context size run
+    /// on one session (sized for the largest), cleared between them. Building an ONNX Runtime
+    /// session reads and prepacks the whole model — seconds per case, most of
+    /// `cargo test --benches`. A measured case always gets its own session: its creation time
+    /// and its memory are part of what the case reports.
+    pub share_sessions: bool,
+}
+
+/// The session test mode's cases share: made with `n_ctx`, the largest context the cases of
+/// one load need, and remade only when other session parameters come.
+struct SharedSession<'m> {
+    n_ctx: u32,
+    /// The parameters it was made with (its context size left out), and the session.
+    current: Option<(SessionParams, Box<dyn Session + 'm>)>,
 }
 
 const PROMPT_SEED: u64 = 0x5eed;
@@ -379,8 +393,14 @@ impl Runner<'_> {
                     continue;
                 }
             };
+            let mut shared = SharedSession {
+                n_ctx: group.iter().map(|c| self.n_ctx(c)).max().unwrap_or(0),
+                current: None,
+            };
             for case in group {
-                match self.run_case(spec, loaded.as_ref(), (load, &load_probe), case) {
+                let slot = self.share_sessions.then_some(&mut shared);
+                let ran = self.run_case(spec, loaded.as_ref(), (load, &load_probe), case, slot);
+                match ran {
                     Ok(r) => records.push(r),
                     Err(e) => self.fail(failures, Some(case.id.full_id.clone()), e.to_string()),
                 }
@@ -388,18 +408,55 @@ impl Runner<'_> {
         }
     }
 
-    fn run_case(
+    /// The context a case runs with: its point's, or what its workload needs.
+    fn n_ctx(&self, case: &PlannedCase) -> u32 {
+        let needed = case.workload.n_ctx_needed() as u32;
+        self.points[case.point]
+            .params
+            .session
+            .n_ctx
+            .unwrap_or(needed)
+    }
+
+    /// The shared session when there is one (remade if `params` differ from its own in more
+    /// than the context size), or a fresh one in `fresh`.
+    fn session_for<'m, 's>(
+        loaded: &'m dyn LoadedModel,
+        params: &SessionParams,
+        shared: Option<&'s mut SharedSession<'m>>,
+        fresh: &'s mut Option<Box<dyn Session + 'm>>,
+    ) -> Result<&'s mut (dyn Session + 'm), crate::backend::BackendError> {
+        let Some(shared) = shared else {
+            return Ok(fresh.insert(loaded.session(params)?).as_mut());
+        };
+        let key = SessionParams {
+            n_ctx: None,
+            ..params.clone()
+        };
+        if shared.current.as_ref().is_none_or(|(made, _)| *made != key) {
+            // The old session goes first: two copies of a large model may not fit.
+            shared.current = None;
+            let session = loaded.session(&SessionParams {
+                n_ctx: Some(shared.n_ctx.max(params.n_ctx.unwrap_or(0))),
+                ..params.clone()
+            })?;
+            shared.current = Some((key, session));
+        }
+        Ok(shared.current.as_mut().expect("just made").1.as_mut())
+    }
+
+    fn run_case<'m>(
         &mut self,
         spec: &ModelSpec,
-        loaded: &dyn LoadedModel,
+        loaded: &'m dyn LoadedModel,
         (load, load_probe): (Duration, &Option<probe::LoadProbe>),
         case: &PlannedCase,
+        shared: Option<&mut SharedSession<'m>>,
     ) -> Result<CaseRecord, RunError> {
         let backend = &self.backends[case.backend];
         let mut params = self.points[case.point].params.clone();
         let w = case.workload;
-        let needed = w.n_ctx_needed();
-        let n_ctx = params.session.n_ctx.unwrap_or(needed as u32);
+        let (needed, n_ctx) = (w.n_ctx_needed(), self.n_ctx(case));
         if (n_ctx as usize) < needed {
             return Err(RunError::ContextTooSmall {
                 workload: w,
@@ -445,7 +502,8 @@ impl Runner<'_> {
         self.cases_run += 1;
         let per_case = memory::reset_peak();
         let start = Instant::now();
-        let mut session = loaded.session(&params.session)?;
+        let mut fresh = None;
+        let session = Self::session_for(loaded, &params.session, shared, &mut fresh)?;
         let context = start.elapsed();
         let n_vocab = info.n_vocab;
         let label = &case.id.full_id;
@@ -456,7 +514,7 @@ impl Runner<'_> {
         let mut index = 0;
         while index < self.sampling.min_warm_up_runs || warm_start.elapsed() < self.sampling.warm_up
         {
-            let m = run_once(&w, session.as_mut(), n_vocab, PROMPT_SEED)?;
+            let m = run_once(&w, &mut *session, n_vocab, PROMPT_SEED)?;
             self.emit(Event::Sample {
                 case: label.clone(),
                 index,
@@ -483,7 +541,7 @@ impl Runner<'_> {
         let stop_reason = loop {
             let phases = probing.as_ref().map(|(log, _)| log);
             let at_ns = measure_start.elapsed().as_nanos() as u64;
-            let mut m = run_once_marked(&w, session.as_mut(), n_vocab, PROMPT_SEED, phases)?;
+            let mut m = run_once_marked(&w, &mut *session, n_vocab, PROMPT_SEED, phases)?;
             m.at_ns = Some(at_ns);
             let run_end = Duration::from_nanos(at_ns + m.ns);
             tok_s.push(w.tokens() as f64 / (m.ns.max(1) as f64 / 1e9));
@@ -545,7 +603,7 @@ impl Runner<'_> {
             s
         });
         let peak_rss_bytes = memory::peak_rss_bytes();
-        drop(session);
+        drop(fresh);
         let meta = CaseMeta {
             id: case.id.clone(),
             backend_version: backend.version(),

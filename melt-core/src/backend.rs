@@ -104,7 +104,8 @@ pub trait Backend: Send + Sync {
     /// Whether this backend can load models of this format, so a suite over several backends
     /// and models only plans the pairs that make sense (decided before any file is hashed).
     fn accepts(&self, format: ModelFormat) -> bool;
-    /// Loads the weights. Called once per model and [`ModelParams`]; sessions are cheap.
+    /// Loads the weights. Called once per model and [`ModelParams`]; the runner opens a
+    /// session per measured case (and counts its making as the case's context time).
     fn load(
         &self,
         model: &ModelSpec,
