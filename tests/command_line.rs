@@ -53,6 +53,28 @@ fn without_bench_every_case_runs_once_and_nothing_is_kept() {
     );
 }
 
+#[test]
+fn a_host_filter_selects_the_same_cases_on_a_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let m = model.to_str().unwrap();
+    let args = Args::parse(["--model", m, "--device", "board", "tg16/llama.cpp t=1$"]).unwrap();
+    let Ran::Tested(t) = run_suite(&suite(), &args).unwrap() else {
+        panic!("test mode");
+    };
+    assert!(t.failed.is_empty(), "{:?}", t.failed);
+    assert_eq!(t.passed, ["tiny-llama/tg16/llama.cpp t=1 @board"]);
+    // The tagged id still matches, and a filter that matches neither is an error.
+    let args = Args::parse(["--model", m, "--device", "board", "t=2 @board$"]).unwrap();
+    let Ran::Tested(t) = run_suite(&suite(), &args).unwrap() else {
+        panic!("test mode");
+    };
+    assert_eq!(t.passed.len(), 4, "{:?}", t.passed);
+    let args = Args::parse(["--model", m, "--device", "board", "t=3$"]).unwrap();
+    let e = run_suite(&suite(), &args).unwrap_err().to_string();
+    assert!(e.contains("no case matches the filter `t=3$`"), "{e}");
+}
+
 /// The real engine, counting the sessions it is asked to open.
 struct CountingSessions {
     engine: Box<dyn Backend>,

@@ -164,7 +164,14 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Ran, DriverError> {
         .into_iter()
         .filter(|c| backend_chosen(c.backend))
         .collect();
-    let cases = tag_device(cases, args.device.as_deref());
+    let matches = matcher(args)?;
+    // A filter written on the host (`'tg128/llama.cpp t=1$'`) selects the same cases on a
+    // device, whose ids gain ` @device`: the id matches with or without its tag.
+    let cases: Vec<PlannedCase> = tag_device(cases, args.device.as_deref())
+        .into_iter()
+        .filter(|(untagged, c)| matches(untagged) || matches(&c.id.full_id))
+        .map(|(_, c)| c)
+        .collect();
     let mut tasks: Vec<PlannedTask> = plan_tasks(
         &models,
         &suite.backends,
@@ -175,11 +182,6 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Ran, DriverError> {
     .into_iter()
     .filter(|t| backend_chosen(t.backend))
     .collect();
-    let matches = matcher(args)?;
-    let cases: Vec<PlannedCase> = cases
-        .into_iter()
-        .filter(|c| matches(&c.id.full_id))
-        .collect();
     tasks.retain(|t| matches(&t.id));
     if cases.is_empty() && tasks.is_empty() {
         return Err(DriverError::NothingSelected(
@@ -406,15 +408,15 @@ pub fn analysis_config(args: &Args) -> AnalysisConfig {
 
 /// Appends ` @DEVICE` to every case's value, so the same case on two devices has two ids
 /// (and two criterion directories) that sort side by side.
-fn tag_device(cases: Vec<PlannedCase>, device: Option<&str>) -> Vec<PlannedCase> {
-    let Some(device) = device else {
-        return cases;
-    };
+fn tag_device(cases: Vec<PlannedCase>, device: Option<&str>) -> Vec<(String, PlannedCase)> {
     cases
         .into_iter()
         .map(|mut c| {
-            c.id = device_id(&c.id, device);
-            c
+            let untagged = c.id.full_id.clone();
+            if let Some(device) = device {
+                c.id = device_id(&c.id, device);
+            }
+            (untagged, c)
         })
         .collect()
 }
