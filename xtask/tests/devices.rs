@@ -391,7 +391,25 @@ fn ssh_device_end_to_end_with_lost_connection_and_resume() {
     let state = std::fs::read_to_string(log.with_file_name("device.json")).unwrap();
     assert!(state.contains("\"interrupted\""), "{state}");
 
-    let resumed = f.bench("jetson", &["--resume"], &["--sample-size", "3"]);
+    // Other bench arguments would resume a different run under this one's name: refused.
+    let other = f.bench("jetson", &["--resume"], &["--sample-size", "3"]);
+    assert_eq!(other.status.code(), Some(2), "{}", text(&other));
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        err.contains("--resume continues the run of `jetson` started with")
+            && err.contains(r#"new: ["3"], left out: ["60"]"#),
+        "{err}"
+    );
+    // As the hint says it: `--resume` alone, and the run's own arguments are replayed.
+    let resumed = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(f.dir.path())
+        .env("MELT_CONFIG", f.path("melt.toml"))
+        .env("CARGO_TARGET_DIR", f.target())
+        .env_remove("MELT_TARGET_DIR")
+        .args(["bench", "--target", "jetson", "--resume", "--bench-bin"])
+        .arg(&f.bin)
+        .output()
+        .unwrap();
     assert!(resumed.status.success(), "{}", text(&resumed));
     let all = read_events(&log).unwrap();
     for case in &finished {
@@ -404,8 +422,11 @@ fn ssh_device_end_to_end_with_lost_connection_and_resume() {
     let last = f.summaries().pop().unwrap();
     assert_complete(&last, "jetson");
     for c in &last.cases {
-        let expected = if finished.contains(&c.id) { 60 } else { 3 };
-        assert_eq!(c.samples, expected, "{}", c.id);
+        assert_eq!(
+            c.samples, 60,
+            "{}: resumed with the run's --sample-size",
+            c.id
+        );
     }
     let nothing = f.bench("jetson", &["--resume"], &[]);
     assert_eq!(nothing.status.code(), Some(2));
@@ -418,18 +439,44 @@ fn ssh_device_end_to_end_with_lost_connection_and_resume() {
 
 /// A recording `adb`: logs its arguments (unit separator between, record separator after), then does to this machine what adb would do to a
 /// phone. Like adb without shell protocol v2, `adb shell` exits 0 whatever the command did.
+/// Its shell is Android's: mksh, with toybox's applets, awk and getprop alone on PATH
+/// (`$MELT_ANDROID_PATH`), so a bashism or a GNU-only option fails here first.
 const FAKE_ADB: &str = r#"#!/bin/sh
 { for a in "$@"; do printf '%s\037' "$a"; done; printf '\036'; } >> "$MELT_ADB_LOG"
 if [ "$1" = "-s" ]; then shift 2; fi
 cmd=$1; shift
 case "$cmd" in
-  shell) sh -c "$*"; exit 0 ;;
+  shell) env -i PATH="$MELT_ANDROID_PATH" HOME=/ /usr/bin/mksh -c "$*"; exit 0 ;;
   push) cp "$1" "$2" && echo "$1: 1 file pushed" ;;
   pull) cp "$1" "$2" && echo "$1: 1 file pulled" ;;
   connect) echo "connected to $1" ;;
   *) echo "fake adb: $cmd?" >&2; exit 1 ;;
 esac
 "#;
+
+/// A `/system/bin` as Android's: toybox's applets, `sh` = mksh, and the one true awk
+/// (Android ships BWK awk beside toybox).
+fn android_bin(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let link = |target: &str, name: &str| {
+        std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+    };
+    let applets = Command::new("toybox")
+        .output()
+        .expect("toybox (Android's applets; `cargo xtask test` installs Debian's toybox package)");
+    for applet in String::from_utf8_lossy(&applets.stdout).split_whitespace() {
+        link("/usr/bin/toybox", applet);
+    }
+    for (target, name) in [("/usr/bin/mksh", "sh"), ("/usr/bin/original-awk", "awk")] {
+        assert!(
+            Path::new(target).is_file(),
+            "{target}: `cargo xtask test` installs it"
+        );
+        let _ = std::fs::remove_file(dir.join(name));
+        link(target, name);
+    }
+    dir.to_path_buf()
+}
 
 const FAKE_GETPROP: &str = r#"#!/bin/sh
 case "$1" in
@@ -447,9 +494,13 @@ fn adb_device_command_lines() {
         return;
     };
     let tools = f.path("tools");
+    let android = android_bin(&f.path("system bin"));
     std::fs::create_dir_all(&tools).unwrap();
-    for (name, body) in [("adb", FAKE_ADB), ("getprop", FAKE_GETPROP)] {
-        let p = tools.join(name);
+    for (dir, name, body) in [
+        (&tools, "adb", FAKE_ADB),
+        (&android, "getprop", FAKE_GETPROP),
+    ] {
+        let p = dir.join(name);
         std::fs::write(&p, body).unwrap();
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     }
@@ -475,6 +526,7 @@ fn adb_device_command_lines() {
     let run = |bench_args: &[&str]| {
         f.xtask("android", &[], bench_args)
             .env("PATH", &path)
+            .env("MELT_ANDROID_PATH", &android)
             .env("MELT_ADB_LOG", &adb_log)
             .output()
             .unwrap()

@@ -26,11 +26,16 @@ pub struct BuildPlan {
     pub env: BTreeMap<String, String>,
     /// Shared libraries the binary needs on the device that the device does not have.
     pub libs: Vec<PathBuf>,
+    /// The GNU cross compiler whose runtime libraries ship with the binary: llama.cpp is built
+    /// with OpenMP for GNU triples, and a board need not have `libgomp.so.1`.
+    pub gnu_runtime_of: Option<String>,
 }
 
 /// What a build needs to know about this machine (read from the real one in [`Toolchain::detect`],
 /// made up in tests).
 pub struct Toolchain {
+    /// The compiler chosen for a device (`[[device]] rustc`), if not cargo's own.
+    pub rustc: Option<PathBuf>,
     pub host_triple: String,
     /// `rustc --print sysroot`.
     pub sysroot: PathBuf,
@@ -45,12 +50,21 @@ pub fn on_path(program: &str) -> bool {
 }
 
 impl Toolchain {
+    /// Cargo's compiler (`RUSTC`, or `rustc` on PATH).
     pub fn detect() -> Result<Toolchain> {
-        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+        Toolchain::detect_with(None)
+    }
+
+    /// `rustc`, or cargo's compiler when `None`.
+    pub fn detect_with(chosen: Option<&Path>) -> Result<Toolchain> {
+        let rustc = match chosen {
+            Some(r) => r.as_os_str().to_owned(),
+            None => std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()),
+        };
         let vv = Command::new(&rustc)
             .arg("-vV")
             .output()
-            .context("cannot run rustc")?;
+            .with_context(|| format!("cannot run {}", rustc.to_string_lossy()))?;
         let vv = String::from_utf8_lossy(&vv.stdout);
         let host_triple = vv
             .lines()
@@ -62,6 +76,7 @@ impl Toolchain {
             .output()
             .context("cannot run rustc")?;
         Ok(Toolchain {
+            rustc: chosen.map(Path::to_path_buf),
             host_triple,
             sysroot: PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim()),
             env: std::env::vars().collect(),
@@ -144,7 +159,11 @@ pub fn plan(
         ],
         env: BTreeMap::new(),
         libs: Vec::new(),
+        gnu_runtime_of: None,
     };
+    if let Some(rustc) = &tc.rustc {
+        p.env.insert("RUSTC".into(), rustc.display().to_string());
+    }
     if triple == tc.host_triple && !cross {
         // No `--target`: the host build's own directory, so nothing is compiled twice.
         return Ok(p);
@@ -173,7 +192,9 @@ pub fn plan(
     }
     if !tc.has_rust_std(triple) {
         bail!(
-            "the Rust standard library for {triple} is not installed: rustup target add {triple}"
+            "the Rust standard library for {triple} is not installed: rustup target add {triple} \
+             (or name a compiler that has it: `rustc = ...` in the [[device]]; \
+             `cargo xtask setup arm64-board` makes one for aarch64 from Debian's archive)"
         );
     }
     if let Some(clang_target) = ndk_clang_target(triple) {
@@ -243,8 +264,9 @@ pub fn plan(
             }
         }
         p.env.insert(cargo_linker_var(triple), gcc.clone());
-        p.env.insert(target_var("CC", triple), gcc);
+        p.env.insert(target_var("CC", triple), gcc.clone());
         p.env.insert(target_var("CXX", triple), gxx);
+        p.gnu_runtime_of = Some(gcc);
         return Ok(p);
     }
     bail!(
@@ -285,7 +307,41 @@ pub fn run(plan: &BuildPlan, bench: &str) -> Result<(PathBuf, Vec<PathBuf>)> {
     }
     let exe = executable_from_messages(&String::from_utf8_lossy(&out.stdout), bench)
         .with_context(|| format!("cargo built no executable for the bench target `{bench}`"))?;
-    Ok((exe, plan.libs.clone()))
+    let mut libs = plan.libs.clone();
+    if let Some(gcc) = &plan.gnu_runtime_of {
+        libs.push(gnu_runtime_library(gcc, "libgomp.so.1")?);
+    }
+    Ok((exe, libs))
+}
+
+/// The GNU runtime libraries a binary cross-built for `triple` needs on its device (none for
+/// the host's own triple, Android or a triple melt has no GNU compiler name for).
+pub fn gnu_runtime(triple: &str, host_triple: &str) -> Result<Vec<PathBuf>> {
+    match gnu_prefix(triple) {
+        Some(prefix) if triple != host_triple => Ok(vec![gnu_runtime_library(
+            &format!("{prefix}-gcc"),
+            "libgomp.so.1",
+        )?]),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Where the cross compiler `gcc` keeps one of its runtime libraries.
+fn gnu_runtime_library(gcc: &str, name: &str) -> Result<PathBuf> {
+    let out = Command::new(gcc)
+        .arg(format!("-print-file-name={name}"))
+        .output()
+        .with_context(|| format!("cannot run {gcc}"))?;
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    // gcc prints the bare name back when it has no such library.
+    if !(out.status.success() && path.is_absolute() && path.is_file()) {
+        bail!(
+            "the binary needs {name} on the device and {gcc} has none to ship \
+             (`{gcc} -print-file-name={name}`); install its runtime, e.g. the libgomp1 \
+             package for that architecture, or list the library in the [[device]]'s `libs`"
+        );
+    }
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -298,6 +354,7 @@ mod tests {
         programs: &'static [&'static str],
     ) -> Toolchain {
         Toolchain {
+            rustc: None,
             host_triple: "x86_64-unknown-linux-gnu".into(),
             sysroot: sysroot.to_path_buf(),
             env: env
@@ -340,9 +397,10 @@ mod tests {
         let e = plan(&tc, "aarch64-linux-android", "suite", 30, false)
             .unwrap_err()
             .to_string();
-        assert_eq!(
-            e,
-            "the Rust standard library for aarch64-linux-android is not installed: rustup target add aarch64-linux-android"
+        assert!(
+            e.starts_with("the Rust standard library for aarch64-linux-android is not installed: rustup target add aarch64-linux-android")
+                && e.contains("`rustc = ...` in the [[device]]"),
+            "{e}"
         );
         std::fs::create_dir_all(sysroot.join("lib/rustlib/aarch64-linux-android/lib")).unwrap();
         let e = plan(&tc, "aarch64-linux-android", "suite", 30, false)
@@ -427,6 +485,15 @@ mod tests {
             p.env["CXX_aarch64_unknown_linux_gnu"],
             "aarch64-linux-gnu-g++"
         );
+        // llama.cpp's OpenMP runtime ships from that compiler; no compiler named, cargo's.
+        assert_eq!(p.gnu_runtime_of.as_deref(), Some("aarch64-linux-gnu-gcc"));
+        assert!(!p.env.contains_key("RUSTC"));
+        let chosen = Toolchain {
+            rustc: Some("/opt/rust-aarch64/rustc".into()),
+            ..gnu
+        };
+        let p = plan(&chosen, "aarch64-unknown-linux-gnu", "suite", 28, false).unwrap();
+        assert_eq!(p.env["RUSTC"], "/opt/rust-aarch64/rustc");
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //! triple = "aarch64-unknown-linux-gnu"   # default: this machine's (local, ssh),
 //!                                        # aarch64-linux-android (adb)
 //! workdir = "/home/melt/melt"            # default: melt (ssh, in $HOME), /data/local/tmp/melt (adb)
+//! rustc = "/opt/rust-aarch64/bin/rustc"  # default: cargo's; one with this triple's std
+//! libs = ["/opt/vendor/libfoo.so"]       # shipped beside the binary
+//! ssh_options = ["-o", "StrictHostKeyChecking=accept-new"]
 //! env = { OMP_PROC_BIND = "close" }
 //! tags = ["boards"]
 //!
@@ -65,6 +68,9 @@ pub struct DeviceConfig {
     /// Extra shared libraries to ship beside the binary (into `<workdir>/lib`).
     #[serde(default)]
     pub libs: Vec<PathBuf>,
+    /// The Rust compiler that builds for this device's triple, where the default one has no
+    /// standard library for it and rustup cannot add one (e.g. the board's unpacked rustc).
+    pub rustc: Option<PathBuf>,
 }
 
 /// A device ready to use: its transport, triple and work directory resolved.
@@ -79,6 +85,7 @@ pub struct Device {
     pub tags: Vec<String>,
     pub api_level: u32,
     pub libs: Vec<PathBuf>,
+    pub rustc: Option<PathBuf>,
 }
 
 pub const DEFAULT_ANDROID_API: u32 = 28;
@@ -175,6 +182,10 @@ impl DeviceConfig {
                 .iter()
                 .map(|l| config_dir.join(expand_home(l)))
                 .collect(),
+            rustc: self
+                .rustc
+                .as_deref()
+                .map(|r| config_dir.join(expand_home(r))),
         })
     }
 }
@@ -265,6 +276,7 @@ pub fn probe_script(workdir: &str) -> String {
 echo "kernel=$(uname -r)"
 awk '/^MemAvailable:/ {{print "mem_available_kb=" $2}} /^MemTotal:/ {{print "mem_total_kb=" $2}}' /proc/meminfo 2>/dev/null
 mkdir -p {w} 2>/dev/null && df -k {w} 2>/dev/null | awk 'END {{print "disk_free_kb=" $(NF-2)}}'
+echo "workdir=$(cd {w} 2>/dev/null && pwd)"
 g=/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor
 [ -r "$g" ] && echo "governor=$(cat "$g")"
 if command -v getprop >/dev/null 2>&1; then
@@ -473,6 +485,7 @@ transport = "local"
             tags: vec![],
             api_level: 28,
             libs: vec![],
+            rustc: None,
         };
         let p = probe(&d).unwrap();
         assert_eq!(p["arch"], std::env::consts::ARCH);

@@ -112,13 +112,15 @@ impl Transport {
             .output()
             .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
         if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
             bail!(
-                "{} (exit {}): {}",
+                "{} (exit {}): {}{}",
                 self.describe(),
                 out.status
                     .code()
                     .map_or_else(|| "signal".to_string(), |c| c.to_string()),
-                String::from_utf8_lossy(&out.stderr).trim()
+                stderr.trim(),
+                ssh_hint(&stderr)
             );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -269,6 +271,19 @@ impl Transport {
             .chain(c.get_args())
             .map(|s| s.to_string_lossy().into_owned())
             .collect()
+    }
+}
+
+/// What to do about an ssh failure a person cannot answer in a headless run (melt's ssh
+/// never prompts): an unknown or changed host key.
+pub fn ssh_hint(stderr: &str) -> &'static str {
+    if stderr.contains("Host key verification failed") {
+        "\n(the device's host key is not in known_hosts, or changed, and melt's ssh never asks: \
+         connect once by hand with `ssh` to accept it, or add to its [[device]] \
+         `ssh_options = [\"-o\", \"StrictHostKeyChecking=accept-new\"]` to accept a new \
+         device's key on first use; README: Running on devices)"
+    } else {
+        ""
     }
 }
 

@@ -65,6 +65,8 @@ pub struct DeviceArgs {
     /// file) with their flags, pushed by hash like the models.
     pub data: Vec<(String, ModelFile)>,
     pub(super) rest: Vec<String>,
+    /// The arguments as given, kept with a device run for `--resume`.
+    pub given: Vec<String>,
 }
 
 impl DeviceArgs {
@@ -124,6 +126,7 @@ impl DeviceArgs {
             models,
             data,
             rest,
+            given: args.to_vec(),
         })
     }
 
@@ -154,7 +157,7 @@ impl DeviceArgs {
 /// The cargo features of a device build: the engines (the default ones and those asked for),
 /// without `host-reports` — the device keeps its event log, the host writes the history and
 /// the page from the stream, so no SQLite or HTML writer is built for the device.
-pub(super) fn device_features(asked: &[String]) -> [String; 3] {
+pub fn device_features(asked: &[String]) -> [String; 3] {
     let mut features = vec!["llama-cpp".to_string(), "onnxruntime".to_string()];
     features.extend(
         asked

@@ -102,10 +102,19 @@ impl DeviceJob<'_> {
     }
 
     fn try_run(&self, mp: &MultiProgress, run_dir_out: &mut Option<PathBuf>) -> Result<Outcome> {
-        let d = self.device;
+        self.device.transport.connect()?;
+        let mut props = super::probe(self.device)?;
+        // The run script changes into the work directory: every path in it is absolute, as
+        // the device resolved a relative workdir (ssh's default `melt`, in $HOME).
+        let resolved = super::Device {
+            workdir: props
+                .remove("workdir")
+                .filter(|w| w.starts_with('/'))
+                .unwrap_or_else(|| self.device.workdir.clone()),
+            ..self.device.clone()
+        };
+        let d = &resolved;
         let t = &d.transport;
-        t.connect()?;
-        let props = super::probe(d)?;
         let remote_bin = deploy(d, &self.payload, mp)?;
 
         // The host's record of this run: a new one, or the one being resumed.
@@ -134,6 +143,7 @@ impl DeviceJob<'_> {
             device: d.name.clone(),
             state: RunState::Running,
             props: props.clone(),
+            bench_args: self.args.given.clone(),
         };
         write_state(&run_dir, &state)?;
         let mut skip: BTreeSet<String> = if resumed {
@@ -309,9 +319,13 @@ impl DeviceJob<'_> {
                 message: format!("the bench binary on `{}` exited with {device_code}", d.name),
             });
         }
+        let host = replayed.host.unwrap_or_default();
+        if let Some(why) = &host.emulated {
+            progress.say(&format!("xtask: [{}] emulated: {why}", d.name));
+        }
         let outcome = finish.run(
             &run,
-            replayed.host.unwrap_or_default(),
+            host,
             Results {
                 records: replayed.records,
                 tasks: replayed.tasks,
@@ -325,6 +339,23 @@ impl DeviceJob<'_> {
     }
 }
 
+/// The bench arguments of `--resume`: those the unfinished runs of `devices` were started
+/// with (see [`state::resumed_args`]), before any model is fetched for them.
+pub fn resumed_args(
+    devices: &[&Device],
+    given: &[String],
+    target_dir: &Path,
+) -> Result<Vec<String>> {
+    let layout = Layout {
+        target_dir: DeviceArgs::parse(given)?
+            .parsed
+            .target_dir
+            .unwrap_or_else(|| target_dir.to_path_buf()),
+    };
+    let names: Vec<&str> = devices.iter().map(|d| d.name.as_str()).collect();
+    state::resumed_args(&layout, &names, given)
+}
+
 /// Runs the suite on every device of `devices` at once, one thread (and one device-side
 /// process) per device, each independent of the others. Returns the exit code: 0 all
 /// measured, 1 some case failed, 2 some device could not run or was lost.
@@ -336,11 +367,6 @@ pub fn bench_devices(
     target_dir: &Path,
 ) -> Result<i32> {
     let args = DeviceArgs::parse(&opts.args)?;
-    let mut models = args.models.clone();
-    if models.is_empty() {
-        models = registry_models;
-    }
-    let data: Vec<ModelFile> = args.data.iter().map(|(_, f)| f.clone()).collect();
     let layout = Layout {
         target_dir: args
             .parsed
@@ -348,6 +374,11 @@ pub fn bench_devices(
             .clone()
             .unwrap_or_else(|| target_dir.to_path_buf()),
     };
+    let mut models = args.models.clone();
+    if models.is_empty() {
+        models = registry_models;
+    }
+    let data: Vec<ModelFile> = args.data.iter().map(|(_, f)| f.clone()).collect();
     let libtorch = |triple: &str| -> Result<Option<PathBuf>> {
         if !opts.features.iter().any(|f| f == "libtorch") {
             return Ok(None);
@@ -357,18 +388,26 @@ pub fn bench_devices(
     };
     // One build per triple, before any device is touched.
     let mut builds: BTreeMap<String, (PathBuf, Vec<PathBuf>)> = BTreeMap::new();
-    let tc = super::build::Toolchain::detect()?;
     for d in devices {
         if builds.contains_key(&d.triple) {
             continue;
         }
+        let tc = match &d.rustc {
+            Some(rustc) => super::build::Toolchain::detect_with(Some(rustc))
+                .with_context(|| format!("device `{}`: its `rustc`", d.name))?,
+            None => super::build::Toolchain::detect()?,
+        };
         let linked_libtorch = libtorch(&d.triple)?;
         let built = match &opts.bench_bin {
             Some(bin) => {
                 if !bin.is_file() {
                     bail!("--bench-bin {}: no such file", bin.display());
                 }
-                (bin.clone(), Vec::new())
+                // Built elsewhere for this triple: it needs what a build here would ship.
+                (
+                    bin.clone(),
+                    super::build::gnu_runtime(&d.triple, &tc.host_triple)?,
+                )
             }
             None => {
                 let mut plan =

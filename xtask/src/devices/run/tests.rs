@@ -17,6 +17,7 @@ fn device(workdir: &str, kind: Kind) -> Device {
         tags: vec![],
         api_level: 28,
         libs: vec![],
+        rustc: None,
     }
 }
 
