@@ -60,3 +60,34 @@ pub fn suite_bin() -> Option<PathBuf> {
         }
     }
 }
+
+/// The suite's bench binary cross-built for the emulated aarch64 board, and the board's
+/// `[[device]]` entry (`device.toml`), which `cargo xtask test` sets up first.
+pub const BOARD_BIN_ENV: &str = "MELT_TEST_BOARD_BIN";
+pub const BOARD_DEVICE_ENV: &str = "MELT_TEST_BOARD_DEVICE";
+
+/// The aarch64 bench binary and the running board's `[[device]]` text; `None` after
+/// [`missing`] allowed the skip.
+pub fn board() -> Option<(PathBuf, String)> {
+    let (Some(bin), Some(device)) = (
+        std::env::var_os(BOARD_BIN_ENV),
+        std::env::var_os(BOARD_DEVICE_ENV),
+    ) else {
+        missing(
+            &format!("{BOARD_BIN_ENV} or {BOARD_DEVICE_ENV} is not set"),
+            "run the tests with `cargo xtask test`, which sets up the emulated arm64 board \
+             (`cargo xtask setup arm64-board`, root) and cross-builds the suite for it",
+        );
+        return None;
+    };
+    match std::fs::read_to_string(&device) {
+        Ok(entry) => Some((PathBuf::from(bin), entry)),
+        Err(e) => {
+            missing(
+                &format!("the board's [[device]] {device:?}: {e}"),
+                "`cargo xtask setup arm64-board` writes it",
+            );
+            None
+        }
+    }
+}

@@ -66,6 +66,20 @@ pub enum Setup {
         #[arg(long)]
         triple: Option<String>,
     },
+    /// An emulated aarch64 board (qemu-user, an arm64 Debian with sshd on 127.0.0.1) and a
+    /// Rust toolchain for it, from Debian's archive; prints its [[device]] for melt.toml
+    #[command(name = "arm64-board")]
+    Arm64Board {
+        /// Where the board lives [default: the melt cache's boards/arm64]
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Its sshd's port on 127.0.0.1
+        #[arg(long, default_value_t = crate::board::DEFAULT_PORT)]
+        port: u16,
+        /// Stop the board (its sshd and whatever runs in it) and unmount
+        #[arg(long)]
+        stop: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

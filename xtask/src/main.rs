@@ -11,6 +11,7 @@
 //!   of the workspace (release profile, so llama.cpp is compiled once for tests and benches).
 //! - `gate --baseline NAME`: exit 1 when tok/s regressed for real against a saved baseline.
 
+mod board;
 mod cli;
 mod devices;
 mod gate;
@@ -96,7 +97,7 @@ fn ready_suite() -> Result<()> {
 
 fn bench(b: cli::Bench) -> Result<ExitCode> {
     let features = b.features.clone();
-    let opts = devices::run::Options {
+    let mut opts = devices::run::Options {
         target: b.target,
         resume: b.resume,
         case_timeout: b.case_timeout,
@@ -107,6 +108,12 @@ fn bench(b: cli::Bench) -> Result<ExitCode> {
         rounds: b.rounds,
         features: features.iter().map(|f| f.name().to_string()).collect(),
     };
+    if opts.resume && opts.target != "host" {
+        // The run being resumed decides the cases and models, before any is fetched.
+        let (_, all) = inventory()?;
+        let selected = devices::select(&all, &opts.target)?;
+        opts.args = devices::run::resumed_args(&selected, &opts.args, &target_dir())?;
+    }
     let libtorch = features.contains(&cli::Feature::Libtorch);
     let suite_models: Vec<&str> = SUITE_MODELS
         .iter()
@@ -233,6 +240,16 @@ fn run_command(command: cli::Command) -> Result<ExitCode> {
             let dir = runtimes::setup_libtorch(triple.as_deref().unwrap_or(&host), &host)?;
             // For cargo run without xtask; xtask's own builds set it themselves.
             println!("export LIBTORCH={}", dir.display());
+        }
+        C::Setup {
+            what: Some(Setup::Arm64Board { dir, port, stop }),
+        } => {
+            let board = board::Board::at(dir)?;
+            if stop {
+                board.stop()?;
+            } else {
+                print!("{}", board.set_up(port)?);
+            }
         }
         C::Models {
             command: Models::List,

@@ -63,7 +63,7 @@ pub fn missing() -> Vec<&'static str> {
     m
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

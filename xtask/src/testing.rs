@@ -12,7 +12,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cargo, devices, models, prereq, runtimes, LIBTORCH_SUITE_MODEL, SUITE_MODELS};
+use crate::{board, cargo, devices, models, prereq, runtimes, LIBTORCH_SUITE_MODEL, SUITE_MODELS};
 
 /// critcmp's version the e2e test reads melt's criterion files with.
 const CRITCMP: (&str, &str) = ("critcmp", "0.1.8");
@@ -54,7 +54,7 @@ fn is_file(p: &str) -> bool {
     Path::new(p).is_file()
 }
 
-const TOOLS: [Tool; 4] = [
+const TOOLS: [Tool; 5] = [
     Tool {
         what: "sshd and the ssh client (the ssh device tests start a real sshd on loopback)",
         present: || {
@@ -64,6 +64,16 @@ const TOOLS: [Tool; 4] = [
                     .all(devices::build::on_path)
         },
         install: Install::Apt(&["openssh-server", "openssh-client"]),
+    },
+    Tool {
+        what: "mksh, toybox and the one true awk (the adb tests run device scripts in \
+               Android's shell)",
+        present: || {
+            ["mksh", "toybox", "original-awk"]
+                .into_iter()
+                .all(devices::build::on_path)
+        },
+        install: Install::Apt(&["mksh", "toybox", "original-awk"]),
     },
     Tool {
         what: "chromium (the HTML report is opened in it, headless)",
@@ -154,8 +164,22 @@ pub fn run(o: &Options, target: &Path) -> Result<ExitCode> {
         runtimes::libtorch_env(&libtorch).map(|(k, v)| (k.to_string(), v.display().to_string())),
     );
     let (bin, _) = devices::build::run(&plan, "suite")?;
+    let board = if prereq::is_root() {
+        Some(bring_board(&tc)?)
+    } else if o.allow_skip {
+        None
+    } else {
+        bail!(
+            "the board tests need root to set up the emulated arm64 board (apt-get, mount, \
+             chroot): run as root, or `cargo xtask test --allow-skip` to skip them"
+        );
+    };
 
     let mut cmd = cargo();
+    if let Some((board_bin, device)) = board {
+        cmd.env(melt_testkit::needs::BOARD_BIN_ENV, board_bin)
+            .env(melt_testkit::needs::BOARD_DEVICE_ENV, device);
+    }
     cmd.env(melt_testkit::needs::SUITE_BIN_ENV, bin)
         .args(["test", "--workspace", "--release", "--features", "libtorch"])
         // Every failure of the run, not only the first test binary's.
@@ -191,6 +215,23 @@ pub fn run(o: &Options, target: &Path) -> Result<ExitCode> {
         }
     }
     Ok(code)
+}
+
+/// The emulated arm64 board, running, and the suite cross-built for it as a device build
+/// is (its own compiler, no host reports), with ONNX Runtime's aarch64 library fetched so
+/// that it ships beside the binary. Returns the binary and the board's `device.toml`.
+fn bring_board(host: &devices::build::Toolchain) -> Result<(PathBuf, PathBuf)> {
+    let board = board::Board::at(None)?;
+    board
+        .set_up(board::DEFAULT_PORT)
+        .context("the board tests need the emulated arm64 board")?;
+    let rustc = board.rustc();
+    let tc = devices::build::Toolchain::detect_with(Some(&rustc))?;
+    runtimes::setup_onnxruntime(board::TRIPLE, &host.host_triple)?;
+    let mut plan = devices::build::plan(&tc, board::TRIPLE, "suite", 0, false)?;
+    plan.args.extend(devices::run::device_features(&[]));
+    let (bin, _) = devices::build::run(&plan, "suite")?;
+    Ok((bin, board.device_toml()))
 }
 
 /// PATH with cargo's bin directory (where `cargo install` put critcmp) added when missing.
