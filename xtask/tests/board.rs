@@ -6,21 +6,14 @@
 //! the binary first: `MELT_TEST_BOARD_BIN` and `MELT_TEST_BOARD_DEVICE` name them. Emulated
 //! speed is qemu's, so nothing here looks at how fast.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
-use melt_bench::store::Summary;
 use melt_testkit::needs;
 use melt_testkit::onnx::TinyOnnxLm;
 
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{summaries, text};
 
 fn xtask(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
@@ -30,19 +23,6 @@ fn xtask(dir: &Path, args: &[&str]) -> Command {
         .env_remove("MELT_TARGET_DIR")
         .args(args);
     c
-}
-
-fn summaries(target: &Path) -> Vec<Summary> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(target.join("melt/runs"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("summary.json").is_file())
-        .collect();
-    dirs.sort();
-    dirs.iter()
-        .map(|d| serde_json::from_slice(&std::fs::read(d.join("summary.json")).unwrap()).unwrap())
-        .collect()
 }
 
 #[test]

@@ -15,6 +15,9 @@ use melt_bench::store::{read_events, Event, Summary};
 
 use melt_testkit::needs::{self, suite_bin};
 
+mod common;
+use common::text;
+
 struct Fixture {
     dir: tempfile::TempDir,
     bin: PathBuf,
@@ -62,29 +65,8 @@ impl Fixture {
 
     /// The finished runs, oldest first.
     fn summaries(&self) -> Vec<Summary> {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.target().join("melt/runs"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.join("summary.json").is_file())
-            .collect();
-        dirs.sort();
-        dirs.iter()
-            .map(|d| {
-                serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap())
-                    .unwrap()
-            })
-            .collect()
+        common::summaries(&self.target())
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A TOML basic string (a JSON string is one).
