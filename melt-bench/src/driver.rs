@@ -199,7 +199,7 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Ran, DriverError> {
         ));
     }
     if let Mode::List(format) = args.mode {
-        print!("{}", listing(&cases, &tasks, format));
+        print!("{}", listing(&cases, &tasks, &models, format));
         return Ok(Ran::Printed);
     }
     if args.mode == Mode::Test {
@@ -309,18 +309,27 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Ran, DriverError> {
 }
 
 /// `--list`: criterion's `ID: benchmark` lines, or JSON for tools.
-fn listing(cases: &[PlannedCase], tasks: &[PlannedTask], format: ListFormat) -> String {
+/// `--list`: criterion's lines, or JSON with each case's kind and model (the registry name or
+/// the file's stem, as in its id), from which a host pushes a device only the models it uses.
+fn listing(
+    cases: &[PlannedCase],
+    tasks: &[PlannedTask],
+    models: &[ModelRef],
+    format: ListFormat,
+) -> String {
     let ids = cases
         .iter()
-        .map(|c| (c.id.full_id.as_str(), "case"))
-        .chain(tasks.iter().map(|t| (t.id.as_str(), "task")));
+        .map(|c| (c.id.full_id.as_str(), "case", c.model))
+        .chain(tasks.iter().map(|t| (t.id.as_str(), "task", t.model)));
     match format {
         ListFormat::Pretty | ListFormat::Terse => {
-            ids.map(|(id, _)| format!("{id}: benchmark\n")).collect()
+            ids.map(|(id, _, _)| format!("{id}: benchmark\n")).collect()
         }
         ListFormat::Json => {
             let list: Vec<serde_json::Value> = ids
-                .map(|(id, kind)| serde_json::json!({ "id": id, "kind": kind }))
+                .map(|(id, kind, m)| {
+                    serde_json::json!({ "id": id, "kind": kind, "model": models[m].name })
+                })
                 .collect();
             format!("{}\n", serde_json::Value::Array(list))
         }

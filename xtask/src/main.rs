@@ -159,6 +159,7 @@ fn bench(b: cli::Bench) -> Result<ExitCode> {
                     file: entry.file.clone(),
                     dir: entry.cache_key(),
                     beside,
+                    registry_name: Some(name.to_string()),
                 });
             }
         }

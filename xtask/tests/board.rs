@@ -100,6 +100,14 @@ fn the_board_runs_the_cross_built_suite_beside_the_host() {
         .output()
         .unwrap();
     assert!(board.status.success(), "{}", text(&board));
+    // As a user sees it: the board's rows, then beside the host's.
+    let printed = String::from_utf8_lossy(&board.stdout);
+    assert!(
+        printed.contains("## arm64-board")
+            && printed.contains("## Beside the latest run of every other device")
+            && printed.lines().any(|l| l.starts_with("| host |")),
+        "{printed}"
+    );
     let runs = summaries(&d.join("target"));
     assert_eq!(runs.len(), 2);
     let on_board = &runs[1];

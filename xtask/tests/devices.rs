@@ -696,3 +696,43 @@ fn tasks_run_on_a_device_with_their_data_files_pushed_by_hash() {
         "{stdout}"
     );
 }
+
+/// A run that selects llama.cpp's cases pushes the GGUF and not the suite's 1 GB ONNX export.
+#[test]
+fn a_device_gets_only_the_suite_models_its_cases_use() {
+    let registry = include_str!("../../melt.toml");
+    let Some(f) = Fixture::new(&format!(
+        "{registry}\n[[device]]\nname = \"here\"\ntransport = \"local\"\nworkdir = \"dev\"\n"
+    )) else {
+        return;
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(f.dir.path())
+        .env("MELT_CONFIG", f.path("melt.toml"))
+        .env("CARGO_TARGET_DIR", f.target())
+        .env_remove("MELT_TARGET_DIR")
+        .args(["bench", "--target", "here", "--bench-bin"])
+        .arg(&f.bin)
+        .args([
+            "--",
+            "gemma-3-270m-q4_k_m/tg128/llama.cpp t=1$",
+            "--sample-size",
+            "1",
+        ])
+        .args(["--warm-up-time", "0", "--nresamples", "1000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(f.summaries().pop().unwrap().cases.len(), 1);
+    let pushed: Vec<String> = std::fs::read_dir(f.path("dev/cache/models"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        pushed,
+        ["a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"],
+        "{}",
+        text(&out)
+    );
+}

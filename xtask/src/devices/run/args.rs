@@ -21,6 +21,9 @@ pub struct ModelFile {
     pub dir: String,
     /// Files that go beside it (an ONNX model's `tokenizer.json`, an export's recorded hash).
     pub beside: Vec<PathBuf>,
+    /// A registry model's name (a suite's model, pushed only when a listed case uses it);
+    /// `None` for a `--model` file, which is always pushed.
+    pub registry_name: Option<String>,
 }
 
 impl ModelFile {
@@ -33,6 +36,7 @@ impl ModelFile {
             dir: sha256.clone(),
             sha256,
             beside: [tokenizer].into_iter().filter(|p| p.is_file()).collect(),
+            registry_name: None,
             file: local
                 .file_name()
                 .context("a model path without a file name")?
@@ -180,18 +184,31 @@ pub(super) const LIST_MODE: &[&str] = &["--list", "--format", "json"];
 /// cargo), every event streamed on stdout.
 pub(super) const RUN_MODE: &[&str] = &["--bench", "--message-format", "json"];
 
-/// The case and task ids in `--list --format json` output (the transport may add other
-/// lines, such as the exit mark).
-pub(super) fn listed_ids(stdout: &str) -> Result<BTreeSet<String>> {
+/// What the device's `--list --format json` plans: the case and task ids, and the models
+/// they use.
+#[derive(Debug, PartialEq)]
+pub(super) struct Listed {
+    pub(super) ids: BTreeSet<String>,
+    pub(super) models: BTreeSet<String>,
+}
+
+/// Reads `--list --format json` output (the transport may add other lines, such as the exit
+/// mark).
+pub(super) fn listed(stdout: &str) -> Result<Listed> {
     #[derive(Deserialize)]
-    struct Listed {
+    struct Entry {
         id: String,
+        #[serde(default)]
+        model: Option<String>,
     }
     let line = stdout
         .lines()
         .map(|l| l.trim_end_matches('\r'))
         .find(|l| l.starts_with('['))
         .context("no JSON list on stdout")?;
-    let listed: Vec<Listed> = serde_json::from_str(line).context("not a JSON list of cases")?;
-    Ok(listed.into_iter().map(|l| l.id).collect())
+    let entries: Vec<Entry> = serde_json::from_str(line).context("not a JSON list of cases")?;
+    Ok(Listed {
+        models: entries.iter().filter_map(|e| e.model.clone()).collect(),
+        ids: entries.into_iter().map(|e| e.id).collect(),
+    })
 }

@@ -66,7 +66,8 @@ pub struct Payload<'a> {
     pub data: &'a [ModelFile],
 }
 
-/// Pushes the payload; the binary's device path.
+/// Pushes the payload but the registry models (see [`push_models`]); the binary's device
+/// path.
 pub(super) fn deploy(d: &Device, p: &Payload, mp: &MultiProgress) -> Result<String> {
     let w = &d.workdir;
     d.transport.output(&format!(
@@ -101,7 +102,28 @@ pub(super) fn deploy(d: &Device, p: &Payload, mp: &MultiProgress) -> Result<Stri
     d.transport
         .output(&format!("rm -f {}", quote(&remote_cfg)))?;
     push(d, p.config, &remote_cfg, None, false)?;
-    for m in p.models {
+    let files: Vec<&ModelFile> = p
+        .models
+        .iter()
+        .filter(|m| m.registry_name.is_none())
+        .collect();
+    push_models(d, &files, mp)?;
+    for f in p.data {
+        let remote = f.remote_data(w);
+        if push(d, &f.local, &remote, Some(&f.sha256), false)? {
+            say(
+                mp,
+                &format!("xtask: [{}] pushed {} → {remote}", d.name, f.file),
+            );
+        }
+    }
+    Ok(remote_bin)
+}
+
+/// Pushes `models` (by hash, once) with what goes beside each.
+pub(super) fn push_models(d: &Device, models: &[&ModelFile], mp: &MultiProgress) -> Result<()> {
+    let w = &d.workdir;
+    for m in models {
         let remote = m.remote(w);
         say(
             mp,
@@ -123,14 +145,5 @@ pub(super) fn deploy(d: &Device, p: &Payload, mp: &MultiProgress) -> Result<Stri
             push(d, b, &remote, None, false)?;
         }
     }
-    for f in p.data {
-        let remote = f.remote_data(w);
-        if push(d, &f.local, &remote, Some(&f.sha256), false)? {
-            say(
-                mp,
-                &format!("xtask: [{}] pushed {} → {remote}", d.name, f.file),
-            );
-        }
-    }
-    Ok(remote_bin)
+    Ok(())
 }

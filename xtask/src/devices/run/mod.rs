@@ -163,12 +163,12 @@ impl DeviceJob<'_> {
             &list_args,
             &format!("{}/run/{run_id}.list.pid", d.workdir),
         );
-        let listed = t
+        let list_out = t
             .shell(&list_script)
             .stdin(Stdio::null())
             .output()
             .context("listing the cases on the device")?;
-        let listing = String::from_utf8_lossy(&listed.stdout);
+        let listing = String::from_utf8_lossy(&list_out.stdout);
         let code = listing
             .lines()
             .find_map(|l| l.trim_end_matches('\r').strip_prefix(EXIT_MARK))
@@ -181,16 +181,28 @@ impl DeviceJob<'_> {
                     || format!("{} failed", t.describe()),
                     |c| format!("exit {c}")
                 ),
-                String::from_utf8_lossy(&listed.stderr)
+                String::from_utf8_lossy(&list_out.stderr)
                     .trim()
                     .replace('\n', "\n  ")
             );
         }
-        let planned = listed_ids(&listing)
+        let Listed {
+            ids: planned,
+            models,
+        } = listed(&listing)
             .with_context(|| format!("the case list from the bench binary on `{}`", d.name))?;
         if planned.is_empty() {
             bail!("the bench binary on `{}` lists no case", d.name);
         }
+        // The suite's models that the selected cases use, and no other (a llama.cpp-only run
+        // does not push a 1 GB ONNX export).
+        let used: Vec<&ModelFile> = self
+            .payload
+            .models
+            .iter()
+            .filter(|m| m.registry_name.as_ref().is_some_and(|n| models.contains(n)))
+            .collect();
+        push_models(d, &used, mp)?;
         let mut progress = Progress::new(mp, &d.name, planned.len());
         progress.cases_done = planned.intersection(&skip).count();
         progress.bar.set_position(progress.cases_done as u64);
@@ -490,17 +502,23 @@ pub fn bench_devices(
             (None, None) => {}
         }
     }
-    // The latest run of every device (the host's too) side by side.
+    // The latest run of every device (the host's too) side by side, printed when there is
+    // another device's to show; the page always.
     if runs.iter().any(|r| r.outcome.is_some()) {
-        // `report` names the page it wrote; its table repeats what was printed above.
-        if let Err(e) = crate::runs::report(
+        let merged = crate::runs::report(
             &crate::cli::Report {
                 runs: Vec::new(),
                 html: true,
             },
             &layout.target_dir,
-        ) {
-            eprintln!("xtask: cannot write the merged report: {e:#}");
+        );
+        let devices = crate::runs::latest_per_device(&layout.target_dir).map_or(0, |r| r.len());
+        match merged {
+            Ok(table) if devices > runs.len() => {
+                println!("\n## Beside the latest run of every other device\n\n{table}")
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("xtask: cannot write the merged report: {e:#}"),
         }
     }
     Ok(code)

@@ -208,13 +208,14 @@ fn device_builds_leave_the_host_reports_out() {
 
 #[test]
 fn the_case_list_is_read_as_json() {
-    let out = "[{\"id\":\"m/pp4/llama.cpp t=1 @d\",\"kind\":\"case\"},\
-               {\"id\":\"ppl:x\",\"kind\":\"task\"}]\r\n__MELT_EXIT__=0\n";
-    let ids = listed_ids(out).unwrap();
+    let out = "[{\"id\":\"m/pp4/llama.cpp t=1 @d\",\"kind\":\"case\",\"model\":\"m\"},\
+               {\"id\":\"ppl:x\",\"kind\":\"task\",\"model\":\"n\"}]\r\n__MELT_EXIT__=0\n";
+    let l = listed(out).unwrap();
     assert_eq!(
-        ids,
+        l.ids,
         ["m/pp4/llama.cpp t=1 @d".to_string(), "ppl:x".into()].into()
     );
-    let e = format!("{:#}", listed_ids("m/pp4: benchmark\n").unwrap_err());
+    assert_eq!(l.models, ["m".to_string(), "n".into()].into());
+    let e = format!("{:#}", listed("m/pp4: benchmark\n").unwrap_err());
     assert!(e.contains("no JSON list"), "{e}");
 }
