@@ -65,23 +65,26 @@ pub fn suite_bin() -> Option<PathBuf> {
 /// `[[device]]` entry (`device.toml`), which `cargo xtask test` sets up first.
 pub const BOARD_BIN_ENV: &str = "MELT_TEST_BOARD_BIN";
 pub const BOARD_DEVICE_ENV: &str = "MELT_TEST_BOARD_DEVICE";
+/// melt-convert built with libtorch, which makes the board test's TorchScript model.
+pub const CONVERT_BIN_ENV: &str = "MELT_TEST_CONVERT_BIN";
 
-/// The aarch64 bench binary and the running board's `[[device]]` text; `None` after
-/// [`missing`] allowed the skip.
-pub fn board() -> Option<(PathBuf, String)> {
-    let (Some(bin), Some(device)) = (
+/// The aarch64 bench binary, the running board's `[[device]]` text and melt-convert; `None`
+/// after [`missing`] allowed the skip.
+pub fn board() -> Option<(PathBuf, String, PathBuf)> {
+    let (Some(bin), Some(device), Some(convert)) = (
         std::env::var_os(BOARD_BIN_ENV),
         std::env::var_os(BOARD_DEVICE_ENV),
+        std::env::var_os(CONVERT_BIN_ENV),
     ) else {
         missing(
-            &format!("{BOARD_BIN_ENV} or {BOARD_DEVICE_ENV} is not set"),
+            &format!("{BOARD_BIN_ENV}, {BOARD_DEVICE_ENV} or {CONVERT_BIN_ENV} is not set"),
             "run the tests with `cargo xtask test`, which sets up the emulated arm64 board \
              (`cargo xtask setup arm64-board`, root) and cross-builds the suite for it",
         );
         return None;
     };
     match std::fs::read_to_string(&device) {
-        Ok(entry) => Some((PathBuf::from(bin), entry)),
+        Ok(entry) => Some((PathBuf::from(bin), entry, PathBuf::from(convert))),
         Err(e) => {
             missing(
                 &format!("the board's [[device]] {device:?}: {e}"),

@@ -111,6 +111,26 @@ const LIBTORCH_LIBS: [&str; 5] = [
     "libcupti.so.13",
 ];
 
+/// What aarch64's `libtorch_cpu` NEEDS besides: the wheel's own BLAS and LAPACK (NVIDIA's
+/// NVPL) and Arm Compute Library, all in its `torch/lib`.
+const AARCH64_LIBTORCH_LIBS: [&str; 6] = [
+    "libnvpl_blas_core.so.0",
+    "libnvpl_blas_lp64_gomp.so.0",
+    "libnvpl_lapack_core.so.0",
+    "libnvpl_lapack_lp64_gomp.so.0",
+    "libarm_compute.so",
+    "libarm_compute_graph.so",
+];
+
+/// Every library a CPU libtorch for `triple` holds in `lib/` besides the stub `libtorch.so`.
+fn libtorch_libs(triple: &str) -> Vec<&'static str> {
+    let mut libs = LIBTORCH_LIBS.to_vec();
+    if triple.starts_with("aarch64") {
+        libs.extend(AARCH64_LIBTORCH_LIBS);
+    }
+    libs
+}
+
 /// The cached CPU libtorch for `triple` (`LIBTORCH`): `include/`, `lib/`, `build-version`.
 pub fn libtorch_dir(triple: &str, host: &str) -> PathBuf {
     let base = melt_bench::model::Cache::default_root()
@@ -127,7 +147,7 @@ pub fn libtorch_dir(triple: &str, host: &str) -> PathBuf {
 pub fn cached_libtorch(triple: &str, host: &str) -> Option<PathBuf> {
     let dir = libtorch_dir(triple, host);
     let complete = dir.join("build-version").is_file()
-        && LIBTORCH_LIBS
+        && libtorch_libs(triple)
             .iter()
             .all(|l| dir.join("lib").join(l).is_file());
     complete.then_some(dir)
@@ -187,7 +207,10 @@ pub fn setup_libtorch(triple: &str, host: &str) -> Result<PathBuf> {
             .to_string();
         if name.starts_with("torch-") {
             pypi::extract_prefix(&wheel, "torch/include/", &out.join("include"))?;
-            for l in ["libtorch_cpu.so", "libc10.so", "libgomp.so.1"] {
+            let from_torch = libtorch_libs(triple)
+                .into_iter()
+                .filter(|l| !l.starts_with("libcu"));
+            for l in from_torch {
                 pypi::extract_member(&wheel, &format!("torch/lib/{l}"), &lib.join(l))?;
             }
         } else if name.starts_with("nvidia_cuda_runtime") {
@@ -198,7 +221,7 @@ pub fn setup_libtorch(triple: &str, host: &str) -> Result<PathBuf> {
             pypi::extract_member(&wheel, &format!("nvidia/cu13/lib/{l}"), &lib.join(l))?;
         }
     }
-    for l in LIBTORCH_LIBS {
+    for l in libtorch_libs(triple) {
         let p = lib.join(l);
         if !p.is_file() {
             bail!("the wheels had no {l} (looked in {})", wheels.display());
@@ -224,8 +247,8 @@ pub fn setup_libtorch(triple: &str, host: &str) -> Result<PathBuf> {
 
 /// The libraries a binary linked against the libtorch in `dir` loads at run time (what a
 /// device needs beside it; the stub `libtorch.so` is not among them).
-pub fn libtorch_runtime_libs(dir: &Path) -> Vec<PathBuf> {
-    LIBTORCH_LIBS
+pub fn libtorch_runtime_libs(dir: &Path, triple: &str) -> Vec<PathBuf> {
+    libtorch_libs(triple)
         .iter()
         .map(|l| dir.join("lib").join(l))
         .collect()

@@ -165,7 +165,7 @@ pub fn run(o: &Options, target: &Path) -> Result<ExitCode> {
     );
     let (bin, _) = devices::build::run(&plan, "suite")?;
     let board = if prereq::is_root() {
-        Some(bring_board(&tc)?)
+        Some(bring_board(&tc, &libtorch)?)
     } else if o.allow_skip {
         None
     } else {
@@ -176,9 +176,10 @@ pub fn run(o: &Options, target: &Path) -> Result<ExitCode> {
     };
 
     let mut cmd = cargo();
-    if let Some((board_bin, device)) = board {
-        cmd.env(melt_testkit::needs::BOARD_BIN_ENV, board_bin)
-            .env(melt_testkit::needs::BOARD_DEVICE_ENV, device);
+    if let Some(board) = board {
+        cmd.env(melt_testkit::needs::BOARD_BIN_ENV, board.bin)
+            .env(melt_testkit::needs::BOARD_DEVICE_ENV, board.device)
+            .env(melt_testkit::needs::CONVERT_BIN_ENV, board.convert);
     }
     cmd.env(melt_testkit::needs::SUITE_BIN_ENV, bin)
         .args(["test", "--workspace", "--release", "--features", "libtorch"])
@@ -217,21 +218,58 @@ pub fn run(o: &Options, target: &Path) -> Result<ExitCode> {
     Ok(code)
 }
 
-/// The emulated arm64 board, running, and the suite cross-built for it as a device build
-/// is (its own compiler, no host reports), with ONNX Runtime's aarch64 library fetched so
-/// that it ships beside the binary. Returns the binary and the board's `device.toml`.
-fn bring_board(host: &devices::build::Toolchain) -> Result<(PathBuf, PathBuf)> {
+/// What the board test gets from `cargo xtask test`.
+struct Board {
+    /// The suite cross-built for the board.
+    bin: PathBuf,
+    /// The board's `[[device]]`.
+    device: PathBuf,
+    /// melt-convert with libtorch, to make the test's TorchScript model on the host.
+    convert: PathBuf,
+}
+
+/// The emulated arm64 board, running, and the suite cross-built for it as a device build is
+/// (its own compiler, no host reports, all three engines: libtorch from the aarch64 torch
+/// wheel, and ONNX Runtime's aarch64 library fetched so that it ships beside the binary).
+fn bring_board(host: &devices::build::Toolchain, host_libtorch: &Path) -> Result<Board> {
     let board = board::Board::at(None)?;
     board
         .set_up(board::DEFAULT_PORT)
         .context("the board tests need the emulated arm64 board")?;
-    let rustc = board.rustc();
-    let tc = devices::build::Toolchain::detect_with(Some(&rustc))?;
+    let tc = devices::build::Toolchain::detect_with(Some(&board.rustc()))?;
     runtimes::setup_onnxruntime(board::TRIPLE, &host.host_triple)?;
+    let libtorch = runtimes::setup_libtorch(board::TRIPLE, &host.host_triple)?;
     let mut plan = devices::build::plan(&tc, board::TRIPLE, "suite", 0, false)?;
-    plan.args.extend(devices::run::device_features(&[]));
+    plan.args
+        .extend(devices::run::device_features(&["libtorch".into()]));
+    plan.env.extend(
+        runtimes::libtorch_env(&libtorch).map(|(k, v)| (k.to_string(), v.display().to_string())),
+    );
     let (bin, _) = devices::build::run(&plan, "suite")?;
-    Ok((bin, board.device_toml()))
+    // The same release build as the tests', so only melt-convert itself is linked.
+    let mut convert = cargo();
+    convert
+        .args([
+            "build",
+            "--release",
+            "--features",
+            "libtorch",
+            "--bin",
+            "melt-convert",
+        ])
+        .envs(runtimes::libtorch_env(host_libtorch));
+    if crate::run(convert)? != ExitCode::SUCCESS {
+        bail!("building melt-convert for the board test's TorchScript model failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || std::env::current_dir().unwrap_or_default().join("target"),
+        PathBuf::from,
+    );
+    Ok(Board {
+        bin,
+        device: board.device_toml(),
+        convert: target.join("release/melt-convert"),
+    })
 }
 
 /// PATH with cargo's bin directory (where `cargo install` put critcmp) added when missing.

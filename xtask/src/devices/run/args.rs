@@ -30,12 +30,13 @@ impl ModelFile {
     pub fn new(local: &Path) -> Result<ModelFile> {
         let sha256 = melt_bench::model::sha256_file(local)
             .with_context(|| format!("{}", local.display()))?;
-        let tokenizer = local.with_file_name("tokenizer.json");
+        // What an ONNX or TorchScript model reads beside itself.
+        let beside = ["tokenizer.json", "config.json"].map(|f| local.with_file_name(f));
         Ok(ModelFile {
             local: local.to_path_buf(),
             dir: sha256.clone(),
             sha256,
-            beside: [tokenizer].into_iter().filter(|p| p.is_file()).collect(),
+            beside: beside.into_iter().filter(|p| p.is_file()).collect(),
             registry_name: None,
             file: local
                 .file_name()

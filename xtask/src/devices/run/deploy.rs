@@ -91,13 +91,7 @@ pub(super) fn deploy(d: &Device, p: &Payload, mp: &MultiProgress) -> Result<Stri
             &format!("xtask: [{}] pushed {}", d.name, p.binary.display()),
         );
     }
-    for lib in p.libs.iter().chain(&d.libs) {
-        let file = lib.file_name().context("library without a file name")?;
-        let remote = format!("{w}/lib/{}", file.to_string_lossy());
-        // Same name, other content (a new NDK): replace.
-        d.transport.output(&format!("rm -f {}", quote(&remote)))?;
-        push(d, lib, &remote, None, false)?;
-    }
+    push_libs(d, &p.libs.iter().chain(&d.libs).collect::<Vec<_>>(), mp)?;
     let remote_cfg = format!("{w}/melt.toml");
     d.transport
         .output(&format!("rm -f {}", quote(&remote_cfg)))?;
@@ -118,6 +112,53 @@ pub(super) fn deploy(d: &Device, p: &Payload, mp: &MultiProgress) -> Result<Stri
         }
     }
     Ok(remote_bin)
+}
+
+/// Pushes the shared libraries into `<workdir>/lib`, each unless the device has this very
+/// content: a `.sha256` beside each says what it holds (libtorch's 255 MB are pushed once,
+/// and a library of the same name and other content, from a new NDK, replaces the old).
+fn push_libs(d: &Device, libs: &[&PathBuf], mp: &MultiProgress) -> Result<()> {
+    let w = &d.workdir;
+    let mut wanted: Vec<(&PathBuf, String, String)> = Vec::new();
+    for lib in libs {
+        let file = lib.file_name().context("library without a file name")?;
+        let remote = format!("{w}/lib/{}", file.to_string_lossy());
+        // One file per name: the first, the build's own (a cross build's libgomp.so.1 comes
+        // before libtorch's; the newer GNU runtime serves both).
+        if wanted.iter().any(|(_, r, _)| *r == remote) {
+            continue;
+        }
+        let sha =
+            melt_bench::model::sha256_file(lib).with_context(|| format!("{}", lib.display()))?;
+        wanted.push((lib, remote, sha));
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    // What the device holds, in one round trip: a line per library, its recorded hash or
+    // nothing.
+    let marks: Vec<String> = wanted
+        .iter()
+        .map(|(_, remote, _)| quote(&format!("{remote}.sha256")))
+        .collect();
+    let held = d.transport.output(&format!(
+        "for m in {}; do echo \"$(cat \"$m\" 2>/dev/null)\"; done",
+        marks.join(" ")
+    ))?;
+    let held: Vec<&str> = held.lines().map(str::trim).collect();
+    for (i, (lib, remote, sha)) in wanted.iter().enumerate() {
+        if held.get(i) == Some(&sha.as_str()) {
+            continue;
+        }
+        let mark = format!("{remote}.sha256");
+        d.transport
+            .output(&format!("rm -f {} {}", quote(remote), quote(&mark)))?;
+        push(d, lib, remote, Some(sha), false)?;
+        d.transport
+            .output(&format!("echo {sha} > {}", quote(&mark)))?;
+        say(mp, &format!("xtask: [{}] pushed {}", d.name, lib.display()));
+    }
+    Ok(())
 }
 
 /// Pushes `models` (by hash, once) with what goes beside each.

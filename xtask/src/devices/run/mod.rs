@@ -437,7 +437,9 @@ pub fn bench_devices(
         let mut built = built;
         // libtorch is linked: its libraries go beside the binary (LD_LIBRARY_PATH there).
         if let Some(dir) = &linked_libtorch {
-            built.1.extend(crate::runtimes::libtorch_runtime_libs(dir));
+            built
+                .1
+                .extend(crate::runtimes::libtorch_runtime_libs(dir, &d.triple));
         }
         // The ONNX Runtime backend opens its library at run time: ship it when it was fetched
         // for this triple (`cargo xtask setup onnxruntime --triple T`).
