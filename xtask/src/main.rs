@@ -249,7 +249,7 @@ fn run_command(command: cli::Command) -> Result<ExitCode> {
             if stop {
                 board.stop()?;
             } else {
-                print!("{}", board.set_up(port)?);
+                print!("{}", board.set_up(port)?.0);
             }
         }
         C::Models {

@@ -176,10 +176,10 @@ pub fn run(o: &Options, target: &Path) -> Result<ExitCode> {
     };
 
     let mut cmd = cargo();
-    if let Some(board) = board {
-        cmd.env(melt_testkit::needs::BOARD_BIN_ENV, board.bin)
-            .env(melt_testkit::needs::BOARD_DEVICE_ENV, board.device)
-            .env(melt_testkit::needs::CONVERT_BIN_ENV, board.convert);
+    if let Some(board) = &board {
+        cmd.env(melt_testkit::needs::BOARD_BIN_ENV, &board.bin)
+            .env(melt_testkit::needs::BOARD_DEVICE_ENV, &board.device)
+            .env(melt_testkit::needs::CONVERT_BIN_ENV, &board.convert);
     }
     cmd.env(melt_testkit::needs::SUITE_BIN_ENV, bin)
         .args(["test", "--workspace", "--release", "--features", "libtorch"])
@@ -198,7 +198,14 @@ pub fn run(o: &Options, target: &Path) -> Result<ExitCode> {
             std::path::absolute(&log)?,
         );
     }
-    let code = crate::run(cmd)?;
+    let code = crate::run(cmd);
+    // A board this run started goes away with it; one that was running stays.
+    if let Some(started) = board.and_then(|b| b.started) {
+        if let Err(e) = started.stop() {
+            eprintln!("xtask: stopping the arm64 board: {e:#}");
+        }
+    }
+    let code = code?;
     if o.allow_skip {
         let skipped = std::fs::read_to_string(&log).unwrap_or_default();
         let lines: Vec<&str> = skipped.lines().collect();
@@ -226,6 +233,8 @@ struct Board {
     device: PathBuf,
     /// melt-convert with libtorch, to make the test's TorchScript model on the host.
     convert: PathBuf,
+    /// The board, when this run started it: stopped once the tests are done.
+    started: Option<board::Board>,
 }
 
 /// The emulated arm64 board, running, and the suite cross-built for it as a device build is
@@ -233,7 +242,7 @@ struct Board {
 /// wheel, and ONNX Runtime's aarch64 library fetched so that it ships beside the binary).
 fn bring_board(host: &devices::build::Toolchain, host_libtorch: &Path) -> Result<Board> {
     let board = board::Board::at(None)?;
-    board
+    let (_, started) = board
         .set_up(board::DEFAULT_PORT)
         .context("the board tests need the emulated arm64 board")?;
     let tc = devices::build::Toolchain::detect_with(Some(&board.rustc()))?;
@@ -269,6 +278,7 @@ fn bring_board(host: &devices::build::Toolchain, host_libtorch: &Path) -> Result
         bin,
         device: board.device_toml(),
         convert: target.join("release/melt-convert"),
+        started: started.then_some(board),
     })
 }
 

@@ -70,15 +70,20 @@ impl Board {
         self.dir.join("device.toml")
     }
 
-    /// Makes what is missing and starts the board's sshd on `port`; returns the `[[device]]`.
-    pub fn set_up(&self, port: u16) -> Result<String> {
-        let started = std::time::Instant::now();
+    /// Makes what is missing and starts the board's sshd on `port`; returns the `[[device]]`
+    /// and whether this call started the board (a caller that did may stop it after).
+    pub fn set_up(&self, port: u16) -> Result<(String, bool)> {
+        let clock = std::time::Instant::now();
         host::ensure_packages()?;
         let rustc = toolchain::ensure(&self.dir.join("toolchain"))?;
         debug_assert_eq!(rustc, self.rustc());
         rootfs::ensure(&self.rootfs())?;
         sshd::ensure_key(&self.key())?;
-        let pid = sshd::start(&self.rootfs(), port, &self.key().with_extension("pub"))?;
+        let (pid, started) =
+            match sshd::start(&self.rootfs(), port, &self.key().with_extension("pub"))? {
+                sshd::Sshd::Started(pid) => (pid, true),
+                sshd::Sshd::Running(pid) => (pid, false),
+            };
         sshd::pin_host_key(&self.rootfs(), port, &self.known_hosts())?;
         let entry = self.device_entry(port, &rustc);
         std::fs::write(self.device_toml(), &entry)
@@ -86,9 +91,9 @@ impl Board {
         eprintln!(
             "xtask: {NAME} ready in {:.0} s: sshd pid {pid} on 127.0.0.1:{port}; \
              `cargo xtask setup arm64-board --stop` stops it",
-            started.elapsed().as_secs_f64()
+            clock.elapsed().as_secs_f64()
         );
-        Ok(entry)
+        Ok((entry, started))
     }
 
     pub fn stop(&self) -> Result<()> {

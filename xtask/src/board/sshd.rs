@@ -48,12 +48,18 @@ fn mounted(path: &Path) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Starts sshd on `port` (or finds it running) with `public_key` authorized; returns its pid.
-pub fn start(root: &Path, port: u16, public_key: &Path) -> Result<u32> {
+/// Whether the board's sshd was started now or found running, and its pid.
+pub enum Sshd {
+    Started(u32),
+    Running(u32),
+}
+
+/// Starts sshd on `port` (or finds it running) with `public_key` authorized.
+pub fn start(root: &Path, port: u16, public_key: &Path) -> Result<Sshd> {
     super::host::require_root()?;
     if let Some(pid) = running(root) {
         eprintln!("xtask: the board's sshd already runs (pid {pid})");
-        return Ok(pid);
+        return Ok(Sshd::Running(pid));
     }
     let (proc_dir, pts) = (root.join("proc"), root.join("dev/pts"));
     if !mounted(&proc_dir) {
@@ -110,7 +116,7 @@ pub fn start(root: &Path, port: u16, public_key: &Path) -> Result<u32> {
     while Instant::now() < deadline {
         if let Some(pid) = running(root) {
             eprintln!("xtask: the board's sshd listens on 127.0.0.1:{port} (pid {pid})");
-            return Ok(pid);
+            return Ok(Sshd::Started(pid));
         }
         if let Ok(Some(status)) = child.try_wait() {
             bail!(
