@@ -7,9 +7,8 @@
 //! the binary first: `MELT_TEST_BOARD_BIN` and `MELT_TEST_BOARD_DEVICE` name them. Emulated
 //! speed is qemu's, so nothing here looks at how fast.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use melt_bench::store::{read_events, Event};
 
@@ -17,7 +16,7 @@ use melt_testkit::needs;
 use melt_testkit::onnx::TinyOnnxLm;
 
 mod common;
-use common::{summaries, text};
+use common::{first_case_finished, summaries, text};
 
 fn xtask(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
@@ -236,39 +235,6 @@ fn the_board_runs_the_cross_built_suite_beside_the_host() {
         last.cases.iter().all(|c| c.samples == 20),
         "the run's --sample-size"
     );
-}
-
-/// The samples of the device run in flight, once its first case has ended.
-fn first_case_finished(runs: &Path, run: &mut std::process::Child) -> PathBuf {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = run.try_wait().unwrap() {
-            let mut err = String::new();
-            let _ = std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut err);
-            panic!("the run ended ({status}) before a case finished: {err}");
-        }
-        let live = std::fs::read_dir(runs)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.join("device.json").is_file() && !p.join("summary.json").is_file());
-        if let Some(dir) = live {
-            let log = dir.join("samples.jsonl");
-            let ended = read_events(&log).map_or(0, |ev| {
-                ev.iter()
-                    .filter(|e| matches!(e, Event::CaseEnd { .. }))
-                    .count()
-            });
-            if ended >= 1 {
-                return log;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "no case finished"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Ends every process in the board but its sshd: the ssh sessions, and the bench binary.

@@ -322,37 +322,13 @@ fn ssh_device_end_to_end_with_lost_connection_and_resume() {
     );
 
     // The connection dies mid-run: what was streamed stays, --resume finishes the rest.
-    let run = f
+    let mut run = f
         .xtask("jetson", &[], &["--sample-size", "60"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let runs_dir = f.target().join("melt/runs");
-    let start = Instant::now();
-    let log = loop {
-        let live = std::fs::read_dir(&runs_dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.join("device.json").is_file() && !p.join("summary.json").is_file());
-        if let Some(dir) = live {
-            let log = dir.join("samples.jsonl");
-            let ended = read_events(&log).map_or(0, |ev| {
-                ev.iter()
-                    .filter(|e| matches!(e, Event::CaseEnd { .. }))
-                    .count()
-            });
-            if ended >= 1 {
-                break log;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no case finished"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let log = common::first_case_finished(&f.target().join("melt/runs"), &mut run);
     sshd.cut_connections();
     let lost = run.wait_with_output().unwrap();
     assert_eq!(lost.status.code(), Some(2), "{}", text(&lost));
