@@ -270,10 +270,8 @@ fn bring_board(host: &devices::build::Toolchain, host_libtorch: &Path) -> Result
     if crate::run(convert)? != ExitCode::SUCCESS {
         bail!("building melt-convert for the board test's TorchScript model failed");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || std::env::current_dir().unwrap_or_default().join("target"),
-        PathBuf::from,
-    );
+    // Absolute: the tests run in their packages' directories.
+    let target = std::path::absolute(crate::target_dir())?;
     Ok(Board {
         bin,
         device: board.device_toml(),

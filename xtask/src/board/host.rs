@@ -24,18 +24,11 @@ fn installed(package: &str) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("ok installed"))
 }
 
-fn mounted(path: &str) -> bool {
-    Command::new("mountpoint")
-        .args(["-q", path])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Installs what is missing and registers the aarch64 handler.
 pub fn ensure_packages() -> Result<()> {
     // binfmt_misc must be mounted before qemu-user-static is installed: its install registers
     // the handlers, and registers none when it is not.
-    if !mounted(BINFMT) {
+    if !super::mounted(Path::new(BINFMT)) {
         super::run(
             Command::new("mount").args(["-t", "binfmt_misc", "binfmt_misc", BINFMT]),
             "mounting binfmt_misc (needs root)",

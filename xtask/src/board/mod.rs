@@ -126,6 +126,15 @@ impl Board {
     }
 }
 
+/// Whether something is mounted at `path`.
+fn mounted(path: &Path) -> bool {
+    std::process::Command::new("mountpoint")
+        .arg("-q")
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Runs `cmd`, failing with `what` and its stderr; returns its stdout.
 fn run(cmd: &mut std::process::Command, what: &str) -> Result<String> {
     let out = cmd

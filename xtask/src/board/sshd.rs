@@ -40,14 +40,6 @@ fn process_root(pid: u32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/root")).ok()
 }
 
-fn mounted(path: &Path) -> bool {
-    Command::new("mountpoint")
-        .arg("-q")
-        .arg(path)
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Whether the board's sshd was started now or found running, and its pid.
 pub enum Sshd {
     Started(u32),
@@ -62,7 +54,7 @@ pub fn start(root: &Path, port: u16, public_key: &Path) -> Result<Sshd> {
         return Ok(Sshd::Running(pid));
     }
     let (proc_dir, pts) = (root.join("proc"), root.join("dev/pts"));
-    if !mounted(&proc_dir) {
+    if !super::mounted(&proc_dir) {
         super::run(
             Command::new("mount")
                 .args(["-t", "proc", "proc"])
@@ -70,7 +62,7 @@ pub fn start(root: &Path, port: u16, public_key: &Path) -> Result<Sshd> {
             "mounting /proc in the board",
         )?;
     }
-    if !mounted(&pts) {
+    if !super::mounted(&pts) {
         // A private devpts instance: ptys for ssh sessions without sharing the host's.
         super::run(
             Command::new("mount")
@@ -196,7 +188,7 @@ pub fn stop(root: &Path) -> Result<()> {
     let _ = std::fs::remove_file(root.join(PID_FILE));
     for dir in ["dev/pts", "proc"] {
         let path = root.join(dir);
-        if mounted(&path) {
+        if super::mounted(&path) {
             super::run(
                 Command::new("umount").arg(&path),
                 &format!("unmounting {} (still in use?)", path.display()),

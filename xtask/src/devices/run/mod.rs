@@ -358,9 +358,11 @@ pub fn resumed_args(
     given: &[String],
     target_dir: &Path,
 ) -> Result<Vec<String>> {
+    // Only `--target-dir` is needed here: the bench binary's own parser, without hashing
+    // the `--model` files (bench_devices does that once, for the arguments resumed).
+    let parsed = melt_bench::cli::Args::parse(given.iter().cloned()).context("bench arguments")?;
     let layout = Layout {
-        target_dir: DeviceArgs::parse(given)?
-            .parsed
+        target_dir: parsed
             .target_dir
             .unwrap_or_else(|| target_dir.to_path_buf()),
     };
