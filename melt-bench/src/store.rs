@@ -411,7 +411,7 @@ pub struct Summary {
     pub schema_version: u32,
     pub run_id: String,
     pub host: HostInfo,
-    /// The device from melt.toml when the run was driven by `cargo xtask bench --target`.
+    /// The device from melt.toml when the run was driven by `cargo melt bench --target`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
     /// What probing the device found (model, SoC, Android version, governor...).

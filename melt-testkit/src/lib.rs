@@ -358,7 +358,7 @@ pub fn tiny_perplexity(
 pub struct NoBackend;
 
 /// A registry model from the cache, for tests that need a real one: `melt.toml` is found from
-/// `start` upwards. Absent, the test fails naming it (`cargo xtask test` fetches it first) —
+/// `start` upwards. Absent, the test fails naming it (`cargo melt TEST_KEEP` fetches it first) —
 /// or, under `--allow-skip`, is skipped (`None`).
 pub fn cached_model(start: &Path, name: &str) -> Option<ModelSpec> {
     match lookup_cached(start, name) {
@@ -366,7 +366,7 @@ pub fn cached_model(start: &Path, name: &str) -> Option<ModelSpec> {
         Err(e) => {
             needs::missing(
                 &format!("model `{name}`: {e}"),
-                &format!("`cargo xtask models fetch {name}`"),
+                &format!("`cargo melt models fetch {name}`"),
             );
             None
         }
@@ -377,9 +377,8 @@ pub fn cached_model(start: &Path, name: &str) -> Option<ModelSpec> {
 /// model itself when it is missing (an export of a cached GGUF).
 pub fn lookup_cached(start: &Path, name: &str) -> Result<ModelSpec, String> {
     use melt_bench::model::{Cache, Registry};
-    Registry::find(start)
-        .ok_or_else(|| format!("no melt.toml above {}", start.display()))
-        .and_then(|p| Registry::load(&p).map_err(|e| e.to_string()))
+    Registry::discover(start)
+        .map_err(|e| e.to_string())
         .and_then(|r| {
             let entry = r.get(name).map_err(|e| e.to_string())?;
             Cache::new(Cache::default_root())

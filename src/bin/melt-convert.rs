@@ -1,10 +1,10 @@
 //! `melt-convert quantize MODEL.gguf OUT.gguf TYPE`: llama.cpp's quantizer (`Q8_0`, `Q4_K_M`,
-//! `F16`...), what `cargo xtask models quantize` runs.
+//! `F16`...), what `cargo melt models quantize` runs.
 //!
 //! `melt-convert gguf-to-onnx|gguf-to-torchscript MODEL.gguf OUT_DIR`: writes the same weights
 //! for another engine — `OUT_DIR/model.onnx` (`melt::backends::gguf_to_onnx`) or
 //! `OUT_DIR/model.pt` and `config.json` (`melt::backends::gguf_to_torchscript`, built with the
-//! `libtorch` feature), each with a `tokenizer.json`. `cargo xtask models fetch` runs it for
+//! `libtorch` feature), each with a `tokenizer.json`. `cargo melt models fetch` runs it for
 //! registry entries with `source = { export = ... }`; it is also there for any local GGUF.
 
 use std::path::PathBuf;
@@ -62,7 +62,7 @@ fn torchscript(model: &std::path::Path, out: &std::path::Path) -> Result<(u64, P
 
 #[cfg(not(feature = "libtorch"))]
 fn torchscript(_: &std::path::Path, _: &std::path::Path) -> Result<(u64, PathBuf), String> {
-    Err("this melt-convert was built without the `libtorch` feature (cargo xtask setup libtorch, then build with --features libtorch)".into())
+    Err("this melt-convert was built without the `libtorch` feature (cargo melt setup libtorch, then build with --features libtorch)".into())
 }
 
 fn quantize(model: &str, out: &str, to: &str) -> ExitCode {

@@ -12,13 +12,34 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{board, cargo, devices, models, prereq, runtimes, LIBTORCH_SUITE_MODEL, SUITE_MODELS};
+use melt_cli::workspace::{BenchTarget, Workspace};
+use melt_cli::{board, cargo, devices, models, prereq, runtimes};
+
+/// The suite's model for libtorch (the tests run all three engines).
+const LIBTORCH_SUITE_MODEL: &str = "gemma-3-270m-f32-torchscript";
 
 /// critcmp's version the e2e test reads melt's criterion files with.
 const CRITCMP: (&str, &str) = ("critcmp", "0.1.8");
 
-/// `test [--allow-skip] [-- CARGO-TEST-ARGS]`, as the command line defines it.
-pub use crate::cli::Test as Options;
+/// `test [--allow-skip] [-- CARGO-TEST-ARGS]`.
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Run even where something cannot be brought: the tests that need it skip, and the run
+    /// ends with the list of what was skipped and why
+    #[arg(long)]
+    pub allow_skip: bool,
+    /// Passed to `cargo test --workspace --release --features libtorch`: a filter, or `--`
+    /// and libtest's own options
+    #[arg(trailing_var_arg = true, value_name = "CARGO-TEST-ARGS")]
+    pub cargo_test: Vec<String>,
+}
+
+/// melt's shipped suite, the bench the device tests push.
+fn suite() -> Result<BenchTarget> {
+    let ws = Workspace::discover()?;
+    let suite = ws.select(&["melt".into()], &["suite".into()])?;
+    Ok(suite[0].clone())
+}
 
 /// A program an end-to-end test drives, and how to get it.
 struct Tool {
@@ -101,7 +122,7 @@ fn bring_tools() -> Vec<String> {
         match &t.install {
             Install::Apt(p) => apt.extend_from_slice(p),
             Install::Cargo(name, version) => {
-                eprintln!("xtask: installing {name} {version} with cargo install");
+                eprintln!("melt: installing {name} {version} with cargo install");
                 let ok = cargo()
                     .args(["install", name, "--locked", "--quiet", "--version", version])
                     .status()
@@ -114,7 +135,7 @@ fn bring_tools() -> Vec<String> {
     }
     if !apt.is_empty() {
         if let Err(e) = prereq::apt_install(&apt) {
-            eprintln!("xtask: {e:#}");
+            eprintln!("melt: {e:#}");
         }
         for t in TOOLS.iter().filter(|t| !(t.present)()) {
             if let Install::Apt(_) = t.install {
@@ -151,14 +172,14 @@ pub fn run(o: &Options, target: &Path) -> Result<ExitCode> {
     }
     // The real models the tests compare engines on: fetched (hash-verified) or exported.
     let registry = models::registry()?;
-    for name in SUITE_MODELS.iter().chain([&LIBTORCH_SUITE_MODEL]) {
+    for name in models::SHIPPED.iter().chain([&LIBTORCH_SUITE_MODEL]) {
         models::fetch(&registry, &models::cache(), name)
             .with_context(|| format!("the tests need model `{name}`"))?;
     }
     // The device tests push the shipped bench binary to their devices; a test cannot build
     // it (cargo holds the build lock while tests run), so it is built first — the same
     // release build the tests use, so nothing compiles twice.
-    let mut plan = devices::build::plan(&tc, &tc.host_triple, "suite", 0, false)?;
+    let mut plan = devices::build::plan(&tc, &tc.host_triple, &suite()?, 0, false)?;
     plan.args.extend(["--features".into(), "libtorch".into()]);
     plan.env.extend(
         runtimes::libtorch_env(&libtorch).map(|(k, v)| (k.to_string(), v.display().to_string())),
@@ -198,11 +219,11 @@ pub fn run(o: &Options, target: &Path) -> Result<ExitCode> {
             std::path::absolute(&log)?,
         );
     }
-    let code = crate::run(cmd);
+    let code = melt_cli::run(cmd);
     // A board this run started goes away with it; one that was running stays.
     if let Some(started) = board.and_then(|b| b.started) {
         if let Err(e) = started.stop() {
-            eprintln!("xtask: stopping the arm64 board: {e:#}");
+            eprintln!("melt: stopping the arm64 board: {e:#}");
         }
     }
     let code = code?;
@@ -210,7 +231,7 @@ pub fn run(o: &Options, target: &Path) -> Result<ExitCode> {
         let skipped = std::fs::read_to_string(&log).unwrap_or_default();
         let lines: Vec<&str> = skipped.lines().collect();
         if lines.is_empty() {
-            eprintln!("xtask: --allow-skip: every test ran");
+            eprintln!("melt: --allow-skip: every test ran");
         } else {
             eprintln!(
                 "xtask: --allow-skip: {} test(s) did not run:\n  {}",
@@ -219,7 +240,7 @@ pub fn run(o: &Options, target: &Path) -> Result<ExitCode> {
             );
         }
         for c in &cannot {
-            eprintln!("xtask: not installed: {c}");
+            eprintln!("melt: not installed: {c}");
         }
     }
     Ok(code)
@@ -248,9 +269,10 @@ fn bring_board(host: &devices::build::Toolchain, host_libtorch: &Path) -> Result
     let tc = devices::build::Toolchain::detect_with(Some(&board.rustc()))?;
     runtimes::setup_onnxruntime(board::TRIPLE, &host.host_triple)?;
     let libtorch = runtimes::setup_libtorch(board::TRIPLE, &host.host_triple)?;
-    let mut plan = devices::build::plan(&tc, board::TRIPLE, "suite", 0, false)?;
+    let suite = suite()?;
+    let mut plan = devices::build::plan(&tc, board::TRIPLE, &suite, 0, false)?;
     plan.args
-        .extend(devices::run::device_features(&["libtorch".into()]));
+        .extend(devices::run::device_features(&suite, &["libtorch".into()]));
     plan.env.extend(
         runtimes::libtorch_env(&libtorch).map(|(k, v)| (k.to_string(), v.display().to_string())),
     );
@@ -267,11 +289,11 @@ fn bring_board(host: &devices::build::Toolchain, host_libtorch: &Path) -> Result
             "melt-convert",
         ])
         .envs(runtimes::libtorch_env(host_libtorch));
-    if crate::run(convert)? != ExitCode::SUCCESS {
+    if melt_cli::run(convert)? != ExitCode::SUCCESS {
         bail!("building melt-convert for the board test's TorchScript model failed");
     }
     // Absolute: the tests run in their packages' directories.
-    let target = std::path::absolute(crate::target_dir())?;
+    let target = std::path::absolute(melt_cli::target_dir())?;
     Ok(Board {
         bin,
         device: board.device_toml(),

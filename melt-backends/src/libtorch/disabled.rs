@@ -30,7 +30,7 @@ impl Backend for LibTorch {
         Err(BackendError::Unsupported {
             backend: "libtorch".into(),
             what: format!(
-                "{}: the libtorch backend is not enabled in this build (`cargo xtask setup libtorch`, then build with the `libtorch` feature)",
+                "{}: the libtorch backend is not enabled in this build (`cargo melt setup libtorch`, then build with the `libtorch` feature)",
                 model.path.display()
             ),
         })

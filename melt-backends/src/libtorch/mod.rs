@@ -19,7 +19,7 @@
 //! and converted, which `context_ms` includes) and `inter_threads=N` (libtorch takes it once
 //! per process, before any inter-op work; a later different value is refused by name).
 //!
-//! **Library.** `cargo xtask setup libtorch` makes a CPU libtorch 2.13.0 from the PyPI wheel;
+//! **Library.** `cargo melt setup libtorch` makes a CPU libtorch 2.13.0 from the PyPI wheel;
 //! building with the `libtorch` feature needs `LIBTORCH` pointing at it (xtask sets it, and
 //! melt's build scripts put its `lib/` in the binaries' rpath).
 

@@ -103,7 +103,7 @@ pub fn quantization_types() -> Vec<&'static str> {
 /// Writes `output`: the GGUF `input` with its weights quantized to `to` (`Q8_0`, `Q4_K_M`,
 /// `F16`... as [`quantization_types`]), by llama.cpp's own quantizer (`llama_model_quantize`,
 /// what `llama-quantize` runs). An already quantized input is quantized again — its losses
-/// stay — which is what `cargo xtask models quantize` says it did.
+/// stay — which is what `cargo melt models quantize` says it did.
 pub fn quantize(
     input: &std::path::Path,
     output: &std::path::Path,

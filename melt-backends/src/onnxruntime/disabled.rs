@@ -30,7 +30,7 @@ impl Backend for OnnxRuntime {
         Err(BackendError::Unsupported {
             backend: "onnxruntime".into(),
             what: format!(
-                "{}: the ONNX Runtime backend is not enabled in this build (enable the `onnxruntime` feature of melt-backends, then `cargo xtask setup onnxruntime`)",
+                "{}: the ONNX Runtime backend is not enabled in this build (enable the `onnxruntime` feature of melt-backends, then `cargo melt setup onnxruntime`)",
                 model.path.display()
             ),
         })

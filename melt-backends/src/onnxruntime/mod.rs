@@ -9,7 +9,7 @@
 //!
 //! **Runtime library.** Nothing is linked at build time: `libonnxruntime.so` is opened on first
 //! use from `ORT_DYLIB_PATH`, else beside the executable or in `LD_LIBRARY_PATH` (where device
-//! runs put it), else from `cargo xtask setup onnxruntime`'s cache
+//! runs put it), else from `cargo melt setup onnxruntime`'s cache
 //! (`<melt cache>/runtimes/onnxruntime-<version>/`). ort refuses a library older than the
 //! ONNX Runtime API it was built for.
 //!
@@ -33,7 +33,7 @@ use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 
 const NAME: &str = "onnxruntime";
 
-/// The ONNX Runtime release `cargo xtask setup onnxruntime` fetches (ort 2.0.0-rc.15 is built
+/// The ONNX Runtime release `cargo melt setup onnxruntime` fetches (ort 2.0.0-rc.15 is built
 /// for its API).
 pub const ORT_VERSION: &str = "1.31.1";
 
@@ -109,7 +109,7 @@ pub fn find_library() -> Result<PathBuf, BackendError> {
     let candidates = library_candidates();
     candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
         runtime(format!(
-            "no ONNX Runtime library found: run `cargo xtask setup onnxruntime` or set ORT_DYLIB_PATH (looked for {})",
+            "no ONNX Runtime library found: run `cargo melt setup onnxruntime` or set ORT_DYLIB_PATH (looked for {})",
             candidates
                 .iter()
                 .map(|p| p.display().to_string())

@@ -1,5 +1,5 @@
 //! The ONNX Runtime backend on tiny random-weight decoders written by the tests themselves,
-//! run by the real ONNX Runtime library (`cargo xtask setup onnxruntime`, or ORT_DYLIB_PATH).
+//! run by the real ONNX Runtime library (`cargo melt setup onnxruntime`, or ORT_DYLIB_PATH).
 
 use super::*;
 use melt_bench::{workload, Params};

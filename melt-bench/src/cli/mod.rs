@@ -96,7 +96,7 @@ pub struct Args {
     pub noise_threshold: Option<f64>,
     /// Overrides where `criterion/` and `melt/` are written.
     pub target_dir: Option<PathBuf>,
-    /// The device this run is on (set by `cargo xtask bench --target`): case ids carry it
+    /// The device this run is on (set by `cargo melt bench --target`): case ids carry it
     /// as ` @NAME` at the end of their value, so devices compare side by side.
     pub device: Option<String>,
     /// Case ids not to run (exact; repeatable): what `--resume` already has.
@@ -269,7 +269,7 @@ struct Cli {
     /// Write criterion/ and melt/ under DIR [default: the cargo target dir]
     #[arg(long, value_name = "DIR", help_heading = "Output")]
     target_dir: Option<PathBuf>,
-    /// Tag every case id with ` @NAME` (set by cargo xtask bench --target)
+    /// Tag every case id with ` @NAME` (set by cargo melt bench --target)
     #[arg(long, value_name = "NAME", help_heading = "Output")]
     device: Option<String>,
     /// Do not run this case (exact id, repeatable; used by --resume)

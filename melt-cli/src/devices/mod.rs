@@ -267,7 +267,7 @@ pub fn select<'a>(devices: &'a [Device], target: &str) -> Result<Vec<&'a Device>
     Ok(out)
 }
 
-/// What `cargo xtask devices` and every run record about a device.
+/// What `cargo melt devices` and every run record about a device.
 pub fn probe_script(workdir: &str) -> String {
     let w = shell::quote(workdir);
     // One `key=value` per line; a line that cannot be read is left out, not invented.
@@ -308,7 +308,7 @@ pub fn parse_props(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// `cargo xtask devices`: every device, probed.
+/// `cargo melt devices`: every device, probed.
 pub fn list(devices: &[Device]) -> String {
     if devices.is_empty() {
         return "no [[device]] in melt.toml (see README: Running on devices)\n".into();

@@ -1,4 +1,4 @@
-//! `cargo xtask bench --target DEVICE`: push the bench binary, its libraries and its models
+//! `cargo melt bench --target DEVICE`: push the bench binary, its libraries and its models
 //! to each device, run it headless with `--bench --message-format json`, and turn the stream
 //! into results on the host — criterion files, history, summary, HTML — with the device's
 //! name in every case id.
@@ -46,7 +46,8 @@ pub struct Options {
     pub cross: bool,
     /// A bench binary built already (skips the build; its triple must be the devices').
     pub bench_bin: Option<PathBuf>,
-    pub bench: String,
+    /// The bench target built for the devices (`None` with `bench_bin`).
+    pub bench: Option<crate::workspace::BenchTarget>,
     /// Arguments for the bench binary.
     pub args: Vec<String>,
     /// Back-to-back runs of the suite, each recorded on its own (the history then has the
@@ -75,7 +76,12 @@ pub struct DeviceJob<'a> {
     pub options: &'a Options,
     pub layout: Layout,
     pub git_dir: PathBuf,
+    pub resolve: &'a Resolve<'a>,
 }
+
+/// A registry model's file on the host, fetched if need be, for a model name the device's
+/// bench lists (`None`: not a registry model — a `--model` file, pushed with the payload).
+pub type Resolve<'a> = dyn Fn(&str) -> Result<Option<ModelFile>> + Sync + 'a;
 
 impl DeviceJob<'_> {
     pub fn run(&self, mp: &MultiProgress) -> DeviceRun {
@@ -194,21 +200,19 @@ impl DeviceJob<'_> {
         if planned.is_empty() {
             bail!("the bench binary on `{}` lists no case", d.name);
         }
-        // The suite's models that the selected cases use, and no other (a llama.cpp-only run
-        // does not push a 1 GB ONNX export).
-        let used: Vec<&ModelFile> = self
-            .payload
-            .models
+        // The registry models that the selected cases use, fetched on the host now, and no
+        // other (a llama.cpp-only run does not push a 1 GB ONNX export).
+        let used = models
             .iter()
-            .filter(|m| m.registry_name.as_ref().is_some_and(|n| models.contains(n)))
-            .collect();
-        push_models(d, &used, mp)?;
+            .filter_map(|m| (self.resolve)(m).transpose())
+            .collect::<Result<Vec<ModelFile>>>()?;
+        push_models(d, &used.iter().collect::<Vec<_>>(), mp)?;
         let mut progress = Progress::new(mp, &d.name, planned.len());
         progress.cases_done = planned.intersection(&skip).count();
         progress.bar.set_position(progress.cases_done as u64);
         if resumed {
             progress.say(&format!(
-                "xtask: [{}] resuming {}: {} of {} cases done",
+                "melt: [{}] resuming {}: {} of {} cases done",
                 d.name,
                 run_dir.display(),
                 progress.cases_done,
@@ -270,7 +274,7 @@ impl DeviceJob<'_> {
                         message: message.clone(),
                     })?;
                     progress.say(&format!(
-                        "xtask: [{}] {} {message}",
+                        "melt: [{}] {} {message}",
                         d.name,
                         case.as_deref().unwrap_or("run")
                     ));
@@ -293,7 +297,7 @@ impl DeviceJob<'_> {
                     let done = replay(&read_events(&samples)?).completed().len();
                     bail!(
                         "lost `{}` mid-run: {why}\n  {}\n  {done} finished case(s) and every sample streamed so far are kept in {}; \
-                         `cargo xtask bench --target {} --resume` runs the rest",
+                         `cargo melt bench --target {} --resume` runs the rest",
                         d.name,
                         tail.join("\n  "),
                         samples.display(),
@@ -333,7 +337,7 @@ impl DeviceJob<'_> {
         }
         let host = replayed.host.unwrap_or_default();
         if let Some(why) = &host.emulated {
-            progress.say(&format!("xtask: [{}] emulated: {why}", d.name));
+            progress.say(&format!("melt: [{}] emulated: {why}", d.name));
         }
         let outcome = finish.run(
             &run,
@@ -377,7 +381,7 @@ pub fn bench_devices(
     opts: &Options,
     devices: &[&Device],
     config: &Path,
-    registry_models: Vec<ModelFile>,
+    resolve: &Resolve<'_>,
     target_dir: &Path,
 ) -> Result<i32> {
     let args = DeviceArgs::parse(&opts.args)?;
@@ -388,10 +392,7 @@ pub fn bench_devices(
             .clone()
             .unwrap_or_else(|| target_dir.to_path_buf()),
     };
-    let mut models = args.models.clone();
-    if models.is_empty() {
-        models = registry_models;
-    }
+    let models = args.models.clone();
     let data: Vec<ModelFile> = args.data.iter().map(|(_, f)| f.clone()).collect();
     let libtorch = |triple: &str| -> Result<Option<PathBuf>> {
         if !opts.features.iter().any(|f| f == "libtorch") {
@@ -424,16 +425,16 @@ pub fn bench_devices(
                 )
             }
             None => {
-                let mut plan =
-                    super::build::plan(&tc, &d.triple, &opts.bench, d.api_level, opts.cross)?;
-                plan.args.extend(device_features(&opts.features));
+                let bench = opts.bench.as_ref().context("no bench target to build")?;
+                let mut plan = super::build::plan(&tc, &d.triple, bench, d.api_level, opts.cross)?;
+                plan.args.extend(device_features(bench, &opts.features));
                 if let Some(dir) = &linked_libtorch {
                     plan.env.extend(
                         crate::runtimes::libtorch_env(dir)
                             .map(|(k, v)| (k.to_string(), v.display().to_string())),
                     );
                 }
-                super::build::run(&plan, &opts.bench)?
+                super::build::run(&plan, &bench.name)?
             }
         };
         let mut built = built;
@@ -444,7 +445,7 @@ pub fn bench_devices(
                 .extend(crate::runtimes::libtorch_runtime_libs(dir, &d.triple));
         }
         // The ONNX Runtime backend opens its library at run time: ship it when it was fetched
-        // for this triple (`cargo xtask setup onnxruntime --triple T`).
+        // for this triple (`cargo melt setup onnxruntime --triple T`).
         if let Some(lib) = crate::runtimes::cached_onnxruntime(&d.triple, &tc.host_triple) {
             built.1.push(lib);
         }
@@ -469,6 +470,7 @@ pub fn bench_devices(
                 options: opts,
                 layout: layout.clone(),
                 git_dir: git_dir.clone(),
+                resolve,
             }
         })
         .collect();
@@ -487,21 +489,21 @@ pub fn bench_devices(
                 println!("\n## {}\n\n{}", r.device, out.table);
                 for e in &out.summary.errors {
                     eprintln!(
-                        "xtask: [{}] FAILED {}: {}",
+                        "melt: [{}] FAILED {}: {}",
                         r.device,
                         e.case.as_deref().unwrap_or("run"),
                         e.message
                     );
                 }
-                eprintln!("xtask: [{}] results in {}", r.device, out.run_dir.display());
+                eprintln!("melt: [{}] results in {}", r.device, out.run_dir.display());
             }
             (None, Some(m)) => match &r.run_dir {
                 Some(dir) => eprintln!(
-                    "xtask: [{}] error: {m}\n  (run directory: {})",
+                    "melt: [{}] error: {m}\n  (run directory: {})",
                     r.device,
                     dir.display()
                 ),
-                None => eprintln!("xtask: [{}] error: {m}", r.device),
+                None => eprintln!("melt: [{}] error: {m}", r.device),
             },
             (None, None) => {}
         }
@@ -522,7 +524,7 @@ pub fn bench_devices(
                 println!("\n## Beside the latest run of every other device\n\n{table}")
             }
             Ok(_) => {}
-            Err(e) => eprintln!("xtask: cannot write the merged report: {e:#}"),
+            Err(e) => eprintln!("melt: cannot write the merged report: {e:#}"),
         }
     }
     Ok(code)

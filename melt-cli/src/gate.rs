@@ -1,4 +1,4 @@
-//! `cargo xtask gate --baseline NAME`: fail CI on a real tok/s regression.
+//! `cargo melt gate --baseline NAME`: fail CI on a real tok/s regression.
 //!
 //! Compares every case's latest results (`target/criterion/**/new`) with the named baseline
 //! using melt_report::gate's rule, prints a markdown summary (and appends it to
@@ -98,7 +98,7 @@ fn judge_named(opts: &Options, name: &str, config: &GateConfig) -> Result<Vec<ga
     let dirs = match gate::latest_run_cases(&layout)? {
         Some((run_id, dirs)) => {
             eprintln!(
-                "xtask: gate: judging the {} cases of run {run_id}",
+                "melt: gate: judging the {} cases of run {run_id}",
                 dirs.len()
             );
             judged = run_id;
@@ -106,7 +106,7 @@ fn judge_named(opts: &Options, name: &str, config: &GateConfig) -> Result<Vec<ga
         }
         None => {
             eprintln!(
-                "xtask: gate: no run summary under {}; judging every case in {}",
+                "melt: gate: no run summary under {}; judging every case in {}",
                 runs_dir.display(),
                 criterion_dir.display()
             );
@@ -156,7 +156,7 @@ fn judge_ref(
         )
     })?;
     eprintln!(
-        "xtask: gate: judging run {} against run {base_run} of {git_ref}",
+        "melt: gate: judging run {} against run {base_run} of {git_ref}",
         latest.run_id
     );
     let drift = drift_of(opts, &latest.run_id);
@@ -197,7 +197,7 @@ pub fn run(opts: &Options, mut config: GateConfig) -> Result<i32> {
     let (label, results) = match judged {
         Ok(j) => j,
         Err(e) => {
-            eprintln!("xtask: gate: could not compare: {e:#}");
+            eprintln!("melt: gate: could not compare: {e:#}");
             return Ok(2);
         }
     };

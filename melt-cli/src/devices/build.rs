@@ -1,7 +1,7 @@
 //! Building the bench binary for a device's target triple.
 //!
-//! - The host's own triple: plain `cargo bench --no-run`, the very build `cargo xtask bench`
-//!   and `cargo xtask test` use (no second llama.cpp build).
+//! - The host's own triple: plain `cargo bench --no-run`, the very build `cargo melt bench`
+//!   and `cargo melt TEST_KEEP` use (no second llama.cpp build).
 //! - `*-linux-android`: plain cargo with the NDK's clang as linker, C and C++ compiler, and
 //!   `ANDROID_NDK` / `ANDROID_API_LEVEL` for llama-cpp-sys-2's cmake build (its Android
 //!   toolchain file, ABI and platform), as cargo-ndk does; `libc++_shared.so` ships beside the
@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
+
+use crate::workspace::BenchTarget;
 
 /// A build to run: program, arguments, extra environment, and libraries to ship.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,7 +141,7 @@ fn cargo_linker_var(triple: &str) -> String {
 pub fn plan(
     tc: &Toolchain,
     triple: &str,
-    bench: &str,
+    bench: &BenchTarget,
     api_level: u32,
     cross: bool,
 ) -> Result<BuildPlan> {
@@ -149,14 +151,11 @@ pub fn plan(
             .get("CARGO")
             .cloned()
             .unwrap_or_else(|| "cargo".into()),
-        args: vec![
-            "bench".into(),
-            "--no-run".into(),
-            "--bench".into(),
-            bench.into(),
-            "--message-format".into(),
-            "json-render-diagnostics".into(),
-        ],
+        args: ["bench".into(), "--no-run".into()]
+            .into_iter()
+            .chain(bench.cargo_args())
+            .chain(["--message-format".into(), "json-render-diagnostics".into()])
+            .collect(),
         env: BTreeMap::new(),
         libs: Vec::new(),
         gnu_runtime_of: None,
@@ -194,7 +193,7 @@ pub fn plan(
         bail!(
             "the Rust standard library for {triple} is not installed: rustup target add {triple} \
              (or name a compiler that has it: `rustc = ...` in the [[device]]; \
-             `cargo xtask setup arm64-board` makes one for aarch64 from Debian's archive)"
+             `cargo melt setup arm64-board` makes one for aarch64 from Debian's archive)"
         );
     }
     if let Some(clang_target) = ndk_clang_target(triple) {
@@ -288,7 +287,7 @@ pub fn executable_from_messages(stdout: &str, bench: &str) -> Option<PathBuf> {
 /// Runs the build; the bench executable and the libraries to ship.
 pub fn run(plan: &BuildPlan, bench: &str) -> Result<(PathBuf, Vec<PathBuf>)> {
     eprintln!(
-        "xtask: {}{} {}",
+        "melt: {}{} {}",
         plan.env
             .iter()
             .map(|(k, v)| format!("{k}={v} "))
@@ -370,15 +369,26 @@ mod tests {
         std::fs::write(p, "").unwrap();
     }
 
+    fn suite() -> BenchTarget {
+        BenchTarget {
+            package: "melt".into(),
+            name: "suite".into(),
+            package_dir: "/w".into(),
+            features: Vec::new(),
+        }
+    }
+
     #[test]
     fn host_triple_reuses_the_host_build() {
         let tc = toolchain(Path::new("/nowhere"), &[], &[]);
-        let p = plan(&tc, "x86_64-unknown-linux-gnu", "suite", 28, false).unwrap();
+        let p = plan(&tc, "x86_64-unknown-linux-gnu", &suite(), 28, false).unwrap();
         assert_eq!(
             p.args,
             [
                 "bench",
                 "--no-run",
+                "--package",
+                "melt",
                 "--bench",
                 "suite",
                 "--message-format",
@@ -394,7 +404,7 @@ mod tests {
         let sysroot = dir.path().join("rust");
         let ndk = dir.path().join("ndk r27");
         let tc = toolchain(&sysroot, &[("ANDROID_NDK_HOME", &ndk)], &[]);
-        let e = plan(&tc, "aarch64-linux-android", "suite", 30, false)
+        let e = plan(&tc, "aarch64-linux-android", &suite(), 30, false)
             .unwrap_err()
             .to_string();
         assert!(
@@ -403,7 +413,7 @@ mod tests {
             "{e}"
         );
         std::fs::create_dir_all(sysroot.join("lib/rustlib/aarch64-linux-android/lib")).unwrap();
-        let e = plan(&tc, "aarch64-linux-android", "suite", 30, false)
+        let e = plan(&tc, "aarch64-linux-android", &suite(), 30, false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("aarch64-linux-android30-clang"), "{e}");
@@ -414,7 +424,7 @@ mod tests {
             "toolchains/llvm/prebuilt/linux-x86_64/sysroot/usr/lib/aarch64-linux-android/libc++_shared.so",
         );
         touch(&libcxx);
-        let p = plan(&tc, "aarch64-linux-android", "suite", 30, false).unwrap();
+        let p = plan(&tc, "aarch64-linux-android", &suite(), 30, false).unwrap();
         assert_eq!(p.program, "cargo");
         assert_eq!(
             p.args[p.args.len() - 2..],
@@ -448,25 +458,25 @@ mod tests {
             std::fs::create_dir_all(dir.path().join("lib/rustlib").join(t).join("lib")).unwrap();
         }
         let tc = toolchain(dir.path(), &[], &[]);
-        let e = plan(&tc, "aarch64-linux-android", "suite", 28, false)
+        let e = plan(&tc, "aarch64-linux-android", &suite(), 28, false)
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("needs the Android NDK") && e.contains("ANDROID_NDK_HOME"),
             "{e}"
         );
-        let e = plan(&tc, "aarch64-unknown-linux-gnu", "suite", 28, false)
+        let e = plan(&tc, "aarch64-unknown-linux-gnu", &suite(), 28, false)
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("apt-get install gcc-aarch64-linux-gnu g++-aarch64-linux-gnu"),
             "{e}"
         );
-        let e = plan(&tc, "mips-unknown-linux-gnu", "suite", 28, false)
+        let e = plan(&tc, "mips-unknown-linux-gnu", &suite(), 28, false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("--cross"), "{e}");
-        let e = plan(&tc, "aarch64-unknown-linux-gnu", "suite", 28, true)
+        let e = plan(&tc, "aarch64-unknown-linux-gnu", &suite(), 28, true)
             .unwrap_err()
             .to_string();
         assert!(e.contains("cargo install cross"), "{e}");
@@ -476,7 +486,7 @@ mod tests {
             &[],
             &["aarch64-linux-gnu-gcc", "aarch64-linux-gnu-g++"],
         );
-        let p = plan(&gnu, "aarch64-unknown-linux-gnu", "suite", 28, false).unwrap();
+        let p = plan(&gnu, "aarch64-unknown-linux-gnu", &suite(), 28, false).unwrap();
         assert_eq!(
             p.env["CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER"],
             "aarch64-linux-gnu-gcc"
@@ -492,7 +502,7 @@ mod tests {
             rustc: Some("/opt/rust-aarch64/rustc".into()),
             ..gnu
         };
-        let p = plan(&chosen, "aarch64-unknown-linux-gnu", "suite", 28, false).unwrap();
+        let p = plan(&chosen, "aarch64-unknown-linux-gnu", &suite(), 28, false).unwrap();
         assert_eq!(p.env["RUSTC"], "/opt/rust-aarch64/rustc");
     }
 
@@ -500,7 +510,7 @@ mod tests {
     fn cross_needs_a_docker_engine() {
         // Without docker, or with a client but no engine (this machine), the error says so.
         let tc = toolchain(Path::new("/"), &[], &["cross"]);
-        match plan(&tc, "aarch64-unknown-linux-gnu", "suite", 28, true) {
+        match plan(&tc, "aarch64-unknown-linux-gnu", &suite(), 28, true) {
             Ok(p) => assert_eq!(p.program, "cross"), // an engine answers here after all
             Err(e) => assert!(e.to_string().contains("docker"), "{e}"),
         }

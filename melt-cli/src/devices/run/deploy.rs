@@ -88,7 +88,7 @@ pub(super) fn deploy(d: &Device, p: &Payload, mp: &MultiProgress) -> Result<Stri
     if push(d, p.binary, &remote_bin, Some(&sha), true)? {
         say(
             mp,
-            &format!("xtask: [{}] pushed {}", d.name, p.binary.display()),
+            &format!("melt: [{}] pushed {}", d.name, p.binary.display()),
         );
     }
     push_libs(d, &p.libs.iter().chain(&d.libs).collect::<Vec<_>>(), mp)?;
@@ -107,7 +107,7 @@ pub(super) fn deploy(d: &Device, p: &Payload, mp: &MultiProgress) -> Result<Stri
         if push(d, &f.local, &remote, Some(&f.sha256), false)? {
             say(
                 mp,
-                &format!("xtask: [{}] pushed {} → {remote}", d.name, f.file),
+                &format!("melt: [{}] pushed {} → {remote}", d.name, f.file),
             );
         }
     }
@@ -156,7 +156,7 @@ fn push_libs(d: &Device, libs: &[&PathBuf], mp: &MultiProgress) -> Result<()> {
         push(d, lib, remote, Some(sha), false)?;
         d.transport
             .output(&format!("echo {sha} > {}", quote(&mark)))?;
-        say(mp, &format!("xtask: [{}] pushed {}", d.name, lib.display()));
+        say(mp, &format!("melt: [{}] pushed {}", d.name, lib.display()));
     }
     Ok(())
 }
@@ -169,14 +169,14 @@ pub(super) fn push_models(d: &Device, models: &[&ModelFile], mp: &MultiProgress)
         say(
             mp,
             &format!(
-                "xtask: [{}] model {} ({:.0} MB) → {remote}",
+                "melt: [{}] model {} ({:.0} MB) → {remote}",
                 d.name,
                 m.file,
                 std::fs::metadata(&m.local).map_or(0.0, |x| x.len() as f64 / 1e6)
             ),
         );
         if push(d, &m.local, &remote, Some(&m.sha256), false)? {
-            say(mp, &format!("xtask: [{}] pushed {}", d.name, m.file));
+            say(mp, &format!("melt: [{}] pushed {}", d.name, m.file));
         }
         let dir = remote.rsplit_once('/').map_or(".", |(d, _)| d);
         for b in &m.beside {

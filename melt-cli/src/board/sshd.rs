@@ -50,7 +50,7 @@ pub enum Sshd {
 pub fn start(root: &Path, port: u16, public_key: &Path) -> Result<Sshd> {
     super::host::require_root()?;
     if let Some(pid) = running(root) {
-        eprintln!("xtask: the board's sshd already runs (pid {pid})");
+        eprintln!("melt: the board's sshd already runs (pid {pid})");
         return Ok(Sshd::Running(pid));
     }
     let (proc_dir, pts) = (root.join("proc"), root.join("dev/pts"));
@@ -107,7 +107,7 @@ pub fn start(root: &Path, port: u16, public_key: &Path) -> Result<Sshd> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Some(pid) = running(root) {
-            eprintln!("xtask: the board's sshd listens on 127.0.0.1:{port} (pid {pid})");
+            eprintln!("melt: the board's sshd listens on 127.0.0.1:{port} (pid {pid})");
             return Ok(Sshd::Started(pid));
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -172,13 +172,13 @@ pub fn stop(root: &Path) -> Result<()> {
     let sshd = running(root);
     if let Some(pid) = sshd {
         if kill(pid) {
-            eprintln!("xtask: stopped the board's sshd (pid {pid})");
+            eprintln!("melt: stopped the board's sshd (pid {pid})");
         }
     }
     // Sessions still running there would keep its mounts busy.
     for pid in in_chroot(root).into_iter().filter(|&p| Some(p) != sshd) {
         if kill(pid) {
-            eprintln!("xtask: stopped pid {pid}, left running in the board");
+            eprintln!("melt: stopped pid {pid}, left running in the board");
         }
     }
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -195,6 +195,6 @@ pub fn stop(root: &Path) -> Result<()> {
             )?;
         }
     }
-    eprintln!("xtask: the board in {} is stopped", root.display());
+    eprintln!("melt: the board in {} is stopped", root.display());
     Ok(())
 }

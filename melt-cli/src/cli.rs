@@ -1,27 +1,28 @@
-//! `cargo xtask`'s command line, defined once with clap: every command answers `--help`
+//! `cargo melt`'s command line, defined once with clap: every command answers `--help`
 //! before anything is built or fetched, `--flag=value` works everywhere, and the help is
 //! generated from these definitions.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
+/// The command line: melt's commands (`C` = [`Command`]), or a project's own that add to them.
 #[derive(Debug, Parser)]
 #[command(
-    name = "cargo xtask",
-    bin_name = "cargo xtask",
-    about = "melt's developer commands",
+    name = "cargo melt",
+    bin_name = "cargo melt",
+    about = "Benchmark language models on this machine and on the devices people carry",
     disable_version_flag = true
 )]
-pub struct Cli {
+pub struct Cli<C: Subcommand> {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: C,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Install build prerequisites, fetch the suite's models and the ONNX Runtime library
+    /// Install build prerequisites, fetch the shipped models and the ONNX Runtime library
     Setup {
         #[command(subcommand)]
         what: Option<Setup>,
@@ -33,12 +34,10 @@ pub enum Command {
         #[command(subcommand)]
         command: Models,
     },
-    /// Run the shipped suite here or on devices
+    /// Build the workspace's melt benches, fetch their models, run them here or on devices
     Bench(Bench),
     /// The [[device]]s of melt.toml, probed
     Devices,
-    /// Bring what the tests need, then run every test of the workspace
-    Test(Test),
     /// Exit 1 if tok/s regressed for real against a saved baseline or a git ref's run
     Gate(Gate),
     /// Recorded runs, or one metric of matching cases over runs
@@ -103,36 +102,20 @@ pub enum Models {
     },
 }
 
-/// A cargo feature of the bench build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Feature {
-    /// On by default
-    LlamaCpp,
-    /// On by default
-    Onnxruntime,
-    /// The libtorch backend and its model (on a device: built against that triple's
-    /// libtorch, shipped beside the binary)
-    Libtorch,
-}
-
-impl Feature {
-    pub fn name(self) -> &'static str {
-        match self {
-            Feature::LlamaCpp => "llama-cpp",
-            Feature::Onnxruntime => "onnxruntime",
-            Feature::Libtorch => "libtorch",
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  cargo xtask bench -- --quick
-  cargo xtask bench -- --save-baseline main
-  cargo xtask bench --target android            every adb device, in parallel
-  cargo xtask bench --target jetson --resume    finish a run whose device went away
-  cargo xtask bench -- --help                   the bench binary's own options")]
+  cargo melt bench -- --quick
+  cargo melt bench --bench llm -- --save-baseline main
+  cargo melt bench --target android            every adb device, in parallel
+  cargo melt bench --target jetson --resume    finish a run whose device went away
+  cargo melt bench -- --help                   the bench binary's own options")]
 pub struct Bench {
+    /// Only this bench target (repeatable) [default: every `melt_bench!` target]
+    #[arg(long = "bench", value_name = "NAME")]
+    pub benches: Vec<String>,
+    /// Only the bench targets of this package (repeatable)
+    #[arg(short = 'p', long = "package", value_name = "SPEC")]
+    pub packages: Vec<String>,
     /// Where: `host`, or devices — a [[device]] name, a tag, `android`, `ssh`, `local`, or
     /// several, comma-separated
     #[arg(
@@ -157,24 +140,13 @@ pub struct Bench {
     /// Device runs: use a bench binary built already
     #[arg(long, value_name = "PATH")]
     pub bench_bin: Option<PathBuf>,
-    /// Cargo features of the bench build
-    #[arg(long, value_enum, value_delimiter = ',', value_name = "FEATURES")]
-    pub features: Vec<Feature>,
+    /// Cargo features of the bench build (`libtorch`: built against the libtorch `setup
+    /// libtorch` makes, which a device run ships)
+    #[arg(long, value_delimiter = ',', value_name = "FEATURES")]
+    pub features: Vec<String>,
     /// Arguments for the bench binary (after `--`; `-- --help` lists them)
     #[arg(last = true, value_name = "BENCH-ARGS")]
     pub args: Vec<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct Test {
-    /// Run even where something cannot be brought: the tests that need it skip, and the run
-    /// ends with the list of what was skipped and why
-    #[arg(long)]
-    pub allow_skip: bool,
-    /// Passed to `cargo test --workspace --release --features libtorch`: a filter, or `--`
-    /// and libtest's own options
-    #[arg(trailing_var_arg = true, value_name = "CARGO-TEST-ARGS")]
-    pub cargo_test: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -287,19 +259,19 @@ mod tests {
     use clap::CommandFactory;
 
     fn parse(args: &[&str]) -> Result<Command, clap::Error> {
-        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied())).map(|c| c.command)
+        Cli::<Command>::try_parse_from(std::iter::once("cargo-melt").chain(args.iter().copied()))
+            .map(|c| c.command)
     }
 
     #[test]
     fn the_definition_is_consistent() {
-        Cli::command().debug_assert();
+        Cli::<Command>::command().debug_assert();
     }
 
     #[test]
     fn every_command_answers_help() {
         for cmd in [
-            "setup", "models", "bench", "devices", "test", "gate", "history", "report", "meter",
-            "export",
+            "setup", "models", "bench", "devices", "gate", "history", "report", "meter", "export",
         ] {
             let e = parse(&[cmd, "--help"]).unwrap_err();
             assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{cmd}");
@@ -334,6 +306,14 @@ mod tests {
             panic!()
         };
         assert_eq!((b.target.as_str(), b.rounds, b.args.len()), ("host", 1, 0));
+        let Command::Bench(b) = parse(&["bench", "--bench", "a", "-p", "x", "--bench=b"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (b.benches, b.packages),
+            (vec!["a".into(), "b".into()], vec!["x".into()])
+        );
         let Command::Bench(b) = parse(&[
             "bench",
             "--device=pixel",
@@ -351,13 +331,12 @@ mod tests {
         assert_eq!(b.target, "pixel");
         assert!(b.resume);
         assert_eq!(b.case_timeout, Duration::from_secs(30));
-        assert_eq!(b.features, [Feature::Libtorch]);
+        assert_eq!(b.features, ["libtorch"]);
         assert_eq!(b.args, ["--quick", "--resume"]);
         for bad in [
             &["bench", "--rounds", "0"][..],
             &["bench", "--rounds=2", "--resume"],
             &["bench", "--case-timeout", "-1"],
-            &["bench", "--features", "cuda"],
             &["bench", "--target"],
             // The bench binary's options go after `--`; clap says so.
             &["bench", "--quick"],
@@ -398,18 +377,6 @@ mod tests {
             panic!()
         };
         assert_eq!(m.meter_offset, Some(-1.5));
-        let Command::Test(t) =
-            parse(&["test", "--allow-skip", "--", "--", "--test-threads=1"]).unwrap()
-        else {
-            panic!()
-        };
-        assert!(t.allow_skip);
-        assert_eq!(t.cargo_test, ["--", "--test-threads=1"]);
-        let Command::Test(t) = parse(&["test", "probe"]).unwrap() else {
-            panic!()
-        };
-        assert_eq!(t.cargo_test, ["probe"]);
-        assert!(parse(&["test", "--allow-skips"]).is_err());
         assert!(parse(&["history", "--limit", "x"]).is_err());
         assert!(parse(&["frobnicate"]).is_err());
     }

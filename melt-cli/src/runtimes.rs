@@ -1,11 +1,11 @@
-//! `cargo xtask setup onnxruntime [--triple T]`: the ONNX Runtime library melt's `onnxruntime`
+//! `cargo melt setup onnxruntime [--triple T]`: the ONNX Runtime library melt's `onnxruntime`
 //! backend opens at run time, taken from the PyPI `onnxruntime` wheel (its
 //! `onnxruntime/capi/libonnxruntime.so.<version>`), because the ort crate's own download
 //! cannot work offline or for a device.
 //!
 //! Cached as `<melt cache>/runtimes/onnxruntime-<version>/libonnxruntime.so` for the host
 //! (where the backend looks) and `.../<triple>/libonnxruntime.so` for device triples, which
-//! `cargo xtask bench --target` pushes beside the bench binary.
+//! `cargo melt bench --target` pushes beside the bench binary.
 
 use std::path::{Path, PathBuf};
 
@@ -60,7 +60,7 @@ fn wheel_platforms(triple: &str) -> Result<&'static [&'static str]> {
 pub fn setup_onnxruntime(triple: &str, host: &str) -> Result<PathBuf> {
     if let Some(p) = cached_onnxruntime(triple, host) {
         eprintln!(
-            "xtask: ONNX Runtime {ORT_VERSION} for {triple}: {}",
+            "melt: ONNX Runtime {ORT_VERSION} for {triple}: {}",
             p.display()
         );
         return Ok(p);
@@ -89,7 +89,7 @@ pub fn setup_onnxruntime(triple: &str, host: &str) -> Result<PathBuf> {
     let to = dir.join("libonnxruntime.so");
     std::fs::rename(&part, &to).with_context(|| format!("moving it to {}", to.display()))?;
     eprintln!(
-        "xtask: ONNX Runtime {ORT_VERSION} for {triple}: {}",
+        "melt: ONNX Runtime {ORT_VERSION} for {triple}: {}",
         to.display()
     );
     Ok(to)
@@ -153,7 +153,7 @@ pub fn cached_libtorch(triple: &str, host: &str) -> Option<PathBuf> {
     complete.then_some(dir)
 }
 
-/// `cargo xtask setup libtorch`: a CPU libtorch directory built from the PyPI `torch` wheel
+/// `cargo melt setup libtorch`: a CPU libtorch directory built from the PyPI `torch` wheel
 /// (only `libtorch_cpu`, `libc10`, `libgomp` and the headers of its 527 MB; `libtorch.so`
 /// would drag in the whole CUDA stack), plus the two small CUDA runtime libraries
 /// `libtorch_cpu` needs to load, and an empty `libtorch.so` (a linker script with nothing
@@ -162,7 +162,7 @@ pub fn cached_libtorch(triple: &str, host: &str) -> Option<PathBuf> {
 pub fn setup_libtorch(triple: &str, host: &str) -> Result<PathBuf> {
     if let Some(dir) = cached_libtorch(triple, host) {
         eprintln!(
-            "xtask: libtorch {TORCH_VERSION} for {triple}: {}",
+            "melt: libtorch {TORCH_VERSION} for {triple}: {}",
             dir.display()
         );
         return Ok(dir);
@@ -239,7 +239,7 @@ pub fn setup_libtorch(triple: &str, host: &str) -> Result<PathBuf> {
     }
     std::fs::rename(&out, &dir).with_context(|| format!("moving it to {}", dir.display()))?;
     eprintln!(
-        "xtask: libtorch {TORCH_VERSION} for {triple}: {}",
+        "melt: libtorch {TORCH_VERSION} for {triple}: {}",
         dir.display()
     );
     Ok(dir)

@@ -97,7 +97,7 @@ pub fn apt_install(packages: &[&str]) -> Result<()> {
             "not root or no apt-get here; install them, e.g.\n    sudo apt-get install -y {list}"
         );
     }
-    eprintln!("xtask: installing {list} with apt-get");
+    eprintln!("melt: installing {list} with apt-get");
     let ok = Command::new("apt-get")
         .arg("update")
         .arg("-qq")

@@ -20,7 +20,7 @@ pub fn ensure(dir: &Path) -> Result<PathBuf> {
     let done = dir.join(".toolchain-ok");
     if done.is_file() && wrapper.is_file() {
         eprintln!(
-            "xtask: reusing the aarch64 Rust toolchain in {} (rustc-web {})",
+            "melt: reusing the aarch64 Rust toolchain in {} (rustc-web {})",
             dir.display(),
             std::fs::read_to_string(&done).unwrap_or_default().trim()
         );
@@ -48,7 +48,7 @@ pub fn ensure(dir: &Path) -> Result<PathBuf> {
         .to_string();
     // 1.96.0+dfsg1-1~deb12u2 → 1.96, the std package's name suffix.
     let minor = version.split('.').take(2).collect::<Vec<_>>().join(".");
-    eprintln!("xtask: rustc-web {version} from {}", archive.security);
+    eprintln!("melt: rustc-web {version} from {}", archive.security);
     apt.run(
         Command::new("apt-get")
             .args([
@@ -110,7 +110,7 @@ fn write_wrapper(wrapper: &Path, rustc: &Path, libs: &Path) -> Result<()> {
     let quote = crate::devices::shell::quote;
     let script = format!(
         "#!/bin/sh\n\
-         # Debian's rustc-web, unpacked by `cargo xtask setup arm64-board` (not installed).\n\
+         # Debian's rustc-web, unpacked by `cargo melt setup arm64-board` (not installed).\n\
          LD_LIBRARY_PATH={libs}\"${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\" exec {rustc} \"$@\"\n",
         libs = quote(&libs.display().to_string()),
         rustc = quote(&rustc.display().to_string()),

@@ -180,7 +180,7 @@ fn device_arguments() {
         let e = DeviceArgs::parse(&[bad.to_string(), "x".into()])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("set by `cargo xtask bench --target`"), "{e}");
+        assert!(e.contains("set by `cargo melt bench --target`"), "{e}");
     }
     let e = format!(
         "{:#}",
@@ -196,13 +196,26 @@ fn device_arguments() {
 
 #[test]
 fn device_builds_leave_the_host_reports_out() {
+    let mut bench = crate::workspace::BenchTarget {
+        package: "melt".into(),
+        name: "suite".into(),
+        package_dir: "/w".into(),
+        features: vec!["host-reports".into(), "libtorch".into()],
+    };
     assert_eq!(
-        device_features(&["libtorch".into(), "llama-cpp".into()]),
+        device_features(&bench, &["libtorch".into(), "llama-cpp".into()]),
         [
             "--no-default-features",
             "--features",
             "llama-cpp,onnxruntime,libtorch"
         ]
+    );
+    // A user's package: its own features, as asked.
+    bench.features = vec!["fast".into()];
+    assert!(device_features(&bench, &[]).is_empty());
+    assert_eq!(
+        device_features(&bench, &["fast".into()]),
+        ["--features", "fast"]
     );
 }
 

@@ -1,4 +1,4 @@
-//! `cargo xtask history [--case SUBSTR] [--metric NAME] [--limit N]`: what melt remembers.
+//! `cargo melt history [--case SUBSTR] [--metric NAME] [--limit N]`: what melt remembers.
 //! Without `--case`, the latest runs; with it, one metric of the matching cases over runs.
 
 use std::path::Path;
@@ -10,7 +10,7 @@ pub fn open(target_dir: &Path) -> Result<History> {
     let path = melt_bench::store::Layout::at(target_dir).history_path();
     if !path.is_file() {
         bail!(
-            "no history yet at {}: run `cargo xtask bench` first",
+            "no history yet at {}: run `cargo melt bench` first",
             path.display()
         );
     }

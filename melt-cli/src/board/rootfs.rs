@@ -12,23 +12,20 @@ const DONE: &str = ".board-ok";
 
 pub fn ensure(root: &Path) -> Result<()> {
     if root.join(DONE).is_file() {
-        eprintln!(
-            "xtask: reusing the arm64 root filesystem {}",
-            root.display()
-        );
+        eprintln!("melt: reusing the arm64 root filesystem {}", root.display());
         return Ok(());
     }
     // mmdebstrap wants an empty directory; a half-made one is a person's to look at.
     if std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_some()) {
         bail!(
             "{} is not empty and not a finished board root filesystem (no {DONE}): \
-             stop the board (`cargo xtask setup arm64-board --stop`) and remove it",
+             stop the board (`cargo melt setup arm64-board --stop`) and remove it",
             root.display()
         );
     }
     let a = Archive::of_this_machine()?;
     eprintln!(
-        "xtask: making the arm64 {} root filesystem in {} (minutes: dpkg runs emulated)",
+        "melt: making the arm64 {} root filesystem in {} (minutes: dpkg runs emulated)",
         a.suite,
         root.display()
     );

@@ -1,0 +1,351 @@
+//! `bench`: the workspace's `melt_bench!` targets, run here or on devices.
+//!
+//! Here: build each target (`cargo bench --no-run`), ask the binary which cases it would run
+//! and which models they use (`--list --format json`), fetch those that are registry models
+//! (hash-verified; the ONNX Runtime library too when a model is ONNX), then `cargo bench`.
+//! On devices: one build per triple, and each device's listing decides which models are
+//! fetched and pushed (see `devices::run`).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use melt_bench::model::{ModelFormat, Registry};
+
+use crate::devices::run::{ModelFile, Options};
+use crate::workspace::{BenchTarget, Workspace};
+use crate::{cli, devices, inventory, models, prereq, runtimes};
+
+/// Whether the bench arguments only ask the binary something (nothing is measured, so no
+/// model is fetched).
+fn only_asks(args: &[String]) -> bool {
+    args.iter()
+        .any(|a| a == "--help" || a == "-h" || a == "--list")
+}
+
+pub fn bench(b: cli::Bench) -> Result<ExitCode> {
+    if b.target != "host" && b.target.split(',').any(|t| t.trim() == "host") {
+        bail!("--target host runs here, in-process; name it alone (or add a `local` [[device]])");
+    }
+    if b.target == "host" && (b.resume || b.cross || b.bench_bin.is_some()) {
+        bail!("--resume, --cross and --bench-bin are for device runs (--target DEVICE)");
+    }
+    if b.bench_bin.is_some() {
+        // Built already: no workspace needed.
+        return bench_on_devices(&b, None);
+    }
+    let ws = Workspace::discover()?;
+    let targets = ws.select(&b.packages, &b.benches)?;
+    if b.target == "host" {
+        return bench_here(&b, &ws, &targets);
+    }
+    let [bench] = &targets[..] else {
+        bail!(
+            "a device run builds one bench target, and this workspace has {}: name one with --bench",
+            targets
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    bench_on_devices(&b, Some(bench.clone()))
+}
+
+fn bench_on_devices(b: &cli::Bench, bench: Option<BenchTarget>) -> Result<ExitCode> {
+    let target_dir = crate::target_dir();
+    let mut opts = Options {
+        target: b.target.clone(),
+        resume: b.resume,
+        case_timeout: b.case_timeout,
+        cross: b.cross,
+        bench_bin: b.bench_bin.clone(),
+        bench,
+        args: b.args.clone(),
+        rounds: b.rounds,
+        features: b.features.clone(),
+    };
+    let (config, all) = inventory()?;
+    let selected = devices::select(&all, &opts.target)?;
+    if opts.resume {
+        // The run being resumed decides the cases and models.
+        opts.args = devices::run::resumed_args(&selected, &opts.args, &target_dir)?;
+    }
+    if !opts.resume && opts.bench_bin.is_none() {
+        prereq::ensure()?;
+    }
+    let registry = models::registry()?;
+    let resolve = registry_model_files(&registry);
+    for round in 1..=opts.rounds {
+        if opts.rounds > 1 {
+            eprintln!("melt: bench: round {round} of {}", opts.rounds);
+        }
+        let code = devices::run::bench_devices(&opts, &selected, &config, &resolve, &target_dir)?;
+        if code != 0 || round == opts.rounds {
+            return Ok(ExitCode::from(code as u8));
+        }
+    }
+    unreachable!("rounds ≥ 1");
+}
+
+/// For device runs: a registry model's files on the host, fetched once (devices ask from
+/// their own threads; a model is fetched by one of them while the others wait).
+fn registry_model_files(
+    registry: &Registry,
+) -> impl Fn(&str) -> Result<Option<ModelFile>> + Sync + '_ {
+    let lock = Mutex::new(());
+    move |name: &str| {
+        let Ok(entry) = registry.get(name) else {
+            return Ok(None);
+        };
+        let _one_at_a_time = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = models::cache();
+        let path = models::fetch(registry, &cache, name)?;
+        let spec = cache.lookup(name, entry)?;
+        // The device's own cache finds it where the host's does, with what goes beside.
+        let beside = [
+            "tokenizer.json",
+            "config.json",
+            &format!("{}.sha256", entry.file),
+        ]
+        .iter()
+        .map(|f| path.with_file_name(f))
+        .filter(|p| p.is_file())
+        .collect();
+        Ok(Some(ModelFile {
+            local: path,
+            sha256: spec.sha256,
+            file: entry.file.clone(),
+            dir: entry.cache_key(),
+            beside,
+            registry_name: Some(name.to_string()),
+        }))
+    }
+}
+
+fn bench_here(b: &cli::Bench, ws: &Workspace, targets: &[BenchTarget]) -> Result<ExitCode> {
+    prereq::ensure()?;
+    let libtorch = b
+        .features
+        .iter()
+        .any(|f| f == "libtorch" || f.ends_with("/libtorch"));
+    let cargo_bench = |target: &BenchTarget| -> Result<Command> {
+        let mut cmd = crate::cargo();
+        cmd.current_dir(&ws.root)
+            .arg("bench")
+            .args(target.cargo_args());
+        if !b.features.is_empty() {
+            cmd.args(["--features", &b.features.join(",")]);
+        }
+        if libtorch {
+            let tc = devices::build::Toolchain::detect()?;
+            let dir = runtimes::setup_libtorch(&tc.host_triple, &tc.host_triple)?;
+            cmd.envs(runtimes::libtorch_env(&dir));
+        }
+        native_unless_configured(&mut cmd, &ws.root)?;
+        Ok(cmd)
+    };
+    if !only_asks(&b.args) {
+        for target in targets {
+            let mut build = cargo_bench(target)?;
+            build.args(["--no-run", "--message-format", "json-render-diagnostics"]);
+            let out = build
+                .stderr(Stdio::inherit())
+                .output()
+                .with_context(|| format!("building the bench target `{}`", target.name))?;
+            if !out.status.success() {
+                bail!("building the bench target `{}` failed", target.name);
+            }
+            let exe = devices::build::executable_from_messages(
+                &String::from_utf8_lossy(&out.stdout),
+                &target.name,
+            )
+            .with_context(|| format!("cargo built no executable for `{}`", target.name))?;
+            ready_models(&exe, target, &b.args)?;
+        }
+    }
+    for round in 1..=b.rounds {
+        for target in targets {
+            if b.rounds > 1 {
+                eprintln!("melt: bench {}: round {round} of {}", target.name, b.rounds);
+            }
+            let mut cmd = cargo_bench(target)?;
+            cmd.arg("--").args(&b.args);
+            let code = crate::run(cmd)?;
+            if code != ExitCode::SUCCESS {
+                return Ok(code);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fetches the registry models the bench binary `exe` lists for `args` (and this host's ONNX
+/// Runtime library when one of them is ONNX): each a no-op once done.
+fn ready_models(exe: &Path, target: &BenchTarget, args: &[String]) -> Result<()> {
+    let out = Command::new(exe)
+        .current_dir(&target.package_dir)
+        .args(args)
+        .args(["--list", "--format", "json"])
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", exe.display()))?;
+    if !out.status.success() {
+        bail!(
+            "the bench target `{}` could not list its cases",
+            target.name
+        );
+    }
+    let names: BTreeSet<String> = listed_models(&String::from_utf8_lossy(&out.stdout))?;
+    let registry = Registry::discover(&target.package_dir)?;
+    let mut onnx = false;
+    for name in &names {
+        let format = match registry.get(name) {
+            Ok(entry) if !Path::new(name).is_file() => {
+                models::fetch(&registry, &models::cache(), name)?;
+                entry.format
+            }
+            _ => melt_bench::model::detect_format(Path::new(name)).unwrap_or(ModelFormat::Gguf),
+        };
+        onnx |= format == ModelFormat::Onnx;
+    }
+    if onnx {
+        let tc = devices::build::Toolchain::detect()?;
+        runtimes::setup_onnxruntime(&tc.host_triple, &tc.host_triple)?;
+    }
+    Ok(())
+}
+
+/// The models of a `--list --format json` listing.
+fn listed_models(stdout: &str) -> Result<BTreeSet<String>> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        #[serde(default)]
+        model: Option<String>,
+    }
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with('['))
+        .context("the bench binary printed no JSON case list")?;
+    let entries: Vec<Entry> = serde_json::from_str(line).context("not a JSON list of cases")?;
+    Ok(entries.into_iter().filter_map(|e| e.model).collect())
+}
+
+/// A host build for the CPU it runs on, as llama.cpp's own llama-bench is built (llama-cpp-sys-2
+/// leaves AVX2/FMA out unless rustc targets `native`) — unless the user's environment or cargo
+/// configuration sets rustflags already, which are then theirs to choose.
+fn native_unless_configured(cmd: &mut Command, root: &Path) -> Result<()> {
+    let host = devices::build::Toolchain::detect()?.host_triple;
+    let target_var = format!(
+        "CARGO_TARGET_{}_RUSTFLAGS",
+        host.to_uppercase().replace(['-', '.'], "_")
+    );
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+    let env_sets = |v: &str| std::env::var_os(v).is_some();
+    if !rustflags_configured(root, cargo_home.as_deref(), &target_var, env_sets) {
+        cmd.env(target_var, "-C target-cpu=native");
+    }
+    Ok(())
+}
+
+/// Whether rustflags come from the environment or from a cargo config that applies in `root`.
+fn rustflags_configured(
+    root: &Path,
+    cargo_home: Option<&Path>,
+    target_var: &str,
+    env_sets: impl Fn(&str) -> bool,
+) -> bool {
+    let from_env = [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        target_var,
+    ]
+    .into_iter()
+    .any(env_sets);
+    from_env
+        || root
+            .ancestors()
+            .map(|d| d.join(".cargo"))
+            .chain(cargo_home.map(Path::to_path_buf))
+            .flat_map(|d| [d.join("config.toml"), d.join("config")])
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .any(|text| text.contains("rustflags"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn bench_args(args: &[&str]) -> cli::Bench {
+        match cli::Cli::<cli::Command>::try_parse_from(["cargo-melt", "bench"].iter().chain(args))
+            .unwrap()
+            .command
+        {
+            cli::Command::Bench(b) => b,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bench_names_what_it_cannot_do() {
+        let err = bench(bench_args(&["--target", "pixel9"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown device `pixel9`"), "{err}");
+        let err = bench(bench_args(&["--resume"])).unwrap_err().to_string();
+        assert!(err.contains("for device runs"), "{err}");
+        let err = bench(bench_args(&["--bench", "nope"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`nope`") && err.contains("suite in melt"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_listing_names_its_models() {
+        let out = "melt: note\n[{\"id\":\"a\",\"kind\":\"case\",\"model\":\"m\"},{\"id\":\"b\",\"kind\":\"case\",\"model\":\"m\"},{\"id\":\"t\",\"kind\":\"task\"}]\n";
+        assert_eq!(
+            listed_models(out).unwrap(),
+            BTreeSet::from(["m".to_string()])
+        );
+        assert!(listed_models("no list").is_err());
+    }
+
+    #[test]
+    fn rustflags_are_left_to_a_project_that_sets_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, home) = (dir.path().join("p"), dir.path().join("home"));
+        std::fs::create_dir_all(root.join(".cargo")).unwrap();
+        std::fs::create_dir_all(&home).unwrap();
+        let var = "CARGO_TARGET_X_RUSTFLAGS";
+        let none = |_: &str| false;
+        // /tmp and / have no cargo config of their own here.
+        assert!(!rustflags_configured(&root, Some(&home), var, none));
+        assert!(rustflags_configured(&root, Some(&home), var, |v| v == "RUSTFLAGS"));
+        assert!(rustflags_configured(&root, Some(&home), var, |v| v == var));
+        std::fs::write(home.join("config.toml"), "[build]\nrustflags = []\n").unwrap();
+        assert!(rustflags_configured(&root, Some(&home), var, none));
+        std::fs::remove_file(home.join("config.toml")).unwrap();
+        std::fs::write(root.join(".cargo/config.toml"), "[alias]\nx = \"run\"\n").unwrap();
+        assert!(!rustflags_configured(&root, Some(&home), var, none));
+        std::fs::write(
+            root.join(".cargo/config.toml"),
+            "[target.x]\nrustflags = [\"-C\", \"target-cpu=native\"]\n",
+        )
+        .unwrap();
+        assert!(rustflags_configured(
+            &root.join("sub"),
+            Some(&home),
+            var,
+            none
+        ));
+    }
+}
