@@ -144,7 +144,7 @@ fn bench_here(b: &cli::Bench, ws: &Workspace, targets: &[BenchTarget]) -> Result
             let dir = runtimes::setup_libtorch(&tc.host_triple, &tc.host_triple)?;
             cmd.envs(runtimes::libtorch_env(&dir));
         }
-        native_unless_configured(&mut cmd, &ws.root)?;
+        cmd.envs(devices::build::native_rustflags(&ws.root)?);
         Ok(cmd)
     };
     if !only_asks(&b.args) {
@@ -233,50 +233,6 @@ fn listed_models(stdout: &str) -> Result<BTreeSet<String>> {
     Ok(entries.into_iter().filter_map(|e| e.model).collect())
 }
 
-/// A host build for the CPU it runs on, as llama.cpp's own llama-bench is built (llama-cpp-sys-2
-/// leaves AVX2/FMA out unless rustc targets `native`) — unless the user's environment or cargo
-/// configuration sets rustflags already, which are then theirs to choose.
-fn native_unless_configured(cmd: &mut Command, root: &Path) -> Result<()> {
-    let host = devices::build::Toolchain::detect()?.host_triple;
-    let target_var = format!(
-        "CARGO_TARGET_{}_RUSTFLAGS",
-        host.to_uppercase().replace(['-', '.'], "_")
-    );
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
-    let env_sets = |v: &str| std::env::var_os(v).is_some();
-    if !rustflags_configured(root, cargo_home.as_deref(), &target_var, env_sets) {
-        cmd.env(target_var, "-C target-cpu=native");
-    }
-    Ok(())
-}
-
-/// Whether rustflags come from the environment or from a cargo config that applies in `root`.
-fn rustflags_configured(
-    root: &Path,
-    cargo_home: Option<&Path>,
-    target_var: &str,
-    env_sets: impl Fn(&str) -> bool,
-) -> bool {
-    let from_env = [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        target_var,
-    ]
-    .into_iter()
-    .any(env_sets);
-    from_env
-        || root
-            .ancestors()
-            .map(|d| d.join(".cargo"))
-            .chain(cargo_home.map(Path::to_path_buf))
-            .flat_map(|d| [d.join("config.toml"), d.join("config")])
-            .filter_map(|p| std::fs::read_to_string(p).ok())
-            .any(|text| text.contains("rustflags"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,35 +273,5 @@ mod tests {
             BTreeSet::from(["m".to_string()])
         );
         assert!(listed_models("no list").is_err());
-    }
-
-    #[test]
-    fn rustflags_are_left_to_a_project_that_sets_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let (root, home) = (dir.path().join("p"), dir.path().join("home"));
-        std::fs::create_dir_all(root.join(".cargo")).unwrap();
-        std::fs::create_dir_all(&home).unwrap();
-        let var = "CARGO_TARGET_X_RUSTFLAGS";
-        let none = |_: &str| false;
-        // /tmp and / have no cargo config of their own here.
-        assert!(!rustflags_configured(&root, Some(&home), var, none));
-        assert!(rustflags_configured(&root, Some(&home), var, |v| v == "RUSTFLAGS"));
-        assert!(rustflags_configured(&root, Some(&home), var, |v| v == var));
-        std::fs::write(home.join("config.toml"), "[build]\nrustflags = []\n").unwrap();
-        assert!(rustflags_configured(&root, Some(&home), var, none));
-        std::fs::remove_file(home.join("config.toml")).unwrap();
-        std::fs::write(root.join(".cargo/config.toml"), "[alias]\nx = \"run\"\n").unwrap();
-        assert!(!rustflags_configured(&root, Some(&home), var, none));
-        std::fs::write(
-            root.join(".cargo/config.toml"),
-            "[target.x]\nrustflags = [\"-C\", \"target-cpu=native\"]\n",
-        )
-        .unwrap();
-        assert!(rustflags_configured(
-            &root.join("sub"),
-            Some(&home),
-            var,
-            none
-        ));
     }
 }

@@ -12,6 +12,7 @@ pub mod conformance;
 mod gguf_reads_back;
 pub mod needs;
 pub mod onnx;
+pub mod sshd;
 pub mod summaries;
 
 use std::io::{self, Write};

@@ -164,7 +164,9 @@ pub fn plan(
         p.env.insert("RUSTC".into(), rustc.display().to_string());
     }
     if triple == tc.host_triple && !cross {
-        // No `--target`: the host build's own directory, so nothing is compiled twice.
+        // No `--target` and the host build's flags: the host build's own artifacts, so
+        // nothing is compiled twice.
+        p.env.extend(native_rustflags(&std::env::current_dir()?)?);
         return Ok(p);
     }
     p.args.extend(["--target".into(), triple.into()]);
@@ -341,6 +343,51 @@ fn gnu_runtime_library(gcc: &str, name: &str) -> Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+/// A host build for the CPU it runs on, as llama.cpp's own llama-bench is built (llama-cpp-sys-2
+/// leaves AVX2/FMA out unless rustc targets `native`) — unless the user's environment or cargo
+/// configuration sets rustflags already, which are then theirs to choose. The variable to set,
+/// if any (only for the host's triple: a cross build must not take this CPU's features).
+pub fn native_rustflags(root: &Path) -> Result<Option<(String, String)>> {
+    let host = Toolchain::detect()?.host_triple;
+    let target_var = format!(
+        "CARGO_TARGET_{}_RUSTFLAGS",
+        host.to_uppercase().replace(['-', '.'], "_")
+    );
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+    let env_sets = |v: &str| std::env::var_os(v).is_some();
+    Ok(
+        (!rustflags_configured(root, cargo_home.as_deref(), &target_var, env_sets))
+            .then(|| (target_var, "-C target-cpu=native".to_string())),
+    )
+}
+
+/// Whether rustflags come from the environment or from a cargo config that applies in `root`.
+fn rustflags_configured(
+    root: &Path,
+    cargo_home: Option<&Path>,
+    target_var: &str,
+    env_sets: impl Fn(&str) -> bool,
+) -> bool {
+    let from_env = [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        target_var,
+    ]
+    .into_iter()
+    .any(env_sets);
+    from_env
+        || root
+            .ancestors()
+            .map(|d| d.join(".cargo"))
+            .chain(cargo_home.map(Path::to_path_buf))
+            .flat_map(|d| [d.join("config.toml"), d.join("config")])
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .any(|text| text.contains("rustflags"))
 }
 
 #[cfg(test)]
@@ -526,5 +573,35 @@ mod tests {
             Some(PathBuf::from("/t/release/deps/suite-abc"))
         );
         assert_eq!(executable_from_messages(msgs, "other"), None);
+    }
+
+    #[test]
+    fn rustflags_are_left_to_a_project_that_sets_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, home) = (dir.path().join("p"), dir.path().join("home"));
+        std::fs::create_dir_all(root.join(".cargo")).unwrap();
+        std::fs::create_dir_all(&home).unwrap();
+        let var = "CARGO_TARGET_X_RUSTFLAGS";
+        let none = |_: &str| false;
+        // /tmp and / have no cargo config of their own here.
+        assert!(!rustflags_configured(&root, Some(&home), var, none));
+        assert!(rustflags_configured(&root, Some(&home), var, |v| v == "RUSTFLAGS"));
+        assert!(rustflags_configured(&root, Some(&home), var, |v| v == var));
+        std::fs::write(home.join("config.toml"), "[build]\nrustflags = []\n").unwrap();
+        assert!(rustflags_configured(&root, Some(&home), var, none));
+        std::fs::remove_file(home.join("config.toml")).unwrap();
+        std::fs::write(root.join(".cargo/config.toml"), "[alias]\nx = \"run\"\n").unwrap();
+        assert!(!rustflags_configured(&root, Some(&home), var, none));
+        std::fs::write(
+            root.join(".cargo/config.toml"),
+            "[target.x]\nrustflags = [\"-C\", \"target-cpu=native\"]\n",
+        )
+        .unwrap();
+        assert!(rustflags_configured(
+            &root.join("sub"),
+            Some(&home),
+            var,
+            none
+        ));
     }
 }

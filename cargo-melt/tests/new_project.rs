@@ -1,0 +1,207 @@
+//! melt in a stranger's project, as the README's quick start has it: `cargo new`, melt as a
+//! dependency, a bench of a few lines, then `cargo melt bench` here, the same through the
+//! project's own three-line xtask, and `cargo melt bench --target` to an ssh device (a real
+//! sshd on loopback). The results must land in that project's `target/`.
+//!
+//! The project is built from scratch in its own target directory (llama.cpp included), as a
+//! new user's would be: this test takes minutes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use melt_bench::store::Summary;
+use melt_testkit::sshd::{toml_str, Sshd};
+
+/// melt's checkout (this crate's parent).
+fn melt_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// A command run in the project as its user would: none of this test run's cargo or melt
+/// settings leak in (its target directory least of all), and models go to `cache`.
+fn in_project(mut cmd: Command, project: &Path, cache: &Path) -> Command {
+    cmd.current_dir(project)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("MELT_CONFIG")
+        .env_remove("MELT_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env("MELT_CACHE_DIR", cache);
+    cmd
+}
+
+fn ok(out: Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{stderr}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
+}
+
+/// The runs under the project's target/, oldest first.
+fn summaries(project: &Path) -> Vec<Summary> {
+    let runs = project.join("target/melt/runs");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&runs)
+        .unwrap_or_else(|e| panic!("{}: {e}", runs.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("summary.json").is_file())
+        .collect();
+    dirs.sort();
+    dirs.iter()
+        .map(|d| {
+            serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap()).unwrap()
+        })
+        .collect()
+}
+
+fn case_ids(s: &Summary) -> Vec<String> {
+    s.cases.iter().map(|c| c.id.clone()).collect()
+}
+
+#[test]
+fn a_new_project_benches_with_cargo_melt_its_own_xtask_and_on_a_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let project = dir.path().join("app");
+    let st = cargo()
+        .args(["new", "--vcs", "none", "--quiet", "app"])
+        .current_dir(dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success(), "cargo new");
+
+    // The model: a tiny Llama-architecture GGUF, registered in the project's melt.toml.
+    let model = dir.path().join("tiny.gguf");
+    melt_testkit::TinyLlama::default().write(&model).unwrap();
+    let sha = melt_bench::model::sha256_file(&model).unwrap();
+    let keys = dir.path().join("ssh");
+    std::fs::create_dir(&keys).unwrap();
+    let Some(sshd) = Sshd::start(&keys) else {
+        return;
+    };
+    std::fs::write(
+        project.join("melt.toml"),
+        format!(
+            "[models.tiny]\nfile = \"tiny.gguf\"\nformat = \"gguf\"\nsha256 = \"{sha}\"\n\
+             source = {{ path = {} }}\n\n{}",
+            toml_str(&model.display().to_string()),
+            sshd.device("loopback", &sshd.key, &dir.path().join("device")),
+        ),
+    )
+    .unwrap();
+
+    // The README's quick start: the dependency, the bench target, the bench.
+    let melt = melt_root();
+    let manifest = project.join("Cargo.toml");
+    let mut toml = std::fs::read_to_string(&manifest).unwrap();
+    toml.push_str(&format!(
+        "\n[dev-dependencies]\nmelt = {{ path = {} }}\n\n[[bench]]\nname = \"llm\"\nharness = false\n\n\
+         [workspace]\nmembers = [\".\", \"xtask\"]\n",
+        toml_str(&melt.display().to_string())
+    ));
+    std::fs::write(&manifest, toml).unwrap();
+    std::fs::create_dir(project.join("benches")).unwrap();
+    std::fs::write(
+        project.join("benches/llm.rs"),
+        "melt::melt_bench! {\n    models: [\"tiny\"],\n    backends: [melt::backends::enabled()],\n    \
+         workloads: [pp(16), tg(8)],\n}\n",
+    )
+    .unwrap();
+    // The project's own xtask: three lines, and the alias cargo's xtask convention uses.
+    std::fs::create_dir_all(project.join("xtask/src")).unwrap();
+    std::fs::write(
+        project.join("xtask/Cargo.toml"),
+        format!(
+            "[package]\nname = \"xtask\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
+             [dependencies]\nmelt-cli = {{ path = {} }}\n",
+            toml_str(&melt.join("melt-cli").display().to_string())
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("xtask/src/main.rs"),
+        "fn main() -> std::process::ExitCode {\n    melt_cli::main()\n}\n",
+    )
+    .unwrap();
+    std::fs::create_dir(project.join(".cargo")).unwrap();
+    std::fs::write(
+        project.join(".cargo/config.toml"),
+        "[alias]\nxtask = \"run --quiet --release --package xtask --\"\n",
+    )
+    .unwrap();
+    // melt's lock file: the versions melt is tested with, and no resolution to wait for.
+    std::fs::copy(melt.join("Cargo.lock"), project.join("Cargo.lock")).unwrap();
+
+    let quick = ["--quick", "--warm-up-time", "0", "--nresamples", "1000"];
+    let cargo_melt = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cargo-melt"));
+        c.arg("melt");
+        in_project(c, &project, &cache)
+    };
+
+    // 1. `cargo melt bench`: builds the project's bench, fetches its model, runs it.
+    let out = cargo_melt()
+        .args(["bench", "--"])
+        .args(quick)
+        .output()
+        .unwrap();
+    let log = ok(out, "cargo melt bench");
+    let runs = summaries(&project);
+    assert_eq!(runs.len(), 1, "{log}");
+    let ids = case_ids(&runs[0]);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(
+        ids.iter()
+            .all(|i| i.starts_with("tiny/") && i.contains("llama.cpp")),
+        "{ids:?}"
+    );
+    assert!(runs[0].errors.is_empty(), "{:?}", runs[0].errors);
+    assert!(project.join("target/criterion").is_dir());
+    // The model came from the project's registry, into the cache, verified.
+    assert!(cache.join("models").join(&sha).join("tiny.gguf").is_file());
+
+    // 2. The same through the project's own xtask.
+    let mut xtask = in_project(cargo(), &project, &cache);
+    xtask
+        .args(["xtask", "bench", "--bench", "llm", "--"])
+        .args(quick);
+    ok(xtask.output().unwrap(), "cargo xtask bench");
+    assert_eq!(summaries(&project).len(), 2);
+
+    // 3. On a device: built for it (here the host's triple), pushed, run over ssh, streamed
+    //    back into the project's target/ with the device's name.
+    let out = cargo_melt()
+        .args(["bench", "--target", "loopback", "--"])
+        .args(quick)
+        .output()
+        .unwrap();
+    let log = ok(out, "cargo melt bench --target loopback");
+    let runs = summaries(&project);
+    let device = runs
+        .iter()
+        .find(|s| s.device.as_deref() == Some("loopback"))
+        .unwrap_or_else(|| panic!("no loopback run in the project's target/:\n{log}"));
+    assert_eq!(device.cases.len(), 2, "{:?}", case_ids(device));
+    assert!(device.errors.is_empty(), "{:?}", device.errors);
+
+    // A command that names what is not there says so.
+    let out = cargo_melt()
+        .args(["bench", "--bench", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`nope`") && err.contains("llm in app"),
+        "{err}"
+    );
+}
