@@ -79,7 +79,7 @@ impl Default for Sampling {
             max_samples: 100,
             target_rel_ci: 0.02,
             // 50 ms: every wake-up preempts a worker when the case uses every core; at 20 ms
-            // that cost 1–4% of tok/s on 2 cores, at 50 ms 0–3% (README: How it measures).
+            // that cost 1–4% of tok/s on 2 cores, at 50 ms 0–3% (book: Measuring).
             probe_period: Some(Duration::from_millis(50)),
             sysroot: "/".into(),
             sustained: None,

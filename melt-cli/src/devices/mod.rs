@@ -311,7 +311,7 @@ pub fn parse_props(text: &str) -> BTreeMap<String, String> {
 /// `cargo melt devices`: every device, probed.
 pub fn list(devices: &[Device]) -> String {
     if devices.is_empty() {
-        return "no [[device]] in melt.toml (see README: Running on devices)\n".into();
+        return "no [[device]] in melt.toml (see the book, book/src/devices.md)\n".into();
     }
     let mut out = String::from("| device | transport | triple | reachable | arch | kernel | free disk | free memory | android |\n|---|---|---|---|---|---|---|---|---|\n");
     for d in devices {

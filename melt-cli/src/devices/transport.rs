@@ -281,7 +281,7 @@ pub fn ssh_hint(stderr: &str) -> &'static str {
         "\n(the device's host key is not in known_hosts, or changed, and melt's ssh never asks: \
          connect once by hand with `ssh` to accept it, or add to its [[device]] \
          `ssh_options = [\"-o\", \"StrictHostKeyChecking=accept-new\"]` to accept a new \
-         device's key on first use; README: Running on devices)"
+         device's key on first use; book/src/devices.md)"
     } else {
         ""
     }
