@@ -1,6 +1,6 @@
 //! melt: benchmark language models on the devices people carry.
 //!
-//! This facade re-exports the framework ([`melt_bench`]: the `melt_bench!` macro, traits,
+//! This facade re-exports the framework ([`melt_bench`](mod@melt_bench): the `melt_bench!` macro, traits,
 //! runner, statistics, the run store), the host's reports (`melt-report`: history, HTML,
 //! exports, the gate, under the `host-reports` feature) and the engines ([`backends`]), so a
 //! bench target needs one dependency. The shipped suite is `benches/suite.rs`.

@@ -36,7 +36,7 @@ pub enum Command {
     },
     /// Build the workspace's melt benches, fetch their models, run them here or on devices
     Bench(Bench),
-    /// The [[device]]s of melt.toml, probed
+    /// The `[[device]]`s of melt.toml, probed
     Devices,
     /// Exit 1 if tok/s regressed for real against a saved baseline or a git ref's run
     Gate(Gate),
@@ -66,7 +66,7 @@ pub enum Setup {
         triple: Option<String>,
     },
     /// An emulated aarch64 board (qemu-user, an arm64 Debian with sshd on 127.0.0.1) and a
-    /// Rust toolchain for it, from Debian's archive; prints its [[device]] for melt.toml
+    /// Rust toolchain for it, from Debian's archive; prints its `[[device]]` for melt.toml
     #[command(name = "arm64-board")]
     Arm64Board {
         /// Where the board lives [default: the melt cache's boards/arm64]
@@ -116,7 +116,7 @@ pub struct Bench {
     /// Only the bench targets of this package (repeatable)
     #[arg(short = 'p', long = "package", value_name = "SPEC")]
     pub packages: Vec<String>,
-    /// Where: `host`, or devices — a [[device]] name, a tag, `android`, `ssh`, `local`, or
+    /// Where: `host`, or devices — a `[[device]]` name, a tag, `android`, `ssh`, `local`, or
     /// several, comma-separated
     #[arg(
         long,
@@ -158,7 +158,7 @@ pub struct Gate {
     /// The latest recorded run of this git ref in the history
     #[arg(long, value_name = "GIT-REF")]
     pub baseline_ref: Option<String>,
-    /// Fail on a drop past PCT percent [default: melt.toml's [gate], else 5]
+    /// Fail on a drop past PCT percent [default: melt.toml's `[gate]`, else 5]
     #[arg(long, value_parser = percent, value_name = "PCT")]
     pub threshold: Option<f64>,
     /// A case without a baseline is skipped, not an error

@@ -52,7 +52,7 @@ const MERGES: &[(&str, &str)] = &[
 ];
 
 /// A byte-level BPE `tokenizer.json` (the `tokenizers` crate's format) over the 256 bytes,
-/// [`MERGES`], and `<s>` / `</s>`; `<s>` is added in front of every encoding with special
+/// `MERGES`, and `<s>` / `</s>`; `<s>` is added in front of every encoding with special
 /// tokens. Any text round-trips. Returns the JSON and the vocabulary size.
 pub fn tiny_tokenizer_json() -> (String, usize) {
     let chars = byte_chars();

@@ -1,4 +1,4 @@
-//! Where a task's data comes from: one of the sets melt ships (the repository's `data/`,
+//! Where a task's data comes from: one of the sets melt ships (melt-bench's `data/`,
 //! embedded in every bench binary, so a device needs nothing pushed) or a file by path.
 //!
 //! On the command line a shipped set is `melt:NAME`, or a bare `NAME` that is not also an
@@ -30,7 +30,7 @@ pub enum Shipped {
 /// The prefix that always means a shipped set.
 pub const SHIPPED_PREFIX: &str = "melt:";
 
-/// Each set's name on a command line, its file under the repository's `data/`, and the
+/// Each set's name on a command line, its file under melt-bench's `data/`, and the
 /// file's text, embedded — one row per set, so the three cannot drift apart.
 macro_rules! shipped_table {
     ($($set:ident: $name:literal, $rel:literal;)*) => {
@@ -38,7 +38,7 @@ macro_rules! shipped_table {
             Shipped::$set,
             $name,
             $rel,
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/", $rel)),
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/data/", $rel)),
         )),*];
     };
 }
@@ -72,7 +72,7 @@ impl Shipped {
         self.row().1
     }
 
-    /// The file under the repository's `data/`.
+    /// The file under melt-bench's `data/`.
     pub fn relative_path(self) -> &'static str {
         self.row().2
     }
@@ -211,7 +211,7 @@ mod tests {
     #[test]
     fn embedded_sets_match_the_repository_and_its_checksums() {
         use sha2::{Digest, Sha256};
-        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
         let sums = std::fs::read_to_string(data.join("SHA256SUMS")).unwrap();
         for s in Shipped::ALL {
             let line = sums

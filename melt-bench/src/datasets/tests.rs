@@ -1,4 +1,4 @@
-//! The readers on the data sets melt ships (embedded from the repository's `data/`) and on
+//! The readers on the data sets melt ships (embedded from melt-bench's `data/`) and on
 //! hand-made files whose content is known by construction.
 
 use super::*;
@@ -73,7 +73,7 @@ fn openbookqa_and_truthfulqa_as_released() {
     assert!(q.iter().all(|q| q.answer == 0 && q.choices.len() >= 2));
 
     // The same file by path reads the same questions (a device run pushes the file).
-    let on_disk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/accuracy/openbookqa.jsonl");
+    let on_disk = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/accuracy/openbookqa.jsonl");
     assert_eq!(
         read_questions(&on_disk.into(), McFormat::OpenBookQa)
             .unwrap()

@@ -26,7 +26,7 @@ const READ_TRIES: u32 = 3;
 const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
 impl Zone {
-    /// The temperature now (°C), retried as [`READ_TRIES`] says when the zone was readable.
+    /// The temperature now (°C), retried as `READ_TRIES` says when the zone was readable.
     pub fn read_c(&self) -> Option<f64> {
         let tries = if self.detected_c.is_some() {
             READ_TRIES

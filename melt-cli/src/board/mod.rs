@@ -2,13 +2,13 @@
 //! machine, so that a cross-built melt runs on a foreign architecture over ssh, as on a Jetson
 //! or a Raspberry Pi — with nothing but Debian's archive.
 //!
-//! - [`toolchain`]: a Rust compiler that targets aarch64 although rustup cannot download its
+//! - `toolchain`: a Rust compiler that targets aarch64 although rustup cannot download its
 //!   standard library here — Debian's `rustc-web` with the arm64 `libstd-rust-web-dev`,
 //!   downloaded by a private apt (the system's sources and state are not touched) and unpacked
 //!   into the board's directory; used through the `rustc` of the printed `[[device]]`.
-//! - [`rootfs`]: an arm64 Debian root filesystem with openssh-server (`mmdebstrap`), whose
+//! - `rootfs`: an arm64 Debian root filesystem with openssh-server (`mmdebstrap`), whose
 //!   programs run under qemu-user's binfmt handler.
-//! - [`sshd`]: that root filesystem's sshd on 127.0.0.1, with a key made here and a pinned host
+//! - `sshd`: that root filesystem's sshd on 127.0.0.1, with a key made here and a pinned host
 //!   key; `--stop` ends it (and whatever else runs in the chroot) by pid and unmounts.
 //!
 //! Every step is idempotent: a finished step leaves a mark and is skipped next time.

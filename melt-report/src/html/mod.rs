@@ -7,7 +7,7 @@
 //! a mirrored kernel density — with each sample, the mean and its CI) and, for decode
 //! workloads, the per-token latency over the decode (median over samples, min–max band).
 //!
-//! The plots come from [`plot`], melt's own small SVG kit.
+//! The plots come from `plot`, melt's own small SVG kit.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

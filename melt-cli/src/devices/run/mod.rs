@@ -356,7 +356,7 @@ impl DeviceJob<'_> {
 }
 
 /// The bench arguments of `--resume`: those the unfinished runs of `devices` were started
-/// with (see [`state::resumed_args`]), before any model is fetched for them.
+/// with (see `state::resumed_args`), before any model is fetched for them.
 pub fn resumed_args(
     devices: &[&Device],
     given: &[String],
