@@ -151,16 +151,17 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Ran, DriverError> {
         });
     }
     let models = model_refs(suite, args);
-    let points = suite.sweep.points();
+    // llama-bench's flags on the command line replace what the bench declared.
+    let points = args.sweep.sweep(&suite.sweep).points();
     let backend_chosen = |b: usize| {
         args.backends.is_empty() || args.backends.iter().any(|n| n == suite.backends[b].name())
     };
-    let workloads: &[Workload] = if args.tasks_only {
-        &[]
+    let workloads: Vec<Workload> = if args.tasks_only {
+        Vec::new()
     } else {
-        &suite.workloads
+        args.sweep.workloads(&suite.workloads)
     };
-    let cases: Vec<PlannedCase> = plan(&models, &suite.backends, &points, workloads)
+    let cases: Vec<PlannedCase> = plan(&models, &suite.backends, &points, &workloads)
         .into_iter()
         .filter(|c| backend_chosen(c.backend))
         .collect();

@@ -78,7 +78,8 @@ pub mod __private {
 /// ## `sweep`
 /// Lists of values per parameter — `threads`, `threads_batch`, `n_batch`, `n_ubatch`,
 /// `n_ctx`, `flash_attn`, `type_k`, `type_v`, `mmap`, `n_gpu_layers` — expanded as a
-/// cartesian product, weights reloaded only when `mmap` or `n_gpu_layers` change. Optional.
+/// cartesian product, weights reloaded only when `mmap` or `n_gpu_layers` change. Optional;
+/// llama-bench's flags on the command line (`-t 1,2,4`, `-ub 256,512`, …) replace an axis.
 ///
 /// A misspelt parameter does not compile:
 /// ```compile_fail
@@ -88,15 +89,22 @@ pub mod __private {
 /// ```
 ///
 /// ## `workloads`
-/// `pp(n)`, `tg(n)`, `pp_tg(p, t)`, each optionally `.at_depth(d)`.
+/// `pp(n)`, `tg(n)`, `pp_tg(p, t)`, each optionally `.at_depth(d)`. Optional: llama-bench's
+/// `pp(512)` and `tg(128)` by default; `-p`, `-n`, `-pg` and `-d` on the command line
+/// replace them. A bench target may declare only its models and backends:
+/// ```no_run
+/// # use melt_bench::{melt_bench, Backend};
+/// # fn b() -> melt_testkit::NoBackend { melt_testkit::NoBackend }
+/// melt_bench! { models: ["gemma-3-270m-q4_k_m"], backends: [b()] }
+/// ```
 #[macro_export]
 macro_rules! melt_bench {
     (
         @reports ($reports:expr)
         models: [$($model:expr),* $(,)?],
-        backends: [$($backend:expr),* $(,)?],
-        $(sweep: { $($axis:ident: [$($value:expr),* $(,)?]),* $(,)? },)?
-        workloads: [$($workload:expr),* $(,)?] $(,)?
+        backends: [$($backend:expr),* $(,)?] $(,)?
+        $(sweep: { $($axis:ident: [$($value:expr),* $(,)?]),* $(,)? } $(,)?)?
+        $(workloads: [$($workload:expr),* $(,)?] $(,)?)?
     ) => {
         fn main() {
             #[allow(unused_mut)]
@@ -105,7 +113,10 @@ macro_rules! melt_bench {
             let workloads = {
                 #[allow(unused_imports)]
                 use $crate::__private::workload::{pp, pp_tg, tg};
-                vec![$($workload),*]
+                let declared: ::std::vec::Vec<$crate::__private::workload::Workload> =
+                    vec![$($($workload),*)?];
+                // None declared: llama-bench's defaults (its -p 512 -n 128).
+                if declared.is_empty() { vec![pp(512), tg(128)] } else { declared }
             };
             let suite = $crate::__private::Suite {
                 models: vec![$(::std::string::String::from($model)),*],

@@ -9,11 +9,18 @@ use clap::{CommandFactory, Parser, ValueEnum};
 
 use crate::criterion_format::BaselineMode;
 use crate::datasets::DataSource;
+use crate::params::FlashAttn;
 pub use crate::sampling::Sampling;
+use sweep::List;
+pub use sweep::SweepArgs;
 pub use values::Expected;
 use values::*;
 
+mod sweep;
 mod values;
+
+/// The help heading of llama-bench's flags.
+const SWEEP: &str = "Sweep (llama-bench's flags; an axis given replaces the bench's)";
 
 /// What the binary does with the cases it selected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -105,6 +112,8 @@ pub struct Args {
     pub tasks: Vec<crate::tasks::Task>,
     /// Run the tasks only, not the suite's pp/tg workloads.
     pub tasks_only: bool,
+    /// llama-bench's flags (`-p`, `-n`, `-t`, …): the workloads and sweep axes they replace.
+    pub sweep: SweepArgs,
 }
 
 impl Args {
@@ -149,11 +158,55 @@ struct Cli {
     #[arg(long, value_name = "NAME")]
     backend: Vec<String>,
 
+    /// Prompt tokens: ppN tests (with -n and -pg, instead of the bench's workloads)
+    #[arg(short = 'p', long = "n-prompt", value_name = "N,..", value_parser = sweep::usizes,
+          help_heading = SWEEP)]
+    n_prompt: Vec<List<usize>>,
+    /// Generated tokens: tgN tests
+    #[arg(short = 'n', long = "n-gen", value_name = "N,..", value_parser = sweep::usizes,
+          help_heading = SWEEP)]
+    n_gen: Vec<List<usize>>,
+    /// -pg: a prompt then generation test, ppP+tgT (repeatable)
+    #[arg(long = "pg", value_name = "P,T", value_parser = sweep::pair, help_heading = SWEEP)]
+    pg: Vec<(usize, usize)>,
+    /// Every test after this many tokens of untimed context
+    #[arg(short = 'd', long = "n-depth", value_name = "N,..", value_parser = sweep::usizes,
+          help_heading = SWEEP)]
+    n_depth: Vec<List<usize>>,
+    /// Threads
+    #[arg(short = 't', long = "threads", value_name = "N,..",
+          value_parser = sweep::positive_usizes, help_heading = SWEEP)]
+    threads: Vec<List<usize>>,
+    /// Logical batch size
+    #[arg(short = 'b', long = "batch-size", value_name = "N,..", value_parser = sweep::u32s,
+          help_heading = SWEEP)]
+    batch_size: Vec<List<u32>>,
+    /// -ub: physical batch size
+    #[arg(long = "ubatch-size", value_name = "N,..", value_parser = sweep::u32s,
+          help_heading = SWEEP)]
+    ubatch_size: Vec<List<u32>>,
+    /// -ctk: KV cache type for K, e.g. f16,q8_0
+    #[arg(long = "cache-type-k", value_name = "TYPE,..", value_parser = sweep::names,
+          help_heading = SWEEP)]
+    cache_type_k: Vec<List<String>>,
+    /// -ctv: KV cache type for V
+    #[arg(long = "cache-type-v", value_name = "TYPE,..", value_parser = sweep::names,
+          help_heading = SWEEP)]
+    cache_type_v: Vec<List<String>>,
+    /// -fa: flash attention, 0,1 or on,off,auto
+    #[arg(long = "flash-attn", value_name = "0|1,..", value_parser = sweep::flash_attn,
+          help_heading = SWEEP)]
+    flash_attn: Vec<List<FlashAttn>>,
+    /// -ngl: layers offloaded to a GPU
+    #[arg(long = "n-gpu-layers", value_name = "N,..", value_parser = sweep::u32s,
+          help_heading = SWEEP)]
+    n_gpu_layers: Vec<List<u32>>,
+
     /// Compare with NAME if present, then save this run as NAME [default: base]
     #[arg(short = 's', long, value_name = "NAME", help_heading = "Baselines")]
     save_baseline: Option<String>,
     /// Compare with NAME, which must exist; save nothing but new/
-    #[arg(short = 'b', long, value_name = "NAME", help_heading = "Baselines",
+    #[arg(long, value_name = "NAME", help_heading = "Baselines",
           conflicts_with_all = ["save_baseline", "baseline_lenient"])]
     baseline: Option<String>,
     /// Compare with NAME if it exists
@@ -172,8 +225,9 @@ struct Cli {
     /// Fewer samples, 5% target, short budgets
     #[arg(long, help_heading = "Sampling")]
     quick: bool,
-    /// Exactly N samples per case (no adaptive stopping)
-    #[arg(long, value_name = "N", value_parser = positive, help_heading = "Sampling")]
+    /// Exactly N samples per case (no adaptive stopping; llama-bench's -r)
+    #[arg(short = 'r', long, visible_alias = "repetitions", value_name = "N",
+          value_parser = positive, help_heading = "Sampling")]
     sample_size: Option<usize>,
     /// Warm-up per case [default: 1]
     #[arg(long, value_name = "SECS", value_parser = seconds, help_heading = "Sampling")]
@@ -249,7 +303,7 @@ struct Cli {
     #[arg(short = 'v', long, help_heading = "Output")]
     verbose: bool,
     /// No HTML report
-    #[arg(short = 'n', long, help_heading = "Output")]
+    #[arg(long, help_heading = "Output")]
     noplot: bool,
     /// Accepted for criterion's command lines (melt prints no colour)
     #[arg(
@@ -453,7 +507,8 @@ impl Args {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let argv = std::iter::once("bench".to_string()).chain(args.into_iter().map(Into::into));
+        let args = sweep::long_forms(args.into_iter().map(Into::into));
+        let argv = std::iter::once("bench".to_string()).chain(args);
         match Cli::try_parse_from(argv) {
             Ok(cli) => cli.into_args(),
             Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => Ok(Args {
@@ -569,6 +624,19 @@ impl Cli {
             skip: self.skip,
             tasks,
             tasks_only: self.tasks_only,
+            sweep: SweepArgs {
+                n_prompt: sweep::joined(self.n_prompt),
+                n_gen: sweep::joined(self.n_gen),
+                pg: self.pg,
+                depth: sweep::joined(self.n_depth),
+                threads: sweep::joined(self.threads),
+                n_batch: sweep::joined(self.batch_size),
+                n_ubatch: sweep::joined(self.ubatch_size),
+                type_k: sweep::joined(self.cache_type_k),
+                type_v: sweep::joined(self.cache_type_v),
+                flash_attn: sweep::joined(self.flash_attn),
+                n_gpu_layers: sweep::joined(self.n_gpu_layers),
+            },
         })
     }
 }

@@ -50,7 +50,7 @@ fn criterion_flags_mean_what_they_mean_in_criterion() {
     assert!(a.noplot);
     assert_eq!(a.mode, Mode::Benchmark);
     assert!(
-        Args::parse(["--colour=always", "-n", "--quiet"])
+        Args::parse(["--colour=always", "--noplot", "--quiet"])
             .unwrap()
             .quiet
     );
@@ -72,9 +72,13 @@ fn criterion_flags_mean_what_they_mean_in_criterion() {
         BaselineMode::Discard
     );
     assert_eq!(
-        Args::parse(["-b", "main"]).unwrap().baseline,
+        Args::parse(["--baseline", "main"]).unwrap().baseline,
         BaselineMode::CompareStrict("main".into())
     );
+    // -b and -n are llama-bench's (batch size, generated tokens): a baseline's name there is
+    // a bad number, named.
+    let e = Args::parse(["-b", "main"]).unwrap_err().to_string();
+    assert!(e.contains("main") && e.contains("whole numbers"), "{e}");
 }
 
 #[test]
@@ -177,4 +181,36 @@ fn sustained_and_cooldown() {
         .unwrap();
     assert_eq!((a.tolerance_c, a.max_wait), (0.5, Duration::from_secs(60)));
     assert_eq!(Args::parse(["--quick"]).unwrap().sampling.cooldown, None);
+}
+
+#[test]
+fn llama_bench_flags_sweep_at_run_time() {
+    let a = Args::parse([
+        "-p", "512", "-n", "128", "-pg", "512,128", "-d", "0,512", "-t", "1-4*2", "-t", "3", "-b",
+        "2048", "-ub", "256,512", "-ctk", "q8_0", "-ctv", "f16", "-fa", "0,1", "-ngl", "0", "-r",
+        "5",
+    ])
+    .unwrap();
+    let s = &a.sweep;
+    assert_eq!(
+        (&s.n_prompt[..], &s.n_gen[..], &s.pg[..]),
+        (&[512][..], &[128][..], &[(512, 128)][..])
+    );
+    assert_eq!(s.depth, [0, 512]);
+    assert_eq!(s.threads, [1, 2, 4, 3]);
+    assert_eq!(
+        (&s.n_batch[..], &s.n_ubatch[..]),
+        (&[2048][..], &[256, 512][..])
+    );
+    assert_eq!(
+        (&s.type_k[..], &s.type_v[..]),
+        (&["q8_0".to_string()][..], &["f16".to_string()][..])
+    );
+    assert_eq!(s.flash_attn.len(), 2);
+    assert_eq!(s.n_gpu_layers, [0]);
+    assert_eq!(a.sampling.fixed_samples, Some(5));
+    let e = Args::parse(["-t", "0"]).unwrap_err().to_string();
+    assert!(e.contains("positive"), "{e}");
+    let e = Args::parse(["-pg", "512"]).unwrap_err().to_string();
+    assert!(e.contains("pair"), "{e}");
 }

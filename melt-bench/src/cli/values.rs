@@ -11,7 +11,7 @@ use super::ProbePeriod;
 /// What a flag's value should have been (clap puts the flag and the value beside it).
 #[derive(Debug, thiserror::Error)]
 #[error("expected {0}")]
-pub struct Expected(&'static str);
+pub struct Expected(pub(super) &'static str);
 
 pub(super) fn positive(value: &str) -> Result<usize, Expected> {
     match value.parse::<usize>() {
