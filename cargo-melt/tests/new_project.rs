@@ -1,7 +1,8 @@
 //! melt in a stranger's project, as the README's quick start has it: `cargo new`, melt as a
 //! dependency, a bench of a few lines, then `cargo melt bench` here, the same through the
-//! project's own three-line xtask, and `cargo melt bench --target` to an ssh device (a real
-//! sshd on loopback). The results must land in that project's `target/`.
+//! project's own three-line xtask, `cargo melt bench --target` to an ssh device (a real sshd
+//! on loopback), and `cargo melt run --model` on the shipped model with no bench target at
+//! all. The results must land in that project's `target/`.
 //!
 //! The project is built from scratch in its own target directory (llama.cpp included), as a
 //! new user's would be: this test takes minutes.
@@ -192,6 +193,39 @@ fn a_new_project_benches_with_cargo_melt_its_own_xtask_and_on_a_device() {
         .unwrap_or_else(|| panic!("no loopback run in the project's target/:\n{log}"));
     assert_eq!(device.cases.len(), 2, "{:?}", case_ids(device));
     assert!(device.errors.is_empty(), "{:?}", device.errors);
+
+    // 4. A one-off run of the shipped model, no bench target: melt's generic bench (built
+    //    beside the project's, so nothing compiles twice), results in the project's target/.
+    let mut run = Command::new(env!("CARGO_BIN_EXE_cargo-melt"));
+    run.current_dir(&project)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("MELT_CONFIG")
+        .env("MELT_RUN_TARGET_DIR", project.join("target"))
+        .args(["melt", "run", "--model", "gemma-3-270m-q4_k_m"])
+        .args([
+            "-t",
+            "1,2",
+            "-p",
+            "16",
+            "-n",
+            "8",
+            "-r",
+            "1",
+            "--warm-up-time",
+            "0",
+        ]);
+    let out = ok(run.output().unwrap(), "cargo melt run");
+    for test in ["| pp16 |", "| tg8 |", "llama.cpp"] {
+        assert!(out.contains(test), "{test} not in the table:\n{out}");
+    }
+    let runs = summaries(&project);
+    let one_off = runs.last().unwrap();
+    let ids = case_ids(one_off);
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    assert!(
+        ids.iter().all(|i| i.starts_with("gemma-3-270m-q4_k_m/")),
+        "{ids:?}"
+    );
 
     // A command that names what is not there says so.
     let out = cargo_melt()

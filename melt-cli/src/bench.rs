@@ -34,7 +34,7 @@ pub fn bench(b: cli::Bench) -> Result<ExitCode> {
     }
     if b.bench_bin.is_some() {
         // Built already: no workspace needed.
-        return bench_on_devices(&b, None);
+        return bench_on_devices(&b, None, &crate::target_dir());
     }
     let ws = Workspace::discover()?;
     let targets = ws.select(&b.packages, &b.benches)?;
@@ -51,11 +51,15 @@ pub fn bench(b: cli::Bench) -> Result<ExitCode> {
                 .join(", ")
         );
     };
-    bench_on_devices(&b, Some(bench.clone()))
+    bench_on_devices(&b, Some(bench.clone()), &crate::target_dir())
 }
 
-fn bench_on_devices(b: &cli::Bench, bench: Option<BenchTarget>) -> Result<ExitCode> {
-    let target_dir = crate::target_dir();
+/// Runs `bench` (or `--bench-bin`) on the selected devices; their results go to `target_dir`.
+pub(crate) fn bench_on_devices(
+    b: &cli::Bench,
+    bench: Option<BenchTarget>,
+    target_dir: &Path,
+) -> Result<ExitCode> {
     let mut opts = Options {
         target: b.target.clone(),
         resume: b.resume,
@@ -71,7 +75,7 @@ fn bench_on_devices(b: &cli::Bench, bench: Option<BenchTarget>) -> Result<ExitCo
     let selected = devices::select(&all, &opts.target)?;
     if opts.resume {
         // The run being resumed decides the cases and models.
-        opts.args = devices::run::resumed_args(&selected, &opts.args, &target_dir)?;
+        opts.args = devices::run::resumed_args(&selected, &opts.args, target_dir)?;
     }
     if !opts.resume && opts.bench_bin.is_none() {
         prereq::ensure()?;
@@ -82,7 +86,7 @@ fn bench_on_devices(b: &cli::Bench, bench: Option<BenchTarget>) -> Result<ExitCo
         if opts.rounds > 1 {
             eprintln!("melt: bench: round {round} of {}", opts.rounds);
         }
-        let code = devices::run::bench_devices(&opts, &selected, &config, &resolve, &target_dir)?;
+        let code = devices::run::bench_devices(&opts, &selected, &config, &resolve, target_dir)?;
         if code != 0 || round == opts.rounds {
             return Ok(ExitCode::from(code as u8));
         }
@@ -125,7 +129,12 @@ fn registry_model_files(
     }
 }
 
-fn bench_here(b: &cli::Bench, ws: &Workspace, targets: &[BenchTarget]) -> Result<ExitCode> {
+/// Builds `targets` for this machine, fetches the models they list, and runs them.
+pub(crate) fn bench_here(
+    b: &cli::Bench,
+    ws: &Workspace,
+    targets: &[BenchTarget],
+) -> Result<ExitCode> {
     prereq::ensure()?;
     let libtorch = b
         .features

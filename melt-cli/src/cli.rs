@@ -36,6 +36,8 @@ pub enum Command {
     },
     /// Build the workspace's melt benches, fetch their models, run them here or on devices
     Bench(Bench),
+    /// Bench a model without writing a bench target, with llama-bench's flags
+    Run(Run),
     /// The `[[device]]`s of melt.toml, probed
     Devices,
     /// Exit 1 if tok/s regressed for real against a saved baseline or a git ref's run
@@ -146,6 +148,42 @@ pub struct Bench {
     pub features: Vec<String>,
     /// Arguments for the bench binary (after `--`; `-- --help` lists them)
     #[arg(last = true, value_name = "BENCH-ARGS")]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Everything else goes to melt's generic bench binary: llama-bench's flags
+-p, -n, -pg, -d, -t, -b, -ub, -ctk, -ctv, -fa, -ngl, -r (comma lists, ranges such as 1-8+1 or
+1-16*2), --backend NAME, and criterion's options (`cargo melt run --model M -- --help` lists
+them). The binary is built once per melt version and feature set, in the melt cache.
+
+Examples:
+  cargo melt run --model gemma-3-270m-q4_k_m -t 1,2 -p 512 -n 128
+  cargo melt run --model ~/models/qwen.gguf -pg 512,128 -d 0,4096 -r 5
+  cargo melt run --model m.gguf --target pixel7 -p 128 -n 32"
+)]
+pub struct Run {
+    /// A model file, or a registry name (repeatable)
+    #[arg(long = "model", value_name = "PATH|NAME")]
+    pub models: Vec<String>,
+    /// Where: `host`, or devices, as for `bench`
+    #[arg(
+        long,
+        visible_alias = "device",
+        default_value = "host",
+        value_name = "T"
+    )]
+    pub target: String,
+    /// Cargo features of melt for the generic bench (e.g. libtorch)
+    #[arg(long, value_delimiter = ',', value_name = "FEATURES")]
+    pub features: Vec<String>,
+    /// The bench binary's arguments
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "BENCH-ARGS"
+    )]
     pub args: Vec<String>,
 }
 

@@ -18,6 +18,7 @@ mod history;
 pub mod models;
 pub mod prereq;
 mod pypi;
+mod run;
 mod runs;
 pub mod runtimes;
 pub mod workspace;
@@ -196,6 +197,7 @@ pub fn run_command(command: cli::Command) -> Result<ExitCode> {
             );
         }
         C::Bench(b) => return bench::bench(b),
+        C::Run(r) => return run::run(r),
         C::Devices => {
             let (_, d) = inventory()?;
             print!("{}", devices::list(&d));

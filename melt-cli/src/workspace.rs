@@ -22,9 +22,12 @@ pub struct BenchTarget {
 }
 
 impl BenchTarget {
-    /// Cargo's arguments that select this target: `--package P --bench B`.
-    pub fn cargo_args(&self) -> [String; 4] {
+    /// Cargo's arguments that select this target from any directory:
+    /// `--manifest-path M --package P --bench B`.
+    pub fn cargo_args(&self) -> [String; 6] {
         [
+            "--manifest-path".into(),
+            self.package_dir.join("Cargo.toml").display().to_string(),
             "--package".into(),
             self.package.clone(),
             "--bench".into(),
@@ -227,9 +230,17 @@ mod tests {
         assert_eq!(ws.benches[0].package_dir, dir.path());
         assert_eq!(ws.benches[0].features, ["host-reports"]);
         assert_eq!(ws.target_dir, dir.path().join("target"));
+        let tools = dir.path().join("tools/Cargo.toml").display().to_string();
         assert_eq!(
             ws.benches[1].cargo_args(),
-            ["--package", "tools", "--bench", "llm2"]
+            [
+                "--manifest-path",
+                &tools,
+                "--package",
+                "tools",
+                "--bench",
+                "llm2"
+            ]
         );
     }
 

@@ -434,6 +434,8 @@ mod tests {
             [
                 "bench",
                 "--no-run",
+                "--manifest-path",
+                "/w/Cargo.toml",
                 "--package",
                 "melt",
                 "--bench",
