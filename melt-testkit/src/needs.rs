@@ -1,8 +1,8 @@
 //! What a test needs from the machine, and what happens when it is missing: the test fails,
-//! naming the thing and how to get it. `cargo melt TEST_KEEP` brings all of it (packages, tools,
+//! naming the thing and how to get it. `cargo xtask test` brings all of it (packages, tools,
 //! models, the suite binary), so a missing one is a mistake worth a red test, not a quiet pass.
 //!
-//! Skipping is an explicit opt-out: `cargo melt TEST_KEEP --allow-skip` sets
+//! Skipping is an explicit opt-out: `cargo xtask test --allow-skip` sets
 //! [`ALLOW_SKIP_ENV`] to a file; a test that cannot run then appends one line saying which
 //! test and why, returns, and xtask lists those lines when the run ends.
 
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 /// The file skipped tests are recorded in; unset, a missing need fails its test.
 pub const ALLOW_SKIP_ENV: &str = "MELT_TEST_ALLOW_SKIP";
 
-/// The bench binary `cargo melt TEST_KEEP` builds before the tests (a test cannot run cargo while
+/// The bench binary `cargo xtask test` builds before the tests (a test cannot run cargo while
 /// cargo holds the build lock).
 pub const SUITE_BIN_ENV: &str = "MELT_TEST_SUITE_BIN";
 
@@ -40,13 +40,13 @@ pub fn missing(what: &str, fix: &str) {
             }
         }
         None => panic!(
-            "{what}: {fix}\n(`cargo melt TEST_KEEP` brings everything the tests need; \
-             `cargo melt TEST_KEEP --allow-skip` skips what it cannot bring and lists it)"
+            "{what}: {fix}\n(`cargo xtask test` brings everything the tests need; \
+             `cargo xtask test --allow-skip` skips what it cannot bring and lists it)"
         ),
     }
 }
 
-/// The suite's bench binary that `cargo melt TEST_KEEP` built; `None` after [`missing`] allowed
+/// The suite's bench binary that `cargo xtask test` built; `None` after [`missing`] allowed
 /// the skip.
 pub fn suite_bin() -> Option<PathBuf> {
     match std::env::var_os(SUITE_BIN_ENV) {
@@ -54,7 +54,7 @@ pub fn suite_bin() -> Option<PathBuf> {
         None => {
             missing(
                 &format!("{SUITE_BIN_ENV} is not set"),
-                "run the tests with `cargo melt TEST_KEEP`, which builds the suite binary first",
+                "run the tests with `cargo xtask test`, which builds the suite binary first",
             );
             None
         }
@@ -62,7 +62,7 @@ pub fn suite_bin() -> Option<PathBuf> {
 }
 
 /// The suite's bench binary cross-built for the emulated aarch64 board, and the board's
-/// `[[device]]` entry (`device.toml`), which `cargo melt TEST_KEEP` sets up first.
+/// `[[device]]` entry (`device.toml`), which `cargo xtask test` sets up first.
 pub const BOARD_BIN_ENV: &str = "MELT_TEST_BOARD_BIN";
 pub const BOARD_DEVICE_ENV: &str = "MELT_TEST_BOARD_DEVICE";
 /// melt-convert built with libtorch, which makes the board test's TorchScript model.
@@ -78,7 +78,7 @@ pub fn board() -> Option<(PathBuf, String, PathBuf)> {
     ) else {
         missing(
             &format!("{BOARD_BIN_ENV}, {BOARD_DEVICE_ENV} or {CONVERT_BIN_ENV} is not set"),
-            "run the tests with `cargo melt TEST_KEEP`, which sets up the emulated arm64 board \
+            "run the tests with `cargo xtask test`, which sets up the emulated arm64 board \
              (`cargo melt setup arm64-board`, root) and cross-builds the suite for it",
         );
         return None;

@@ -112,7 +112,7 @@ fn bad_parameters_and_files_are_named() {
     );
 }
 
-/// The kit on the real default model, from the cache (`cargo melt TEST_KEEP` fetches it; its
+/// The kit on the real default model, from the cache (`cargo xtask test` fetches it; its
 /// absence fails the test, naming it).
 #[test]
 fn conformance_kit_passes_on_gemma_3_270m_q4_k_m() {

@@ -1,7 +1,7 @@
 //! Building the bench binary for a device's target triple.
 //!
 //! - The host's own triple: plain `cargo bench --no-run`, the very build `cargo melt bench`
-//!   and `cargo melt TEST_KEEP` use (no second llama.cpp build).
+//!   and `cargo xtask test` use (no second llama.cpp build).
 //! - `*-linux-android`: plain cargo with the NDK's clang as linker, C and C++ compiler, and
 //!   `ANDROID_NDK` / `ANDROID_API_LEVEL` for llama-cpp-sys-2's cmake build (its Android
 //!   toolchain file, ABI and platform), as cargo-ndk does; `libc++_shared.so` ships beside the
