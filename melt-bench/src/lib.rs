@@ -20,6 +20,7 @@ pub mod memory;
 pub mod metric;
 pub mod model;
 pub mod probe;
+pub mod progress;
 pub mod report;
 pub mod runner;
 pub mod sampling;

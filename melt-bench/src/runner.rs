@@ -223,6 +223,8 @@ pub struct Runner<'a> {
     /// The hottest zone when the run began, and whether a case has run since (`--cooldown`).
     pub start_temp_c: Option<f64>,
     pub cases_run: usize,
+    /// Case k of n and the time left, on each case's line.
+    pub progress: crate::progress::Progress,
     /// Test mode: consecutive cases of one load that differ at most in their context size run
     /// on one session (sized for the largest), cleared between them. Building an ONNX Runtime
     /// session reads and prepacks the whole model — seconds per case, most of
@@ -570,7 +572,8 @@ impl Runner<'_> {
                     "?".into()
                 };
                 let line = format!(
-                    "melt: {label}: {} samples, {:.2} tok/s ±{half}",
+                    "melt: {} {label}: {} samples, {:.2} tok/s ±{half}",
+                    self.progress.label(self.cases_run),
                     tok_s.len(),
                     stats::mean(&tok_s)
                 );
