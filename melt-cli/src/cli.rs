@@ -231,6 +231,9 @@ pub struct Report {
     /// Also write target/melt/report/index.html
     #[arg(long)]
     pub html: bool,
+    /// Write the HTML page and open it in the browser (xdg-open, or open on macOS)
+    #[arg(long)]
+    pub open: bool,
 }
 
 #[derive(Debug, Args)]
@@ -410,6 +413,10 @@ mod tests {
             panic!()
         };
         assert_eq!((r.runs, r.html), (vec!["a".into(), "b".into()], true));
+        let Command::Report(r) = parse(&["report", "--open"]).unwrap() else {
+            panic!()
+        };
+        assert!(r.open && !r.html);
         let Command::Meter(m) = parse(&["meter", "m.csv", "--meter-offset", "-1.5"]).unwrap()
         else {
             panic!()

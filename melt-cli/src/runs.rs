@@ -55,7 +55,7 @@ pub fn latest_per_device(target_dir: &Path) -> Result<Vec<RunDir>> {
 /// each device),
 /// merged; with `--html` also `target/melt/report/index.html` for them.
 pub fn report(opts: &crate::cli::Report, target_dir: &Path) -> Result<String> {
-    let (html, ids) = (opts.html, &opts.runs);
+    let (html, ids) = (opts.html || opts.open, &opts.runs);
     let dirs: Vec<RunDir> = if ids.is_empty() {
         latest_per_device(target_dir)?
     } else {
@@ -88,6 +88,9 @@ pub fn report(opts: &crate::cli::Report, target_dir: &Path) -> Result<String> {
         )
         .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("melt: wrote {}", path.display());
+        if opts.open {
+            open_in_browser(&path);
+        }
     }
     // The tasks of every run too: replays, perplexities, accuracies, the quantization table.
     let tasks: String = summaries
@@ -100,6 +103,27 @@ pub fn report(opts: &crate::cli::Report, target_dir: &Path) -> Result<String> {
         cases.len(),
         runs.join(", ")
     ))
+}
+
+/// The desktop's opener for `path`, or where it is when there is none (a headless machine).
+fn open_in_browser(path: &Path) {
+    let opener = ["xdg-open", "open"]
+        .into_iter()
+        .find(|p| crate::devices::build::on_path(p));
+    let opened = opener.is_some_and(|o| {
+        std::process::Command::new(o)
+            .arg(path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !opened {
+        eprintln!(
+            "melt: no browser to open it here (no xdg-open or open); the page is {}",
+            path.display()
+        );
+    }
 }
 
 /// `export --format F [--run ID] [--output FILE]`.

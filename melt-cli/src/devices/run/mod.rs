@@ -515,6 +515,7 @@ pub fn bench_devices(
             &crate::cli::Report {
                 runs: Vec::new(),
                 html: true,
+                open: false,
             },
             &layout.target_dir,
         );
