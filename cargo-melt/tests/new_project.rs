@@ -214,7 +214,7 @@ fn a_new_project_benches_with_cargo_melt_its_own_xtask_and_on_a_device() {
             "--warm-up-time",
             "0",
         ]);
-    let out = ok(run.output().unwrap(), "cargo melt run");
+    let out = melt_testkit::squeezed(&ok(run.output().unwrap(), "cargo melt run"));
     for test in ["| pp16 |", "| tg8 |", "llama.cpp"] {
         assert!(out.contains(test), "{test} not in the table:\n{out}");
     }

@@ -280,9 +280,12 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Ran, DriverError> {
             message: f.message,
         })
         .collect();
-    let git_dir = suite
-        .manifest_dir
-        .clone()
+    // The commit a run is recorded against: the bench's package's, unless whoever started
+    // the binary says where the code being measured lives (`cargo melt run` runs a generic
+    // bench from the melt cache on behalf of the current directory's project).
+    let git_dir = std::env::var_os("MELT_GIT_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| suite.manifest_dir.clone())
         .or_else(|| std::env::current_dir().ok())
         .unwrap_or_default();
     let finish = Finish {
@@ -624,10 +627,13 @@ fn print_outcome(args: &Args, out: &Outcome) {
         match args.output_format {
             OutputFormat::Bencher => print!("{}", out.bencher),
             OutputFormat::Criterion if args.quiet => {
-                println!("{}", analysis::table(&out.summary.cases))
+                println!(
+                    "{}",
+                    crate::markdown::aligned(&analysis::table(&out.summary.cases))
+                )
             }
             OutputFormat::Criterion => {
-                println!("\n{}", out.table);
+                println!("\n{}", crate::markdown::aligned(&out.table));
                 println!("{written}");
             }
         }

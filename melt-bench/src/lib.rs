@@ -16,6 +16,7 @@ pub mod driver;
 pub mod events;
 pub mod fs;
 pub mod host;
+pub mod markdown;
 pub mod memory;
 pub mod metric;
 pub mod model;

@@ -202,7 +202,7 @@ pub fn run(opts: &Options, mut config: GateConfig) -> Result<i32> {
         }
     };
     let summary = gate::markdown(&results, &label, opts.lenient);
-    print!("{summary}");
+    print!("{}", melt_bench::markdown::aligned(&summary));
     if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY") {
         let mut f = std::fs::OpenOptions::new()
             .create(true)

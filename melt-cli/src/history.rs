@@ -1,6 +1,7 @@
 //! `cargo melt history [--case SUBSTR] [--metric NAME] [--limit N]`: what melt remembers.
 //! Without `--case`, the latest runs; with it, one metric of the matching cases over runs.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{bail, Result};
@@ -24,13 +25,15 @@ pub fn run(opts: &crate::cli::History, target_dir: &Path) -> Result<()> {
         c.as_deref()
             .map_or("-".to_string(), |c| c.chars().take(10).collect())
     };
+    let mut out = String::new();
     match case {
         None => {
-            println!("| run | commit | dirty | device | cases |");
-            println!("| --- | --- | --- | --- | ---: |");
+            let _ = writeln!(out, "| run | commit | dirty | device | cases |");
+            let _ = writeln!(out, "| --- | --- | --- | --- | ---: |");
             for r in h.runs(limit)? {
                 let dirty = r.git_dirty.map_or("-", |d| if d { "yes" } else { "no" });
-                println!(
+                let _ = writeln!(
+                    out,
                     "| {} | {} | {dirty} | {} | {} |",
                     r.run_id,
                     short(&r.git_commit),
@@ -44,14 +47,15 @@ pub fn run(opts: &crate::cli::History, target_dir: &Path) -> Result<()> {
             if rows.is_empty() {
                 bail!("no `{metric}` recorded for cases matching `{case}`");
             }
-            println!("| run | commit | case | {metric} | 95% CI | n |");
-            println!("| --- | --- | --- | ---: | --- | ---: |");
+            let _ = writeln!(out, "| run | commit | case | {metric} | 95% CI | n |");
+            let _ = writeln!(out, "| --- | --- | --- | ---: | --- | ---: |");
             for m in rows {
                 let ci = match (m.lower, m.upper) {
                     (Some(lo), Some(hi)) => format!("{lo:.2} … {hi:.2}"),
                     _ => "-".into(),
                 };
-                println!(
+                let _ = writeln!(
+                    out,
                     "| {} | {} | {} | {:.2} {} | {ci} | {} |",
                     m.run_id,
                     short(&m.git_commit),
@@ -63,5 +67,6 @@ pub fn run(opts: &crate::cli::History, target_dir: &Path) -> Result<()> {
             }
         }
     }
+    print!("{}", melt_bench::markdown::aligned(&out));
     Ok(())
 }

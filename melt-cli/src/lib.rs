@@ -30,6 +30,7 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches};
+use melt_bench::markdown::aligned;
 
 /// The cargo target directory (where `criterion/` and `melt/` are): `$CARGO_TARGET_DIR`,
 /// else the workspace's (cargo metadata), else `target`.
@@ -201,10 +202,10 @@ pub fn run_command(command: cli::Command) -> Result<ExitCode> {
         C::Run(r) => return run::run(r),
         C::Devices => {
             let (_, d) = inventory()?;
-            print!("{}", devices::list(&d));
+            print!("{}", aligned(&devices::list(&d)));
         }
         C::History(h) => history::run(&h, &target_dir())?,
-        C::Report(r) => print!("{}", runs::report(&r, &target_dir())?),
+        C::Report(r) => print!("{}", aligned(&runs::report(&r, &target_dir())?)),
         C::Meter(m) => print!("{}", runs::meter(&m, &target_dir())?),
         C::Export(e) => runs::export(&e, &target_dir())?,
         C::Gate(g) => {

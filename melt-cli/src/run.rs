@@ -151,8 +151,10 @@ pub fn run(mut r: cli::Run) -> Result<ExitCode> {
     let build_dir = std::env::var_os("MELT_RUN_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| cache.join("run/target"));
-    // Every cargo this process runs from here on builds the generic bench there.
+    // Every cargo this process runs from here on builds the generic bench there; the run is
+    // recorded against the current directory's commit, not the cache's.
     std::env::set_var("CARGO_TARGET_DIR", &build_dir);
+    std::env::set_var("MELT_GIT_DIR", std::env::current_dir()?);
     let mut args: Vec<String> = Vec::new();
     for file in model_files(&r.models)? {
         args.extend(["--model".into(), file.display().to_string()]);

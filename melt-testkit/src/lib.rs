@@ -410,6 +410,21 @@ impl Backend for NoBackend {
     }
 }
 
+/// Printed text with its tables' padding gone (runs of spaces as one), so a test can look for
+/// `| host | llama.cpp |` in a table melt aligned for a terminal.
+pub fn squeezed(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last_space = false;
+    for c in text.chars() {
+        if c == ' ' && last_space {
+            continue;
+        }
+        last_space = c == ' ';
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,6 +443,14 @@ mod tests {
         assert_eq!(
             melt_bench::model::detect_format(&path).unwrap(),
             ModelFormat::Gguf
+        );
+    }
+
+    #[test]
+    fn squeezed_tables_read_as_their_cells() {
+        assert_eq!(
+            super::squeezed("| host        |   7.5 |\n"),
+            "| host | 7.5 |\n"
         );
     }
 }

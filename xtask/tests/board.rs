@@ -63,7 +63,7 @@ fn the_board_runs_the_cross_built_suite_beside_the_host() {
     std::fs::write(d.join("melt.toml"), format!("{device}\n{stranger}\n")).unwrap();
 
     let devices = xtask(d, &["devices"]).output().unwrap();
-    let table = String::from_utf8_lossy(&devices.stdout);
+    let table = melt_testkit::squeezed(&String::from_utf8_lossy(&devices.stdout));
     assert!(devices.status.success(), "{}", text(&devices));
     let row = |name: &str| {
         table
@@ -118,7 +118,7 @@ fn the_board_runs_the_cross_built_suite_beside_the_host() {
     .unwrap();
     assert!(board.status.success(), "{}", text(&board));
     // As a user sees it: the board's rows, then beside the host's.
-    let printed = String::from_utf8_lossy(&board.stdout);
+    let printed = melt_testkit::squeezed(&String::from_utf8_lossy(&board.stdout));
     assert!(
         printed.contains("## arm64-board")
             && printed.contains("## Beside the latest run of every other device")
@@ -157,7 +157,7 @@ fn the_board_runs_the_cross_built_suite_beside_the_host() {
     );
 
     let report = xtask(d, &["report"]).output().unwrap();
-    let table = String::from_utf8_lossy(&report.stdout);
+    let table = melt_testkit::squeezed(&String::from_utf8_lossy(&report.stdout));
     assert!(report.status.success(), "{}", text(&report));
     for device in ["arm64-board", "host"] {
         for engine in ["llama.cpp", "onnxruntime", "libtorch"] {

@@ -126,7 +126,7 @@ tags = ["mine"]
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pushed"), "{err}");
     // The device's table is printed, the merged report written.
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = melt_testkit::squeezed(&String::from_utf8_lossy(&out.stdout));
     assert!(
         stdout.contains("## here") && stdout.contains("| here | llama"),
         "{stdout}"
@@ -189,7 +189,7 @@ fn ssh_device_end_to_end_with_lost_connection_and_resume() {
         .args(["report", "--html"])
         .output()
         .unwrap();
-    let table = String::from_utf8_lossy(&report.stdout);
+    let table = melt_testkit::squeezed(&String::from_utf8_lossy(&report.stdout));
     assert!(report.status.success(), "{}", text(&report));
     assert!(
         table.contains("| jetson | llama") && table.contains("| host | llama"),

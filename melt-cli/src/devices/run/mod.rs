@@ -486,7 +486,11 @@ pub fn bench_devices(
         code = code.max(r.code);
         match (&r.outcome, &r.message) {
             (Some(out), _) => {
-                println!("\n## {}\n\n{}", r.device, out.table);
+                println!(
+                    "\n## {}\n\n{}",
+                    r.device,
+                    melt_bench::markdown::aligned(&out.table)
+                );
                 for e in &out.summary.errors {
                     eprintln!(
                         "melt: [{}] FAILED {}: {}",
@@ -522,7 +526,10 @@ pub fn bench_devices(
         let devices = crate::runs::latest_per_device(&layout.target_dir).map_or(0, |r| r.len());
         match merged {
             Ok(table) if devices > runs.len() => {
-                println!("\n## Beside the latest run of every other device\n\n{table}")
+                println!(
+                    "\n## Beside the latest run of every other device\n\n{}",
+                    melt_bench::markdown::aligned(&table)
+                )
             }
             Ok(_) => {}
             Err(e) => eprintln!("melt: cannot write the merged report: {e:#}"),
