@@ -6,7 +6,6 @@
 //! On devices: one build per triple, and each device's listing decides which models are
 //! fetched and pushed (see `devices::run`).
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Mutex;
@@ -51,7 +50,7 @@ pub fn bench(b: cli::Bench) -> Result<ExitCode> {
                 .join(", ")
         );
     };
-    bench_on_devices(&b, Some(bench.clone()), &crate::target_dir())
+    bench_on_devices(&b, Some(bench.clone()), &ws.target_dir)
 }
 
 /// Runs `bench` (or `--bench-bin`) on the selected devices; their results go to `target_dir`.
@@ -124,7 +123,6 @@ fn registry_model_files(
             file: entry.file.clone(),
             dir: entry.cache_key(),
             beside,
-            registry_name: Some(name.to_string()),
         }))
     }
 }
@@ -136,29 +134,35 @@ pub(crate) fn bench_here(
     targets: &[BenchTarget],
 ) -> Result<ExitCode> {
     prereq::ensure()?;
-    let libtorch = b
-        .features
+    // One environment for every build and run of the targets: this CPU's flags unless the
+    // project sets its own, and the libtorch `setup libtorch` made when it is asked for.
+    let host = devices::build::Toolchain::detect()?.host_triple;
+    let mut env: Vec<(String, std::ffi::OsString)> =
+        devices::build::native_rustflags(&ws.root, &host)
+            .map(|(k, v)| (k, v.into()))
+            .into_iter()
+            .collect();
+    if b.features
         .iter()
-        .any(|f| f == "libtorch" || f.ends_with("/libtorch"));
-    let cargo_bench = |target: &BenchTarget| -> Result<Command> {
+        .any(|f| f == "libtorch" || f.ends_with("/libtorch"))
+    {
+        let dir = runtimes::setup_libtorch(&host, &host)?;
+        env.extend(runtimes::libtorch_env(&dir).map(|(k, v)| (k.to_string(), v.into())));
+    }
+    let cargo_bench = |target: &BenchTarget| {
         let mut cmd = crate::cargo();
         cmd.current_dir(&ws.root)
             .arg("bench")
-            .args(target.cargo_args());
+            .args(target.cargo_args())
+            .envs(env.iter().map(|(k, v)| (k, v)));
         if !b.features.is_empty() {
             cmd.args(["--features", &b.features.join(",")]);
         }
-        if libtorch {
-            let tc = devices::build::Toolchain::detect()?;
-            let dir = runtimes::setup_libtorch(&tc.host_triple, &tc.host_triple)?;
-            cmd.envs(runtimes::libtorch_env(&dir));
-        }
-        cmd.envs(devices::build::native_rustflags(&ws.root)?);
-        Ok(cmd)
+        cmd
     };
     if !only_asks(&b.args) {
         for target in targets {
-            let mut build = cargo_bench(target)?;
+            let mut build = cargo_bench(target);
             build.args(["--no-run", "--message-format", "json-render-diagnostics"]);
             let out = build
                 .stderr(Stdio::inherit())
@@ -180,7 +184,7 @@ pub(crate) fn bench_here(
             if b.rounds > 1 {
                 eprintln!("melt: bench {}: round {round} of {}", target.name, b.rounds);
             }
-            let mut cmd = cargo_bench(target)?;
+            let mut cmd = cargo_bench(target);
             cmd.arg("--").args(&b.args);
             let code = crate::run(cmd)?;
             if code != ExitCode::SUCCESS {
@@ -197,7 +201,7 @@ fn ready_models(exe: &Path, target: &BenchTarget, args: &[String]) -> Result<()>
     let out = Command::new(exe)
         .current_dir(&target.package_dir)
         .args(args)
-        .args(["--list", "--format", "json"])
+        .args(devices::run::LIST_MODE)
         .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("running {}", exe.display()))?;
@@ -207,7 +211,9 @@ fn ready_models(exe: &Path, target: &BenchTarget, args: &[String]) -> Result<()>
             target.name
         );
     }
-    let names: BTreeSet<String> = listed_models(&String::from_utf8_lossy(&out.stdout))?;
+    let names = devices::run::listed(&String::from_utf8_lossy(&out.stdout))
+        .with_context(|| format!("the case list of the bench target `{}`", target.name))?
+        .models;
     let registry = Registry::discover(&target.package_dir)?;
     let mut onnx = false;
     for name in &names {
@@ -225,21 +231,6 @@ fn ready_models(exe: &Path, target: &BenchTarget, args: &[String]) -> Result<()>
         runtimes::setup_onnxruntime(&tc.host_triple, &tc.host_triple)?;
     }
     Ok(())
-}
-
-/// The models of a `--list --format json` listing.
-fn listed_models(stdout: &str) -> Result<BTreeSet<String>> {
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        #[serde(default)]
-        model: Option<String>,
-    }
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with('['))
-        .context("the bench binary printed no JSON case list")?;
-    let entries: Vec<Entry> = serde_json::from_str(line).context("not a JSON list of cases")?;
-    Ok(entries.into_iter().filter_map(|e| e.model).collect())
 }
 
 #[cfg(test)]
@@ -272,15 +263,5 @@ mod tests {
             err.contains("`nope`") && err.contains("suite in melt"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn a_listing_names_its_models() {
-        let out = "melt: note\n[{\"id\":\"a\",\"kind\":\"case\",\"model\":\"m\"},{\"id\":\"b\",\"kind\":\"case\",\"model\":\"m\"},{\"id\":\"t\",\"kind\":\"task\"}]\n";
-        assert_eq!(
-            listed_models(out).unwrap(),
-            BTreeSet::from(["m".to_string()])
-        );
-        assert!(listed_models("no list").is_err());
     }
 }

@@ -179,14 +179,15 @@ pub fn run(o: &Options, target: &Path) -> Result<ExitCode> {
     // The device tests push the shipped bench binary to their devices; a test cannot build
     // it (cargo holds the build lock while tests run), so it is built first — the same
     // release build the tests use, so nothing compiles twice.
-    let mut plan = devices::build::plan(&tc, &tc.host_triple, &suite()?, 0, false)?;
+    let suite = suite()?;
+    let mut plan = devices::build::plan(&tc, &tc.host_triple, &suite, 0, false)?;
     plan.args.extend(["--features".into(), "libtorch".into()]);
     plan.env.extend(
         runtimes::libtorch_env(&libtorch).map(|(k, v)| (k.to_string(), v.display().to_string())),
     );
     let (bin, _) = devices::build::run(&plan, "suite")?;
     let board = if prereq::is_root() {
-        Some(bring_board(&tc, &libtorch)?)
+        Some(bring_board(&tc, &suite, &libtorch)?)
     } else if o.allow_skip {
         None
     } else {
@@ -261,7 +262,11 @@ struct Board {
 /// The emulated arm64 board, running, and the suite cross-built for it as a device build is
 /// (its own compiler, no host reports, all three engines: libtorch from the aarch64 torch
 /// wheel, and ONNX Runtime's aarch64 library fetched so that it ships beside the binary).
-fn bring_board(host: &devices::build::Toolchain, host_libtorch: &Path) -> Result<Board> {
+fn bring_board(
+    host: &devices::build::Toolchain,
+    suite: &BenchTarget,
+    host_libtorch: &Path,
+) -> Result<Board> {
     let board = board::Board::at(None)?;
     let (_, started) = board
         .set_up(board::DEFAULT_PORT)
@@ -269,10 +274,9 @@ fn bring_board(host: &devices::build::Toolchain, host_libtorch: &Path) -> Result
     let tc = devices::build::Toolchain::detect_with(Some(&board.rustc()))?;
     runtimes::setup_onnxruntime(board::TRIPLE, &host.host_triple)?;
     let libtorch = runtimes::setup_libtorch(board::TRIPLE, &host.host_triple)?;
-    let suite = suite()?;
-    let mut plan = devices::build::plan(&tc, board::TRIPLE, &suite, 0, false)?;
+    let mut plan = devices::build::plan(&tc, board::TRIPLE, suite, 0, false)?;
     plan.args
-        .extend(devices::run::device_features(&suite, &["libtorch".into()]));
+        .extend(devices::run::device_features(suite, &["libtorch".into()]));
     plan.env.extend(
         runtimes::libtorch_env(&libtorch).map(|(k, v)| (k.to_string(), v.display().to_string())),
     );

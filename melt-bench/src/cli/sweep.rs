@@ -56,32 +56,28 @@ fn int_item(item: &str) -> Result<Vec<u64>, Expected> {
         return Ok(vec![num(item)?]);
     };
     let first = num(first)?;
-    let (last, next): (u64, Box<dyn Fn(u64) -> Option<u64>>) =
-        if let Some((last, step)) = rest.split_once('+') {
-            let step = num(step)?;
-            (num(last)?, Box::new(move |x| x.checked_add(step)))
-        } else if let Some((last, factor)) = rest.split_once('*') {
-            let factor = num(factor)?;
-            (num(last)?, Box::new(move |x| x.checked_mul(factor)))
-        } else {
-            (num(rest)?, Box::new(|x| x.checked_add(1)))
-        };
-    let mut out = Vec::new();
-    let mut x = first;
-    while x <= last {
-        out.push(x);
-        match next(x) {
-            Some(n) if n > x => x = n,
-            // A step of 0 or a factor of 0 or 1 would never end.
-            Some(_) if out.len() == 1 && first < last => return Err(bad()),
-            _ => break,
+    let (last, add, factor) = match (rest.split_once('+'), rest.split_once('*')) {
+        (Some((last, step)), _) => (num(last)?, num(step)?, 1),
+        (None, Some((last, factor))) => (num(last)?, 0, num(factor)?),
+        (None, None) => (num(rest)?, 1, 1),
+    };
+    // Every range must climb: a step of 0, or a factor of 0 or 1 (or from 0), never would.
+    let climbs = add > 0 || (factor > 1 && first > 0);
+    if first > last || (first < last && !climbs) {
+        return Err(bad());
+    }
+    let mut out = vec![first];
+    while let Some(next) = out[out.len() - 1]
+        .checked_mul(factor)
+        .and_then(|x| x.checked_add(add))
+    {
+        if next > last {
+            break;
         }
+        out.push(next);
         if out.len() > 4096 {
             return Err(bad());
         }
-    }
-    if out.is_empty() {
-        return Err(bad());
     }
     Ok(out)
 }

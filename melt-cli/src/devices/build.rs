@@ -166,7 +166,8 @@ pub fn plan(
     if triple == tc.host_triple && !cross {
         // No `--target` and the host build's flags: the host build's own artifacts, so
         // nothing is compiled twice.
-        p.env.extend(native_rustflags(&std::env::current_dir()?)?);
+        p.env
+            .extend(native_rustflags(&std::env::current_dir()?, &tc.host_triple));
         return Ok(p);
     }
     p.args.extend(["--target".into(), triple.into()]);
@@ -349,8 +350,7 @@ fn gnu_runtime_library(gcc: &str, name: &str) -> Result<PathBuf> {
 /// leaves AVX2/FMA out unless rustc targets `native`) — unless the user's environment or cargo
 /// configuration sets rustflags already, which are then theirs to choose. The variable to set,
 /// if any (only for the host's triple: a cross build must not take this CPU's features).
-pub fn native_rustflags(root: &Path) -> Result<Option<(String, String)>> {
-    let host = Toolchain::detect()?.host_triple;
+pub fn native_rustflags(root: &Path, host: &str) -> Option<(String, String)> {
     let target_var = format!(
         "CARGO_TARGET_{}_RUSTFLAGS",
         host.to_uppercase().replace(['-', '.'], "_")
@@ -359,10 +359,8 @@ pub fn native_rustflags(root: &Path) -> Result<Option<(String, String)>> {
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
     let env_sets = |v: &str| std::env::var_os(v).is_some();
-    Ok(
-        (!rustflags_configured(root, cargo_home.as_deref(), &target_var, env_sets))
-            .then(|| (target_var, "-C target-cpu=native".to_string())),
-    )
+    (!rustflags_configured(root, cargo_home.as_deref(), &target_var, env_sets))
+        .then(|| (target_var, "-C target-cpu=native".to_string()))
 }
 
 /// Whether rustflags come from the environment or from a cargo config that applies in `root`.

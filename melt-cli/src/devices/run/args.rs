@@ -23,9 +23,6 @@ pub struct ModelFile {
     pub dir: String,
     /// Files that go beside it (an ONNX model's `tokenizer.json`, an export's recorded hash).
     pub beside: Vec<PathBuf>,
-    /// A registry model's name (a suite's model, pushed only when a listed case uses it);
-    /// `None` for a `--model` file, which is always pushed.
-    pub registry_name: Option<String>,
 }
 
 impl ModelFile {
@@ -39,7 +36,6 @@ impl ModelFile {
             dir: sha256.clone(),
             sha256,
             beside: beside.into_iter().filter(|p| p.is_file()).collect(),
-            registry_name: None,
             file: local
                 .file_name()
                 .context("a model path without a file name")?
@@ -188,7 +184,7 @@ pub fn device_features(bench: &BenchTarget, asked: &[String]) -> Vec<String> {
 }
 
 /// How the host asks the device's bench binary for its cases: JSON, not criterion's text.
-pub(super) const LIST_MODE: &[&str] = &["--list", "--format", "json"];
+pub(crate) const LIST_MODE: &[&str] = &["--list", "--format", "json"];
 
 /// How the host runs it: measured (the binary runs directly, so `--bench` is not added by
 /// cargo), every event streamed on stdout.
@@ -197,14 +193,14 @@ pub(super) const RUN_MODE: &[&str] = &["--bench", "--message-format", "json"];
 /// What the device's `--list --format json` plans: the case and task ids, and the models
 /// they use.
 #[derive(Debug, PartialEq)]
-pub(super) struct Listed {
-    pub(super) ids: BTreeSet<String>,
-    pub(super) models: BTreeSet<String>,
+pub(crate) struct Listed {
+    pub(crate) ids: BTreeSet<String>,
+    pub(crate) models: BTreeSet<String>,
 }
 
 /// Reads `--list --format json` output (the transport may add other lines, such as the exit
 /// mark).
-pub(super) fn listed(stdout: &str) -> Result<Listed> {
+pub(crate) fn listed(stdout: &str) -> Result<Listed> {
     #[derive(Deserialize)]
     struct Entry {
         id: String,

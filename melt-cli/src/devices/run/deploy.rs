@@ -96,12 +96,7 @@ pub(super) fn deploy(d: &Device, p: &Payload, mp: &MultiProgress) -> Result<Stri
     d.transport
         .output(&format!("rm -f {}", quote(&remote_cfg)))?;
     push(d, p.config, &remote_cfg, None, false)?;
-    let files: Vec<&ModelFile> = p
-        .models
-        .iter()
-        .filter(|m| m.registry_name.is_none())
-        .collect();
-    push_models(d, &files, mp)?;
+    push_models(d, &p.models.iter().collect::<Vec<_>>(), mp)?;
     for f in p.data {
         let remote = f.remote_data(w);
         if push(d, &f.local, &remote, Some(&f.sha256), false)? {

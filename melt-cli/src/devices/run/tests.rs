@@ -221,7 +221,8 @@ fn device_builds_leave_the_host_reports_out() {
 
 #[test]
 fn the_case_list_is_read_as_json() {
-    let out = "[{\"id\":\"m/pp4/llama.cpp t=1 @d\",\"kind\":\"case\",\"model\":\"m\"},\
+    // Other lines may come first (a host run's notes on stderr, a transport's banner).
+    let out = "melt: note\n[{\"id\":\"m/pp4/llama.cpp t=1 @d\",\"kind\":\"case\",\"model\":\"m\"},\
                {\"id\":\"ppl:x\",\"kind\":\"task\",\"model\":\"n\"}]\r\n__MELT_EXIT__=0\n";
     let l = listed(out).unwrap();
     assert_eq!(
