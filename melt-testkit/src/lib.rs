@@ -8,6 +8,7 @@
 //! to the alignment (32), then the tensor data, each tensor aligned.
 
 pub mod conformance;
+pub mod drifting;
 #[cfg(test)]
 mod gguf_reads_back;
 pub mod needs;

@@ -19,6 +19,7 @@
 mod config;
 mod files;
 mod judge;
+pub mod paired;
 mod summary;
 
 pub use config::*;
