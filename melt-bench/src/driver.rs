@@ -44,6 +44,8 @@ pub enum Ran {
     Tested(Tested),
     /// A measured run, analysed and reported.
     Measured(Box<Outcome>),
+    /// `--worker`: requests served until the input ended; the exit code.
+    Served(i32),
 }
 
 impl Ran {
@@ -202,6 +204,18 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Ran, DriverError> {
     if let Mode::List(format) = args.mode {
         print!("{}", listing(&cases, &tasks, &models, format));
         return Ok(Ran::Printed);
+    }
+    if args.mode == Mode::Worker {
+        let plan = crate::worker::Plan {
+            models: &models,
+            backends: &suite.backends,
+            points: &points,
+            cases: &cases,
+            sampling: &args.sampling,
+            cache: Cache::new(Cache::default_root()),
+        };
+        let code = crate::worker::serve(&plan, std::io::stdin().lock(), std::io::stdout());
+        return Ok(Ran::Served(code));
     }
     if args.mode == Mode::Test {
         return Ok(Ran::Tested(test_once(
@@ -588,6 +602,7 @@ pub fn main(suite: Suite) -> i32 {
     };
     match run_suite(&suite, &args) {
         Ok(Ran::Printed) => 0,
+        Ok(Ran::Served(code)) => code,
         Ok(Ran::Tested(t)) => {
             for id in &t.passed {
                 println!("Testing {id}\nSuccess");

@@ -31,6 +31,7 @@ pub mod suite;
 pub mod sustained;
 pub mod tasks;
 pub mod timestamp;
+pub mod worker;
 pub mod workload;
 
 // What engines implement (melt-core) and the file formats (melt-formats), under the paths bench

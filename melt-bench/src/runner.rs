@@ -127,6 +127,14 @@ pub struct PlannedCase {
     pub id: BenchmarkId,
 }
 
+impl PlannedCase {
+    /// The context the case runs with: its point's, or what its workload needs.
+    pub fn n_ctx(&self, points: &[Point]) -> u32 {
+        let needed = self.workload.n_ctx_needed() as u32;
+        points[self.point].params.session.n_ctx.unwrap_or(needed)
+    }
+}
+
 /// Every (model, backend, point, workload) whose backend accepts the model's format, in run
 /// order: model, backend, model parameters, session parameters, workload.
 pub fn plan(
@@ -241,7 +249,7 @@ struct SharedSession<'m> {
     current: Option<(SessionParams, Box<dyn Session + 'm>)>,
 }
 
-const PROMPT_SEED: u64 = 0x5eed;
+pub(crate) const PROMPT_SEED: u64 = 0x5eed;
 
 impl Runner<'_> {
     /// `--cooldown`, before every case but the first: back near the run's start temperature.
@@ -410,14 +418,8 @@ impl Runner<'_> {
         }
     }
 
-    /// The context a case runs with: its point's, or what its workload needs.
     fn n_ctx(&self, case: &PlannedCase) -> u32 {
-        let needed = case.workload.n_ctx_needed() as u32;
-        self.points[case.point]
-            .params
-            .session
-            .n_ctx
-            .unwrap_or(needed)
+        case.n_ctx(self.points)
     }
 
     /// The shared session when there is one (remade if `params` differ from its own in more

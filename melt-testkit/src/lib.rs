@@ -15,6 +15,7 @@ pub mod needs;
 pub mod onnx;
 pub mod sshd;
 pub mod summaries;
+pub mod synthetic;
 
 use std::io::{self, Write};
 use std::path::Path;

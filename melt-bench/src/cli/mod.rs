@@ -33,6 +33,9 @@ pub enum Mode {
     Test,
     /// `--list`: the cases and tasks, nothing run.
     List(ListFormat),
+    /// `--worker`: take "measure this case once" requests on stdin and answer each with one
+    /// sample on stdout, holding the model between them (the paired gate's two sides).
+    Worker,
 }
 
 /// `--format`: how `--list` prints.
@@ -148,6 +151,9 @@ struct Cli {
     /// How --list prints
     #[arg(long, value_enum, default_value_t, value_name = "FORMAT")]
     format: ListFormat,
+    /// Serve one-sample requests on stdin (JSON lines), for `cargo melt gate --against`
+    #[arg(long, conflicts_with = "list")]
+    worker: bool,
     /// FILTER is an exact case id
     #[arg(long)]
     exact: bool,
@@ -595,6 +601,8 @@ impl Cli {
         // criterion's rule: `--bench` alone measures; no `--bench`, or `--test`, tests.
         let mode = if self.list {
             Mode::List(self.format)
+        } else if self.worker {
+            Mode::Worker
         } else if self.test || !self.bench {
             Mode::Test
         } else {

@@ -9,6 +9,7 @@
 
 pub mod bandwidth;
 pub mod energy;
+pub mod noise;
 pub mod thermal;
 
 #[cfg(test)]

@@ -432,7 +432,10 @@ mod tests {
         .unwrap();
         assert_eq!(o.verdict(), Verdict::Inconclusive);
         assert_eq!(o.pairs.len(), 12);
-        assert_eq!(paired_exit_code(std::slice::from_ref(&o), false), INCONCLUSIVE_EXIT);
+        assert_eq!(
+            paired_exit_code(std::slice::from_ref(&o), false),
+            INCONCLUSIVE_EXIT
+        );
         assert_eq!(paired_exit_code(&[o], true), 0);
         let stopped = measure_case(
             "c",
