@@ -227,6 +227,12 @@ fn a_new_project_benches_with_cargo_melt_its_own_xtask_and_on_a_device() {
         "{ids:?}"
     );
 
+    // 5. The paired gate: the project in git, a bench over the synthetic backend (a set cost
+    //    per token: a known truth), a commit that makes decoding 10% slower — caught against
+    //    HEAD~1 — and a commit that changes nothing — passed. Each revision is built in a
+    //    worktree under the project's target/, its dependencies shared with the working tree.
+    gate_against_earlier_commits(&project, &cache, &melt);
+
     // A command that names what is not there says so.
     let out = cargo_melt()
         .args(["bench", "--bench", "nope"])
@@ -238,4 +244,136 @@ fn a_new_project_benches_with_cargo_melt_its_own_xtask_and_on_a_device() {
         err.contains("`nope`") && err.contains("llm in app"),
         "{err}"
     );
+}
+
+/// The synthetic bench at `per_token_us` microseconds a decoded token.
+fn write_synthetic_bench(project: &Path, per_token_us: u64, comment: &str) {
+    std::fs::write(
+        project.join("benches/gate.rs"),
+        format!(
+            "// {comment}\nmelt::melt_bench! {{\n    models: [\"tiny\"],\n    backends: [melt_testkit::synthetic::Synthetic::new(\
+             std::time::Duration::from_micros({per_token_us}))],\n    workloads: [tg(32)],\n}}\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn git(project: &Path, args: &[&str]) {
+    let st = Command::new("git")
+        .current_dir(project)
+        .args([
+            "-c",
+            "user.name=melt test",
+            "-c",
+            "user.email=test@melt.invalid",
+        ])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success(), "git {args:?}");
+}
+
+fn gate_against_earlier_commits(project: &Path, cache: &Path, melt: &Path) {
+    let manifest = project.join("Cargo.toml");
+    let mut toml = std::fs::read_to_string(&manifest).unwrap();
+    toml = toml.replace(
+        "[dev-dependencies]\n",
+        &format!(
+            "[dev-dependencies]\nmelt-testkit = {{ path = {} }}\n",
+            toml_str(&melt.join("melt-testkit").display().to_string())
+        ),
+    );
+    toml.push_str("\n[[bench]]\nname = \"gate\"\nharness = false\n");
+    std::fs::write(&manifest, toml).unwrap();
+    std::fs::write(project.join(".gitignore"), "/target\n").unwrap();
+    write_synthetic_bench(project, 300, "300 µs a token");
+    git(project, &["init", "--quiet"]);
+    git(project, &["add", "-A"]);
+    git(project, &["commit", "--quiet", "-m", "bench"]);
+    write_synthetic_bench(project, 330, "330 µs a token: 10% slower");
+    git(project, &["commit", "--quiet", "-am", "slower"]);
+
+    let gate = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cargo-melt"));
+        c.arg("melt").args(args);
+        let out = in_project(c, project, cache).output().unwrap();
+        let text = melt_testkit::squeezed(&String::from_utf8_lossy(&out.stdout));
+        (
+            out.status.code(),
+            text,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let worker_args = ["--", "--warm-up-time", "0.2"];
+    let args = |first: &[&'static str]| -> Vec<&'static str> {
+        first.iter().copied().chain(worker_args).collect()
+    };
+
+    let (code, out, err) = gate(&args(&["gate", "--against", "HEAD~1", "--bench", "gate"]));
+    assert_eq!(
+        code,
+        Some(1),
+        "a 10% slower decode must fail the gate:\n{out}\n{err}"
+    );
+    assert!(
+        out.contains("FAILED: regressed")
+            && out.contains("tiny/tg32/synthetic")
+            && out.contains("❌ regressed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("noise"),
+        "the table shows the noise check: {out}"
+    );
+    let built = project.join("target/melt/against/builds");
+    assert_eq!(
+        std::fs::read_dir(&built).unwrap().count(),
+        1,
+        "one cached build of HEAD~1"
+    );
+    let gates = project.join("target/melt/gate");
+    let summary = std::fs::read_dir(&gates)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("summary.json");
+    let s: melt_report::gate::paired::PairedSummary =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let m = &s.cases[0].metrics[0];
+    // Known truth: 300 → 330 µs a token is 1/1.1 − 1 = −9.1% tok/s; the interval holds it.
+    assert!(m.change.lower < -0.091 && -0.091 < m.change.upper, "{m:?}");
+    assert!(
+        s.noise_before.is_some() && s.resident_bytes.is_some(),
+        "{s:?}"
+    );
+
+    // Nothing changed but a comment: passes.
+    write_synthetic_bench(project, 330, "330 µs a token, a comment changed");
+    git(project, &["commit", "--quiet", "-am", "comment"]);
+    let (code, out, err) = gate(&args(&["gate", "--against", "HEAD~1", "--bench", "gate"]));
+    assert_eq!(
+        code,
+        Some(0),
+        "an unchanged decode must pass:\n{out}\n{err}"
+    );
+    assert!(out.contains("passed"), "{out}");
+
+    // compare prints without judging, from the cached build of the first commit.
+    let (code, out, err) = gate(&args(&["compare", "HEAD~2", "--bench", "gate"]));
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        out.contains("compared") && !out.contains("verdict"),
+        "{out}"
+    );
+    assert!(
+        err.contains("built before"),
+        "HEAD~2 was built by the first gate: {err}"
+    );
+
+    // A revision that is not there: could not compare, named.
+    let (code, _, err) = gate(&["gate", "--against", "no-such-rev", "--bench", "gate"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("`no-such-rev` is not a git revision"), "{err}");
 }

@@ -6,7 +6,8 @@
 //! On devices: one build per triple, and each device's listing decides which models are
 //! fetched and pushed (see `devices::run`).
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Mutex;
 
@@ -127,6 +128,72 @@ fn registry_model_files(
     }
 }
 
+/// The environment of every build and run of a workspace's benches here: this CPU's flags
+/// unless the project sets its own, and the libtorch `setup libtorch` made when a feature asks
+/// for it.
+pub(crate) fn host_env(ws: &Workspace, features: &[String]) -> Result<Vec<(String, OsString)>> {
+    let host = devices::build::Toolchain::detect()?.host_triple;
+    let mut env: Vec<(String, OsString)> = devices::build::native_rustflags(&ws.root, &host)
+        .map(|(k, v)| (k, v.into()))
+        .into_iter()
+        .collect();
+    if features
+        .iter()
+        .any(|f| f == "libtorch" || f.ends_with("/libtorch"))
+    {
+        let dir = runtimes::setup_libtorch(&host, &host)?;
+        env.extend(runtimes::libtorch_env(&dir).map(|(k, v)| (k.to_string(), v.into())));
+    }
+    Ok(env)
+}
+
+/// `cargo bench` for `target`, in `env`, with `features`.
+pub(crate) fn cargo_bench(
+    target: &BenchTarget,
+    env: &[(String, OsString)],
+    features: &[String],
+) -> Command {
+    cargo_bench_from(&target.package_dir, target, env, features)
+}
+
+/// `cargo bench` for `target` run from `cwd`, whose cargo configuration files apply.
+fn cargo_bench_from(
+    cwd: &Path,
+    target: &BenchTarget,
+    env: &[(String, OsString)],
+    features: &[String],
+) -> Command {
+    let mut cmd = crate::cargo();
+    cmd.current_dir(cwd)
+        .arg("bench")
+        .args(target.cargo_args())
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
+    }
+    cmd
+}
+
+/// Builds `target`'s bench binary (`cargo bench --no-run`) from `cwd` and returns its path.
+pub(crate) fn build_bench(
+    cwd: &Path,
+    target: &BenchTarget,
+    env: &[(String, OsString)],
+    features: &[String],
+) -> Result<PathBuf> {
+    let mut build = cargo_bench_from(cwd, target, env, features);
+    build.args(["--no-run", "--message-format", "json-render-diagnostics"]);
+    let out = build
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("building the bench target `{}`", target.name))?;
+    if !out.status.success() {
+        bail!("building the bench target `{}` failed", target.name);
+    }
+    devices::build::executable_from_messages(&String::from_utf8_lossy(&out.stdout), &target.name)
+        .with_context(|| format!("cargo built no executable for `{}`", target.name))
+}
+
 /// Builds `targets` for this machine, fetches the models they list, and runs them.
 pub(crate) fn bench_here(
     b: &cli::Bench,
@@ -134,48 +201,10 @@ pub(crate) fn bench_here(
     targets: &[BenchTarget],
 ) -> Result<ExitCode> {
     prereq::ensure()?;
-    // One environment for every build and run of the targets: this CPU's flags unless the
-    // project sets its own, and the libtorch `setup libtorch` made when it is asked for.
-    let host = devices::build::Toolchain::detect()?.host_triple;
-    let mut env: Vec<(String, std::ffi::OsString)> =
-        devices::build::native_rustflags(&ws.root, &host)
-            .map(|(k, v)| (k, v.into()))
-            .into_iter()
-            .collect();
-    if b.features
-        .iter()
-        .any(|f| f == "libtorch" || f.ends_with("/libtorch"))
-    {
-        let dir = runtimes::setup_libtorch(&host, &host)?;
-        env.extend(runtimes::libtorch_env(&dir).map(|(k, v)| (k.to_string(), v.into())));
-    }
-    let cargo_bench = |target: &BenchTarget| {
-        let mut cmd = crate::cargo();
-        cmd.current_dir(&ws.root)
-            .arg("bench")
-            .args(target.cargo_args())
-            .envs(env.iter().map(|(k, v)| (k, v)));
-        if !b.features.is_empty() {
-            cmd.args(["--features", &b.features.join(",")]);
-        }
-        cmd
-    };
+    let env = host_env(ws, &b.features)?;
     if !only_asks(&b.args) {
         for target in targets {
-            let mut build = cargo_bench(target);
-            build.args(["--no-run", "--message-format", "json-render-diagnostics"]);
-            let out = build
-                .stderr(Stdio::inherit())
-                .output()
-                .with_context(|| format!("building the bench target `{}`", target.name))?;
-            if !out.status.success() {
-                bail!("building the bench target `{}` failed", target.name);
-            }
-            let exe = devices::build::executable_from_messages(
-                &String::from_utf8_lossy(&out.stdout),
-                &target.name,
-            )
-            .with_context(|| format!("cargo built no executable for `{}`", target.name))?;
+            let exe = build_bench(&target.package_dir, target, &env, &b.features)?;
             ready_models(&exe, target, &b.args)?;
         }
     }
@@ -184,7 +213,7 @@ pub(crate) fn bench_here(
             if b.rounds > 1 {
                 eprintln!("melt: bench {}: round {round} of {}", target.name, b.rounds);
             }
-            let mut cmd = cargo_bench(target);
+            let mut cmd = cargo_bench(target, &env, &b.features);
             cmd.arg("--").args(&b.args);
             let code = crate::run(cmd)?;
             if code != ExitCode::SUCCESS {
@@ -197,7 +226,7 @@ pub(crate) fn bench_here(
 
 /// Fetches the registry models the bench binary `exe` lists for `args` (and this host's ONNX
 /// Runtime library when one of them is ONNX): each a no-op once done.
-fn ready_models(exe: &Path, target: &BenchTarget, args: &[String]) -> Result<()> {
+pub(crate) fn ready_models(exe: &Path, target: &BenchTarget, args: &[String]) -> Result<()> {
     let out = Command::new(exe)
         .current_dir(&target.package_dir)
         .args(args)

@@ -40,8 +40,12 @@ pub enum Command {
     Run(Run),
     /// The `[[device]]`s of melt.toml, probed
     Devices,
-    /// Exit 1 if tok/s regressed for real against a saved baseline or a git ref's run
+    /// Exit 1 if tok/s regressed for real: against a revision measured in alternation, a
+    /// saved baseline, or a git ref's recorded run
     Gate(Gate),
+    /// Measure two revisions (or one and the working tree) in alternation and print the
+    /// change
+    Compare(Compare),
     /// Recorded runs, or one metric of matching cases over runs
     History(History),
     /// The table of stored runs (default: the latest of each device), merged
@@ -188,8 +192,16 @@ pub struct Run {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("against").required(true).args(["baseline", "baseline_ref"])))]
+#[command(
+    group(clap::ArgGroup::new("judged_against").required(true).args(["against", "baseline", "baseline_ref"])),
+    after_help = "With --against, the revision's bench and the working tree's are built and measured \
+                  in alternation on this machine, pair by pair, until every case has a verdict: \
+                  0 pass, 1 regressed, 2 could not compare, 3 inconclusive (the budget ran out)."
+)]
 pub struct Gate {
+    /// Build REV's bench and the working tree's and measure them in alternation, here
+    #[arg(long, value_name = "REV")]
+    pub against: Option<String>,
     /// A criterion baseline saved earlier (`bench -- --save-baseline NAME`)
     #[arg(long, value_name = "NAME")]
     pub baseline: Option<String>,
@@ -199,7 +211,8 @@ pub struct Gate {
     /// Fail on a drop past PCT percent [default: melt.toml's `[gate]`, else 5]
     #[arg(long, value_parser = percent, value_name = "PCT")]
     pub threshold: Option<f64>,
-    /// A case without a baseline is skipped, not an error
+    /// A case without a baseline is skipped, not an error (with --against: an inconclusive
+    /// case exits 0)
     #[arg(long)]
     pub lenient: bool,
     /// Do not widen the intervals by the run-to-run drift learned from the history
@@ -208,6 +221,58 @@ pub struct Gate {
     /// Where criterion/ and melt/ are [default: $CARGO_TARGET_DIR or target]
     #[arg(long, value_name = "DIR")]
     pub target_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub paired: Paired,
+}
+
+/// How two builds are measured in alternation (`gate --against`, `compare`).
+#[derive(Debug, Args, Clone)]
+pub struct Paired {
+    /// The bench target [default: the workspace's only `melt_bench!` target]
+    #[arg(long = "bench", value_name = "NAME", help_heading = PAIRED)]
+    pub benches: Vec<String>,
+    /// The bench target's package
+    #[arg(short = 'p', long = "package", value_name = "SPEC", help_heading = PAIRED)]
+    pub packages: Vec<String>,
+    /// Cargo features of both builds
+    #[arg(long, value_delimiter = ',', value_name = "FEATURES", help_heading = PAIRED)]
+    pub features: Vec<String>,
+    /// At most N pairs per case; then an undecided case is inconclusive
+    #[arg(long, default_value_t = 60, value_parser = at_least_two, value_name = "N", help_heading = PAIRED)]
+    pub max_pairs: usize,
+    /// Pairs before the first look
+    #[arg(long, default_value_t = 6, value_parser = at_least_two, value_name = "N", help_heading = PAIRED)]
+    pub min_pairs: usize,
+    /// At most this long measuring one case
+    #[arg(long, default_value = "600", value_parser = positive_seconds, value_name = "SECS", help_heading = PAIRED)]
+    pub max_time: Duration,
+    /// Wait up to SECS for the machine to be quiet before measuring (no value: 120)
+    #[arg(long, num_args = 0..=1, default_missing_value = "120", value_parser = positive_seconds, value_name = "SECS", help_heading = PAIRED)]
+    pub wait_quiet: Option<Duration>,
+    /// Load the model again at every turn instead of holding both (for models too big to
+    /// hold twice)
+    #[arg(long, help_heading = PAIRED)]
+    pub reload_each_turn: bool,
+    /// Arguments for both bench binaries: a filter, llama-bench's flags (after `--`)
+    #[arg(last = true, value_name = "BENCH-ARGS")]
+    pub args: Vec<String>,
+}
+
+const PAIRED: &str = "Measuring in alternation (--against, compare)";
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Prints the change of every case with its interval and exits 0; `gate --against` judges."
+)]
+pub struct Compare {
+    /// The baseline revision
+    #[arg(value_name = "REV")]
+    pub rev: String,
+    /// The candidate revision [default: the working tree]
+    #[arg(value_name = "REV2")]
+    pub rev2: Option<String>,
+    #[command(flatten)]
+    pub paired: Paired,
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +334,13 @@ fn at_least_one(v: &str) -> Result<usize, String> {
     match v.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err("expected a whole number ≥ 1".into()),
+    }
+}
+
+fn at_least_two(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n >= 2 => Ok(n),
+        _ => Err("expected a whole number ≥ 2 (an interval needs two pairs)".into()),
     }
 }
 

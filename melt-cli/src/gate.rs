@@ -42,7 +42,9 @@ impl Options {
         let baseline = match (g.baseline, g.baseline_ref) {
             (Some(name), _) => Baseline::Named(name),
             (None, Some(r)) => Baseline::GitRef(r),
-            (None, None) => unreachable!("clap requires --baseline or --baseline-ref"),
+            (None, None) => {
+                unreachable!("clap requires --baseline or --baseline-ref without --against")
+            }
         };
         Options {
             baseline,
@@ -203,6 +205,12 @@ pub fn run(opts: &Options, mut config: GateConfig) -> Result<i32> {
     };
     let summary = gate::markdown(&results, &label, opts.lenient);
     print!("{}", melt_bench::markdown::aligned(&summary));
+    append_step_summary(&summary)?;
+    Ok(gate::exit_code(&results, opts.lenient))
+}
+
+/// Appends `summary` to `$GITHUB_STEP_SUMMARY` when it is set (a GitHub Actions job's page).
+pub(crate) fn append_step_summary(summary: &str) -> Result<()> {
     if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY") {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -216,7 +224,7 @@ pub fn run(opts: &Options, mut config: GateConfig) -> Result<i32> {
             })?;
         writeln!(f, "{summary}")?;
     }
-    Ok(gate::exit_code(&results, opts.lenient))
+    Ok(())
 }
 
 #[cfg(test)]

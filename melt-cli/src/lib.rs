@@ -17,6 +17,7 @@ mod download;
 mod gate;
 mod history;
 pub mod models;
+mod paired;
 pub mod prereq;
 mod pypi;
 mod run;
@@ -208,6 +209,34 @@ pub fn run_command(command: cli::Command) -> Result<ExitCode> {
         C::Report(r) => print!("{}", aligned(&runs::report(&r, &target_dir())?)),
         C::Meter(m) => print!("{}", runs::meter(&m, &target_dir())?),
         C::Export(e) => runs::export(&e, &target_dir())?,
+        C::Gate(g) if g.against.is_some() => {
+            let mut config = gate::config()?;
+            if let Some(t) = g.threshold {
+                config.threshold = t;
+            }
+            let opts = paired::Options {
+                a: g.against.clone().expect("matched"),
+                b: None,
+                judge: true,
+                lenient: g.lenient,
+                paired: g.paired,
+                target_dir: g.target_dir,
+            };
+            let code = paired::run(&opts, &config)?;
+            return Ok(ExitCode::from(code as u8));
+        }
+        C::Compare(c) => {
+            let opts = paired::Options {
+                a: c.rev,
+                b: c.rev2,
+                judge: false,
+                lenient: true,
+                paired: c.paired,
+                target_dir: None,
+            };
+            let code = paired::run(&opts, &gate::config()?)?;
+            return Ok(ExitCode::from(code as u8));
+        }
         C::Gate(g) => {
             let code = gate::run(&gate::Options::from_cli(g), gate::config()?)?;
             return Ok(ExitCode::from(code as u8));

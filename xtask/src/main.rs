@@ -8,7 +8,7 @@ use std::process::ExitCode;
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     #[command(flatten)]
-    Melt(melt_cli::cli::Command),
+    Melt(Box<melt_cli::cli::Command>),
     /// Bring what melt's tests need, then run every test of the workspace
     Test(testing::Options),
 }
@@ -16,7 +16,7 @@ enum Command {
 fn main() -> ExitCode {
     let (program, args) = melt_cli::args();
     melt_cli::exit(match melt_cli::parse::<Command>(&program, args) {
-        Command::Melt(command) => melt_cli::run_command(command),
+        Command::Melt(command) => melt_cli::run_command(*command),
         Command::Test(t) => testing::run(&t, &melt_cli::target_dir()),
     })
 }

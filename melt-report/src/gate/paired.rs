@@ -22,6 +22,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use melt_bench::probe::noise::Noise;
 use melt_bench::stats;
 
 /// Which build a sample is of: A the baseline (`--against REV`), B the working tree.
@@ -302,6 +303,49 @@ fn outcome(rule: &Rule, r: usize, pairs: &[Pair], confidence: f64, judge: bool) 
         pairs: both.len(),
         a: mean(|p| p.0),
         b: mean(|p| p.1),
+    }
+}
+
+/// A paired comparison, as `summary.json` keeps it and the table shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairedSummary {
+    /// The baseline and the candidate, as tables name them.
+    pub a: String,
+    pub b: String,
+    /// `gate` judges; `compare` only prints.
+    pub judged: bool,
+    pub design: Design,
+    /// The noise check before measuring, and after.
+    pub noise_before: Option<Noise>,
+    pub noise_after: Option<Noise>,
+    pub cases: Vec<CaseOutcome>,
+    /// Cases only one side has (a case added or removed by the change).
+    pub only_a: Vec<String>,
+    pub only_b: Vec<String>,
+    /// Cases that could not be measured, and why.
+    pub failed: Vec<(String, String)>,
+    /// Wall time spent measuring, seconds.
+    pub measuring_s: f64,
+    /// Each worker's resident memory after its first case: what holding both models costs.
+    pub resident_bytes: Option<(u64, u64)>,
+    /// Why no verdict was given at all (a machine too noisy to judge on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+impl PairedSummary {
+    /// 0 pass, 1 regressed, 2 could not compare (refused, or a case failed), 3 inconclusive;
+    /// `compare` exits 0 unless it could not compare.
+    pub fn exit_code(&self, lenient: bool) -> i32 {
+        let failed = self.refused.is_some() || !self.failed.is_empty() || self.cases.is_empty();
+        if !self.judged {
+            return if failed { 2 } else { 0 };
+        }
+        match paired_exit_code(&self.cases, lenient) {
+            1 => 1,
+            _ if failed => 2,
+            code => code,
+        }
     }
 }
 
