@@ -273,6 +273,7 @@ fn git(project: &Path, args: &[&str]) {
     assert!(st.success(), "git {args:?}");
 }
 
+/// `gate --against` and `compare` in the project (`loopback` is its ssh device).
 fn gate_against_earlier_commits(project: &Path, cache: &Path, melt: &Path) {
     let manifest = project.join("Cargo.toml");
     let mut toml = std::fs::read_to_string(&manifest).unwrap();
@@ -359,6 +360,27 @@ fn gate_against_earlier_commits(project: &Path, cache: &Path, melt: &Path) {
         "an unchanged decode must pass:\n{out}\n{err}"
     );
     assert!(out.contains("passed"), "{out}");
+
+    // The same on the ssh device: both sides built for it, pushed, run there as workers
+    //    whose requests travel over ssh; the noise check runs there too.
+    let (code, out, err) = gate(&args(&[
+        "gate",
+        "--against",
+        "HEAD~1",
+        "--bench",
+        "gate",
+        "--target",
+        "loopback",
+    ]));
+    assert_eq!(
+        code,
+        Some(0),
+        "an unchanged decode must pass on the device:\n{out}\n{err}"
+    );
+    assert!(
+        out.contains("on loopback") && out.contains("@loopback"),
+        "{out}"
+    );
 
     // compare prints without judging, from the cached build of the first commit.
     let (code, out, err) = gate(&args(&["compare", "HEAD~2", "--bench", "gate"]));

@@ -96,7 +96,7 @@ pub(crate) fn bench_on_devices(
 
 /// For device runs: a registry model's files on the host, fetched once (devices ask from
 /// their own threads; a model is fetched by one of them while the others wait).
-fn registry_model_files(
+pub(crate) fn registry_model_files(
     registry: &Registry,
 ) -> impl Fn(&str) -> Result<Option<ModelFile>> + Sync + '_ {
     let lock = Mutex::new(());

@@ -237,6 +237,9 @@ pub struct Paired {
     /// Cargo features of both builds
     #[arg(long, value_delimiter = ',', value_name = "FEATURES", help_heading = PAIRED)]
     pub features: Vec<String>,
+    /// Where both sides run: `host`, or one `[[device]]` of melt.toml
+    #[arg(long, visible_alias = "device", default_value = "host", value_name = "T", help_heading = PAIRED)]
+    pub target: String,
     /// At most N pairs per case; then an undecided case is inconclusive
     #[arg(long, default_value_t = 60, value_parser = at_least_two, value_name = "N", help_heading = PAIRED)]
     pub max_pairs: usize,

@@ -69,7 +69,7 @@ fn config_path() -> Result<std::path::PathBuf> {
 }
 
 /// The melt.toml read and its devices.
-fn inventory() -> Result<(std::path::PathBuf, Vec<devices::Device>)> {
+pub(crate) fn inventory() -> Result<(std::path::PathBuf, Vec<devices::Device>)> {
     let host = devices::build::Toolchain::detect()?.host_triple;
     let config = config_path()?;
     let devices = devices::load(&config, &host)?;

@@ -181,6 +181,7 @@ pub fn run(mut r: cli::Run) -> Result<ExitCode> {
             root: bench.package_dir.clone(),
             target_dir: build_dir,
             benches: vec![bench.clone()],
+            members: vec![bench.package.clone()],
         };
         crate::bench::bench_here(&b, &ws, &[bench])
     } else {

@@ -42,6 +42,8 @@ pub struct Workspace {
     pub target_dir: PathBuf,
     /// Every melt bench target of the workspace's members, in cargo's order.
     pub benches: Vec<BenchTarget>,
+    /// The names of the workspace's member packages.
+    pub members: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -114,10 +116,17 @@ impl Workspace {
                     })
             })
             .collect();
+        let members = m
+            .packages
+            .iter()
+            .filter(|p| m.workspace_members.contains(&p.id))
+            .map(|p| p.name.clone())
+            .collect();
         Ok(Workspace {
             root: m.workspace_root,
             target_dir: m.target_directory,
             benches,
+            members,
         })
     }
 

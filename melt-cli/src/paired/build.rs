@@ -8,14 +8,12 @@
 //! keyed by commit, bench target, features and build environment; a second comparison against
 //! the same commit builds nothing.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::bench::build_bench;
 use crate::workspace::{BenchTarget, Workspace};
 
 /// One side of the comparison, built.
@@ -27,18 +25,23 @@ pub struct Side {
     /// The bench target as this side's sources have it (the worktree's package directory for
     /// a revision): where the binary runs and its melt.toml is found.
     pub target: BenchTarget,
+    /// Shared libraries the binary needs beside it on a device (a fresh build says; a cached
+    /// one leaves it to the other side's).
+    pub libs: Vec<PathBuf>,
 }
 
+/// Builds a bench target for the machine the comparison runs on: its bench binary and the
+/// libraries it needs there. The directory, when given, is the cargo target directory.
+pub type Builder<'a> = dyn Fn(&BenchTarget, Option<&Path>) -> Result<(PathBuf, Vec<PathBuf>)> + 'a;
+
 /// The working tree's build.
-pub fn working_tree(
-    target: &BenchTarget,
-    env: &[(String, OsString)],
-    features: &[String],
-) -> Result<Side> {
+pub fn working_tree(target: &BenchTarget, build: &Builder) -> Result<Side> {
+    let (exe, libs) = build(target, None)?;
     Ok(Side {
         label: "working tree".into(),
-        exe: build_bench(&target.package_dir, target, env, features)?,
+        exe,
         target: target.clone(),
+        libs,
     })
 }
 
@@ -77,34 +80,26 @@ pub fn commit_of(dir: &Path, rev: &str) -> Result<String> {
     })
 }
 
-/// What a cached build depends on besides the commit.
-fn build_key(
-    commit: &str,
-    target: &BenchTarget,
-    features: &[String],
-    env: &[(String, OsString)],
-) -> String {
+/// What a cached build depends on besides the commit: the bench target, and `setting` (the
+/// triple, features and build environment).
+fn build_key(commit: &str, target: &BenchTarget, setting: &str) -> String {
     let mut h = Sha256::new();
-    for part in [commit, &target.package, &target.name, &features.join(",")] {
+    for part in [commit, &target.package, &target.name, setting] {
         h.update(part.as_bytes());
-        h.update([0]);
-    }
-    for (k, v) in env {
-        h.update(k.as_bytes());
-        h.update(v.as_encoded_bytes());
         h.update([0]);
     }
     let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     hex[..16].to_string()
 }
 
-/// `rev`'s build of `target`: from the cache, or checked out and built.
+/// `rev`'s build of `target`: from the cache, or checked out and built. `setting` names
+/// everything besides the commit that makes two builds differ.
 pub fn at_rev(
     ws: &Workspace,
     target: &BenchTarget,
     rev: &str,
-    env: &[(String, OsString)],
-    features: &[String],
+    setting: &str,
+    build: &Builder,
 ) -> Result<Side> {
     let repo = git(&ws.root, &["rev-parse", "--show-toplevel"])
         .map(PathBuf::from)
@@ -141,11 +136,9 @@ pub fn at_rev(
     };
     let cached = against
         .join("builds")
-        .join(format!(
-            "{short}-{}",
-            build_key(&commit, target, features, env)
-        ))
+        .join(format!("{short}-{}", build_key(&commit, target, setting)))
         .join(&target.name);
+    let mut libs = Vec::new();
     if cached.is_file() {
         eprintln!(
             "melt: gate: {label}: the bench binary built before ({})",
@@ -153,14 +146,14 @@ pub fn at_rev(
         );
     } else {
         eprintln!("melt: gate: building `{}` at {label}", target.name);
-        let mut env = env.to_vec();
-        // The working tree's target directory: its dependencies are built already.
-        env.push(("CARGO_TARGET_DIR".into(), ws.target_dir.clone().into()));
-        // From the working tree's package directory: the same cargo configuration files
-        // apply (from inside the worktree, which sits in the repository, a config of the
-        // repository would be read twice and its rustflags doubled — a rebuild of everything).
-        let exe = build_bench(&target.package_dir, &there, &env, features)
-            .with_context(|| format!("building `{}` at {label}", target.name))?;
+        forget_workspace_crates(&ws.target_dir, &ws.members)?;
+        // Into the working tree's target directory: its dependencies are built already.
+        let built = build(&there, Some(&ws.target_dir));
+        // Whatever came of it, the working tree's next build must not take the worktree's
+        // crates for its own.
+        forget_workspace_crates(&ws.target_dir, &ws.members)?;
+        let (exe, l) = built.with_context(|| format!("building `{}` at {label}", target.name))?;
+        libs = l;
         std::fs::create_dir_all(cached.parent().expect("has a parent"))?;
         let partial = cached.with_extension("partial");
         std::fs::copy(&exe, &partial)
@@ -171,7 +164,48 @@ pub fn at_rev(
         label,
         exe: cached,
         target: there,
+        libs,
     })
+}
+
+/// Makes cargo compile the workspace's own crates again on their next build.
+///
+/// Cargo names a workspace crate's artifacts by a hash of its path *relative to the workspace
+/// root*, so the worktree's crates and the working tree's get the same names in one target
+/// directory, and each build would take the other's artifacts for its own, fresh (the
+/// fingerprint's files are the other checkout's, unchanged). Forgetting the fingerprints of
+/// the workspace's packages before and after a revision's build makes cargo compile them again
+/// — seconds to a minute — while every dependency stays built.
+fn forget_workspace_crates(target_dir: &Path, members: &[String]) -> Result<()> {
+    // The host's `release/`, and each cross target's `<triple>/release/`.
+    let mut dirs = vec![target_dir.join("release")];
+    dirs.extend(
+        std::fs::read_dir(target_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("release"))
+            .filter(|d| d.join(".fingerprint").is_dir()),
+    );
+    for profile in dirs {
+        let dir = profile.join(".fingerprint");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ours = name.rsplit_once('-').is_some_and(|(package, hash)| {
+                hash.len() == 16
+                    && hash.bytes().all(|b| b.is_ascii_hexdigit())
+                    && members.iter().any(|m| m == package)
+            });
+            if ours {
+                std::fs::remove_dir_all(e.path())
+                    .with_context(|| format!("removing {}", e.path().display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `worktree` at `commit`: added the first time, moved (and cleaned) after.

@@ -55,17 +55,41 @@ pub fn run(opts: &Options, config: &GateConfig) -> Result<i32> {
         );
     };
     crate::prereq::ensure()?;
-    let env = crate::bench::host_env(&ws, &p.features)?;
-    let a = build::at_rev(&ws, target, &opts.a, &env, &p.features)?;
-    let b = match &opts.b {
-        Some(rev) => build::at_rev(&ws, target, rev, &env, &p.features)?,
-        None => build::working_tree(target, &env, &p.features)?,
+    let mut workers = if p.target == "host" {
+        host_workers(opts, &ws, target)?
+    } else {
+        device_workers(opts, &ws, target)?
     };
+    run_workers(opts, config, &ws, &mut workers)
+}
+
+/// Both sides built for this machine, their models fetched, their workers started.
+fn host_workers(
+    opts: &Options,
+    ws: &Workspace,
+    target: &crate::workspace::BenchTarget,
+) -> Result<[Worker; 2]> {
+    let p = &opts.paired;
+    let env = crate::bench::host_env(ws, &p.features)?;
+    // Every build from the working tree's package directory, so the same cargo configuration
+    // applies to both sides (from inside the worktree, which sits in the repository, a
+    // config of the repository would be read twice and its rustflags doubled).
+    let build = |t: &crate::workspace::BenchTarget, dir: Option<&std::path::Path>| {
+        let mut env = env.clone();
+        if let Some(dir) = dir {
+            env.push(("CARGO_TARGET_DIR".into(), dir.into()));
+        }
+        crate::bench::build_bench(&target.package_dir, t, &env, &p.features)
+            .map(|e| (e, Vec::new()))
+    };
+    let host = crate::devices::build::Toolchain::detect()?.host_triple;
+    let setting = format!("{host} {:?} {env:?}", p.features);
+    let (a, b) = sides(opts, ws, target, &setting, &build)?;
     for side in [&a, &b] {
         crate::bench::ready_models(&side.exe, &side.target, &p.args)
             .with_context(|| format!("the models of {}", side.label))?;
     }
-    let start_worker = |side: &build::Side| {
+    let start = |side: &build::Side| {
         let mut cmd = std::process::Command::new(&side.exe);
         cmd.current_dir(&side.target.package_dir)
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -73,7 +97,91 @@ pub fn run(opts: &Options, config: &GateConfig) -> Result<i32> {
             .args(&p.args);
         Worker::start(&side.label, cmd, p.max_time)
     };
-    let mut workers = [start_worker(&a)?, start_worker(&b)?];
+    Ok([start(&a)?, start(&b)?])
+}
+
+/// Both sides built for the device `--target` names, pushed there with their models, their
+/// workers started there over its transport.
+fn device_workers(
+    opts: &Options,
+    ws: &Workspace,
+    target: &crate::workspace::BenchTarget,
+) -> Result<[Worker; 2]> {
+    use crate::devices::{self, build::Toolchain, run::workers};
+    let p = &opts.paired;
+    if p.features.iter().any(|f| f == "libtorch") {
+        bail!(
+            "--against on a device builds without libtorch for now; leave --features libtorch out"
+        );
+    }
+    let (config, all) = crate::inventory()?;
+    let [d] = devices::select(&all, &p.target)?[..] else {
+        bail!(
+            "--against measures on one device; `{}` names several",
+            p.target
+        );
+    };
+    let tc = match &d.rustc {
+        Some(rustc) => Toolchain::detect_with(Some(rustc))
+            .with_context(|| format!("device `{}`: its `rustc`", d.name))?,
+        None => Toolchain::detect()?,
+    };
+    let build = |t: &crate::workspace::BenchTarget, dir: Option<&std::path::Path>| {
+        let mut plan = devices::build::plan(&tc, &d.triple, t, d.api_level, false)?;
+        plan.args
+            .extend(devices::run::device_features(t, &p.features));
+        if let Some(dir) = dir {
+            plan.env
+                .insert("CARGO_TARGET_DIR".into(), dir.display().to_string());
+        }
+        let (exe, mut libs) = devices::build::run(&plan, &t.name)?;
+        if let Some(lib) = crate::runtimes::cached_onnxruntime(&d.triple, &tc.host_triple) {
+            libs.push(lib);
+        }
+        Ok((exe, libs))
+    };
+    let setting = format!("{} api{} {:?}", d.triple, d.api_level, p.features);
+    let (a, b) = sides(opts, ws, target, &setting, &build)?;
+    let args = devices::run::DeviceArgs::parse(&p.args)?;
+    let registry = crate::models::registry()?;
+    let resolve = crate::bench::registry_model_files(&registry);
+    let mut libs = b.libs.clone();
+    libs.extend(a.libs.iter().filter(|l| !b.libs.contains(l)).cloned());
+    let deployed = workers::deploy_sides(d, &[&a.exe, &b.exe], &libs, &config, &args, &resolve)?;
+    let start = |side: &build::Side, bin: &str| {
+        let cmd = workers::worker_command(&deployed.device, bin, &args);
+        Worker::start(&format!("{} on {}", side.label, d.name), cmd, p.max_time)
+    };
+    Ok([
+        start(&a, &deployed.binaries[0])?,
+        start(&b, &deployed.binaries[1])?,
+    ])
+}
+
+/// The baseline's build and the candidate's.
+fn sides(
+    opts: &Options,
+    ws: &Workspace,
+    target: &crate::workspace::BenchTarget,
+    setting: &str,
+    build: &build::Builder,
+) -> Result<(build::Side, build::Side)> {
+    let a = build::at_rev(ws, target, &opts.a, setting, build)?;
+    let b = match &opts.b {
+        Some(rev) => build::at_rev(ws, target, rev, setting, build)?,
+        None => build::working_tree(target, build)?,
+    };
+    Ok((a, b))
+}
+
+/// Measures every case both workers have, and reports.
+fn run_workers(
+    opts: &Options,
+    config: &GateConfig,
+    ws: &Workspace,
+    workers: &mut [Worker; 2],
+) -> Result<i32> {
+    let p = &opts.paired;
     let design = Design {
         min_pairs: p.min_pairs.min(p.max_pairs),
         max_pairs: p.max_pairs,
@@ -81,8 +189,8 @@ pub fn run(opts: &Options, config: &GateConfig) -> Result<i32> {
         ..Design::default()
     };
     let mut summary = PairedSummary {
-        a: a.label.clone(),
-        b: b.label.clone(),
+        a: workers[0].label.clone(),
+        b: workers[1].label.clone(),
         judged: opts.judge,
         design,
         noise_before: None,
@@ -115,25 +223,23 @@ pub fn run(opts: &Options, config: &GateConfig) -> Result<i32> {
         let start = Instant::now();
         for (k, case) in cases.iter().enumerate() {
             eprintln!("melt: gate: [{}/{}] {case}", k + 1, cases.len());
-            match measure_case(&mut workers, case, &summary.design, config, p) {
-                Ok(outcome) => {
+            match measure_case(workers, case, &summary.design, config, p) {
+                Ok((outcome, resident)) => {
                     eprintln!("melt: gate: {}", one_line(&outcome));
                     summary.cases.push(outcome);
+                    if summary.resident_bytes.is_none() && !p.reload_each_turn {
+                        summary.resident_bytes = resident;
+                    }
                 }
                 Err(e) => {
                     eprintln!("melt: gate: {case}: {e:#}");
                     summary.failed.push((case.clone(), format!("{e:#}")));
                 }
             }
-            if k == 0 && !p.reload_each_turn {
-                summary.resident_bytes =
-                    workers[0].resident_bytes().zip(workers[1].resident_bytes());
-            }
         }
         summary.measuring_s = start.elapsed().as_secs_f64();
         summary.noise_after = workers[0].noise(NOISE_WINDOW_S).ok();
     }
-    drop(workers);
     let table = gate::paired_markdown(&summary, opts.lenient);
     print!("{}", melt_bench::markdown::aligned(&table));
     crate::gate::append_step_summary(&table)?;
@@ -219,23 +325,26 @@ fn rules_for(case: &str, config: &GateConfig, first: &Sample) -> Vec<Rule> {
     rules
 }
 
+/// One case in pairs; with each side's peak resident memory in its first turn (the model
+/// loaded), where the worker can tell.
 fn measure_case(
     workers: &mut [Worker; 2],
     case: &str,
     design: &Design,
     config: &GateConfig,
     p: &crate::cli::Paired,
-) -> Result<paired::CaseOutcome> {
+) -> Result<(paired::CaseOutcome, Option<(u64, u64)>)> {
     // One turn each, not kept: the load, the warm-up, and what the samples carry.
     let first = workers[0].measure(case)?;
-    workers[1].measure(case)?;
+    let first_b = workers[1].measure(case)?;
+    let resident = first.peak_rss_bytes.zip(first_b.peak_rss_bytes);
     if p.reload_each_turn {
         workers[0].release()?;
         workers[1].release()?;
     }
     let rules = rules_for(case, config, &first);
     let start = Instant::now();
-    paired::measure_case(
+    let outcome = paired::measure_case(
         case,
         design,
         &rules,
@@ -257,7 +366,8 @@ fn measure_case(
                 Next::Continue
             }
         },
-    )
+    )?;
+    Ok((outcome, resident))
 }
 
 /// A case's result on one line, for the progress log.

@@ -124,14 +124,6 @@ impl Worker {
             other => bail!("{} answered release with {other:?}", self.label),
         }
     }
-
-    /// Resident memory of the worker process now (Linux), bytes.
-    pub fn resident_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
-    }
 }
 
 impl Drop for Worker {

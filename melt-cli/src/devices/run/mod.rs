@@ -27,6 +27,7 @@ mod launch;
 mod progress;
 mod script;
 mod state;
+pub mod workers;
 
 pub use args::*;
 pub use deploy::*;
@@ -163,40 +164,10 @@ impl DeviceJob<'_> {
 
         // The planned cases, for the progress bar and to know when nothing is left.
         let list_args = self.args.for_device(d, LIST_MODE, &BTreeSet::new());
-        let list_script = run_script(
-            d,
-            &remote_bin,
-            &list_args,
-            &format!("{}/run/{run_id}.list.pid", d.workdir),
-        );
-        let list_out = t
-            .shell(&list_script)
-            .stdin(Stdio::null())
-            .output()
-            .context("listing the cases on the device")?;
-        let listing = String::from_utf8_lossy(&list_out.stdout);
-        let code = listing
-            .lines()
-            .find_map(|l| l.trim_end_matches('\r').strip_prefix(EXIT_MARK))
-            .and_then(|c| c.trim().parse::<i32>().ok());
-        if code != Some(0) {
-            bail!(
-                "the bench binary on `{}` could not list its cases ({}):\n  {}",
-                d.name,
-                code.map_or_else(
-                    || format!("{} failed", t.describe()),
-                    |c| format!("exit {c}")
-                ),
-                String::from_utf8_lossy(&list_out.stderr)
-                    .trim()
-                    .replace('\n', "\n  ")
-            );
-        }
         let Listed {
             ids: planned,
             models,
-        } = listed(&listing)
-            .with_context(|| format!("the case list from the bench binary on `{}`", d.name))?;
+        } = list_on_device(d, &remote_bin, &list_args, &run_id)?;
         if planned.is_empty() {
             bail!("the bench binary on `{}` lists no case", d.name);
         }
@@ -372,6 +343,47 @@ pub fn resumed_args(
     };
     let names: Vec<&str> = devices.iter().map(|d| d.name.as_str()).collect();
     state::resumed_args(&layout, &names, given)
+}
+
+/// What the bench binary at `remote_bin` on `d` lists for `list_args` (which carry
+/// [`LIST_MODE`]): its cases and the models they use.
+pub(crate) fn list_on_device(
+    d: &Device,
+    remote_bin: &str,
+    list_args: &[String],
+    tag: &str,
+) -> Result<Listed> {
+    let t = &d.transport;
+    let list_script = run_script(
+        d,
+        remote_bin,
+        list_args,
+        &format!("{}/run/{tag}.list.pid", d.workdir),
+    );
+    let list_out = t
+        .shell(&list_script)
+        .stdin(Stdio::null())
+        .output()
+        .context("listing the cases on the device")?;
+    let listing = String::from_utf8_lossy(&list_out.stdout);
+    let code = listing
+        .lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix(EXIT_MARK))
+        .and_then(|c| c.trim().parse::<i32>().ok());
+    if code != Some(0) {
+        bail!(
+            "the bench binary on `{}` could not list its cases ({}):\n  {}",
+            d.name,
+            code.map_or_else(
+                || format!("{} failed", t.describe()),
+                |c| format!("exit {c}")
+            ),
+            String::from_utf8_lossy(&list_out.stderr)
+                .trim()
+                .replace('\n', "\n  ")
+        );
+    }
+    listed(&listing).with_context(|| format!("the case list from the bench binary on `{}`", d.name))
 }
 
 /// Runs the suite on every device of `devices` at once, one thread (and one device-side

@@ -42,3 +42,30 @@ pub fn run_script(d: &Device, binary: &str, args: &[String], pid_file: &str) -> 
 }
 
 pub const EXIT_MARK: &str = "__MELT_EXIT__=";
+
+/// The script that starts a bench binary as a `--worker` on the device: in the foreground,
+/// its stdin and stdout the transport's (ssh's, `adb shell`'s), so the gate on the host talks
+/// to it directly; the environment is a run's.
+pub fn worker_script(d: &Device, binary: &str, args: &[String]) -> String {
+    let w = quote(&d.workdir);
+    let wd = |sub: &str| quote(&format!("{}/{sub}", d.workdir));
+    let mut s = format!("cd {w} || exit 97\n");
+    s.push_str(&format!(
+        "LD_LIBRARY_PATH={}\"${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\"\nexport LD_LIBRARY_PATH\n",
+        wd("lib")
+    ));
+    let vars: Vec<(String, String)> = [
+        ("MELT_CACHE_DIR", wd("cache")),
+        ("MELT_CONFIG", wd("melt.toml")),
+        ("MELT_TARGET_DIR", wd("target")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .chain(d.env.iter().map(|(k, v)| (k.clone(), quote(v))))
+    .collect();
+    for (k, v) in vars {
+        s.push_str(&format!("{k}={v}\nexport {k}\n"));
+    }
+    s.push_str(&format!("exec {} {}\n", quote(binary), join(args)));
+    s
+}
