@@ -89,9 +89,11 @@ fn host_workers(
         crate::bench::ready_models(&side.exe, &side.target, &p.args)
             .with_context(|| format!("the models of {}", side.label))?;
     }
+    // Both from the working tree's package directory: the same environment for both sides
+    // (a revision's binary finds its melt.toml from the worktree it was built in).
     let start = |side: &build::Side| {
         let mut cmd = std::process::Command::new(&side.exe);
-        cmd.current_dir(&side.target.package_dir)
+        cmd.current_dir(&target.package_dir)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .args(["--bench", "--worker"])
             .args(&p.args);
@@ -169,7 +171,7 @@ fn sides(
     let a = build::at_rev(ws, target, &opts.a, setting, build)?;
     let b = match &opts.b {
         Some(rev) => build::at_rev(ws, target, rev, setting, build)?,
-        None => build::working_tree(target, build)?,
+        None => build::working_tree(ws, target, setting, build)?,
     };
     Ok((a, b))
 }
