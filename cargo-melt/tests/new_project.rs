@@ -349,6 +349,11 @@ fn gate_against_earlier_commits(project: &Path, cache: &Path, melt: &Path) {
         s.noise_before.is_some() && s.resident_bytes.is_some(),
         "{s:?}"
     );
+    assert!(
+        summary.with_file_name("index.html").is_file(),
+        "no page beside {}",
+        summary.display()
+    );
 
     // Nothing changed but a comment: passes.
     write_synthetic_bench(project, 330, "330 µs a token, a comment changed");

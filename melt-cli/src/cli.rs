@@ -414,6 +414,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("200") && e.contains("percentage"), "{e}");
+        // In alternation: --against with its budget, and bench arguments after `--`.
+        let Command::Gate(g) = parse(&[
+            "gate",
+            "--against",
+            "HEAD~1",
+            "--max-pairs",
+            "30",
+            "--wait-quiet",
+            "--",
+            "tg128",
+            "-t",
+            "4",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(g.against.as_deref(), Some("HEAD~1"));
+        assert_eq!(g.paired.max_pairs, 30);
+        assert_eq!(g.paired.wait_quiet, Some(Duration::from_secs(120)));
+        assert_eq!(g.paired.args, ["tg128", "-t", "4"]);
+        assert_eq!(g.paired.target, "host");
+        let e = parse(&["gate", "--against", "x", "--baseline", "y"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot be used with"), "{e}");
+        let e = parse(&["gate", "--against", "x", "--max-pairs", "1"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("≥ 2"), "{e}");
+        let Command::Compare(c) = parse(&["compare", "v1", "v2", "--target", "pixel"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((c.rev.as_str(), c.rev2.as_deref()), ("v1", Some("v2")));
+        assert_eq!(c.paired.target, "pixel");
     }
 
     #[test]

@@ -255,7 +255,17 @@ fn run_workers(
     let path = dir.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
         .with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("melt: gate: every pair is in {}", path.display());
+    let page = dir.join("index.html");
+    std::fs::write(
+        &page,
+        melt_report::html::paired_page(&summary, opts.lenient),
+    )
+    .with_context(|| format!("writing {}", page.display()))?;
+    eprintln!(
+        "melt: gate: every pair is in {}, plotted in {}",
+        path.display(),
+        page.display()
+    );
     Ok(summary.exit_code(opts.lenient))
 }
 

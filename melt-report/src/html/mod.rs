@@ -15,7 +15,10 @@ use std::fmt::Write as _;
 use melt_bench::store::{CaseSummary, Summary};
 use melt_bench::workload::Measured;
 
+mod paired;
 mod plot;
+
+pub use paired::paired_page;
 
 use plot::*;
 

@@ -354,6 +354,16 @@ pub(super) type Line<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
 
 /// Lines over the measured runs' time (s) on one plot.
 pub(super) fn series_plot(title: &str, unit: &str, lines: &[Line]) -> Option<String> {
+    series_plot_x(title, "s", unit, lines)
+}
+
+/// Lines on one plot, over `x_unit` (seconds, pairs).
+pub(super) fn series_plot_x(
+    title: &str,
+    x_unit: &str,
+    unit: &str,
+    lines: &[Line],
+) -> Option<String> {
     let pts = lines.iter().flat_map(|l| l.2.iter());
     let (mut x1, mut y1) = (0.0f64, 0.0f64);
     let mut any = false;
@@ -372,7 +382,7 @@ pub(super) fn series_plot(title: &str, unit: &str, lines: &[Line]) -> Option<Str
         (0.0, x1.max(1e-3)),
         (0.0, (y1 * 1.1).max(1e-3)),
     );
-    p.axes("s", Some(unit));
+    p.axes(x_unit, Some(unit));
     for (i, (name, colour, points)) in lines.iter().enumerate() {
         let line: Vec<String> = points
             .iter()
