@@ -326,12 +326,16 @@ fn gate_against_earlier_commits(project: &Path, cache: &Path, melt: &Path) {
         out.contains("noise"),
         "the table shows the noise check: {out}"
     );
-    let built = project.join("target/melt/against/builds");
-    assert_eq!(
-        std::fs::read_dir(&built).unwrap().count(),
-        1,
-        "one cached build of HEAD~1"
-    );
+    // The builds: HEAD~1's, cached by commit, and the working tree's copy beside it (both
+    // sides run from paths of the same length).
+    let mut built: Vec<String> = std::fs::read_dir(project.join("target/melt/against/builds"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    built.sort();
+    assert_eq!(built.len(), 2, "{built:?}");
+    assert!(built[1].starts_with("work-tree.-"), "{built:?}");
+    assert_eq!(built[0].len(), built[1].len(), "{built:?}");
     let gates = project.join("target/melt/gate");
     let summary = std::fs::read_dir(&gates)
         .unwrap()

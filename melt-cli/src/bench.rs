@@ -37,21 +37,12 @@ pub fn bench(b: cli::Bench) -> Result<ExitCode> {
         return bench_on_devices(&b, None, &crate::target_dir());
     }
     let ws = Workspace::discover()?;
-    let targets = ws.select(&b.packages, &b.benches)?;
     if b.target == "host" {
+        let targets = ws.select(&b.packages, &b.benches)?;
         return bench_here(&b, &ws, &targets);
     }
-    let [bench] = &targets[..] else {
-        bail!(
-            "a device run builds one bench target, and this workspace has {}: name one with --bench",
-            targets
-                .iter()
-                .map(|t| t.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    };
-    bench_on_devices(&b, Some(bench.clone()), &ws.target_dir)
+    let bench = ws.select_one(&b.packages, &b.benches, "a device run")?;
+    bench_on_devices(&b, Some(bench), &ws.target_dir)
 }
 
 /// Runs `bench` (or `--bench-bin`) on the selected devices; their results go to `target_dir`.

@@ -130,6 +130,27 @@ impl Workspace {
         })
     }
 
+    /// The one bench target `--bench` and `--package` leave, for a job that builds one
+    /// (`job`: "a device run", "--against").
+    pub fn select_one(
+        &self,
+        packages: &[String],
+        benches: &[String],
+        job: &str,
+    ) -> Result<BenchTarget> {
+        match &self.select(packages, benches)?[..] {
+            [one] => Ok(one.clone()),
+            several => bail!(
+                "{job} builds one bench target, and this workspace has {}: name one with --bench",
+                several
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
     /// The bench targets `--bench` and `--package` name (each repeatable; none: all).
     pub fn select(&self, packages: &[String], benches: &[String]) -> Result<Vec<BenchTarget>> {
         if self.benches.is_empty() {

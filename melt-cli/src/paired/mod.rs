@@ -43,17 +43,7 @@ const NOISE_WINDOW_S: f64 = 1.5;
 pub fn run(opts: &Options, config: &GateConfig) -> Result<i32> {
     let p = &opts.paired;
     let ws = Workspace::discover()?;
-    let targets = ws.select(&p.packages, &p.benches)?;
-    let [target] = &targets[..] else {
-        bail!(
-            "--against compares one bench target, and this workspace has {}: name one with --bench",
-            targets
-                .iter()
-                .map(|t| t.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    };
+    let target = &ws.select_one(&p.packages, &p.benches, "--against")?;
     crate::prereq::ensure()?;
     let mut workers = if p.target == "host" {
         host_workers(opts, &ws, target)?

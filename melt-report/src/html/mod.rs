@@ -22,6 +22,22 @@ pub use paired::paired_page;
 
 use plot::*;
 
+/// A page's head and the opening of its body: inline CSS (`extra_css` after melt's own),
+/// nothing loaded from elsewhere.
+pub(crate) fn page_head(title: &str, extra_css: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{}</title><style>\
+         body{{font-family:sans-serif;margin:1.5em;color:#222;max-width:1100px}}\
+         table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 7px;font-size:13px}}\
+         td.n{{text-align:right}}.case{{border-top:1px solid #ddd;margin-top:1.2em;padding-top:.4em}}\
+         .regressed{{color:#b30000;font-weight:bold}}.improved{{color:#006d2c;font-weight:bold}}\
+         img{{max-width:100%;display:block;margin:.3em 0}}{extra_css}</style></head><body>",
+        esc(title)
+    )
+}
+
 /// The whole page for `summaries` (one or more runs) and their samples by case id.
 pub fn render(summaries: &[Summary], samples: &BTreeMap<String, Vec<Measured>>) -> String {
     render_with_probes(summaries, samples, &BTreeMap::new())
@@ -233,17 +249,8 @@ pub fn render_with_probes(
     samples: &BTreeMap<String, Vec<Measured>>,
     probes: &BTreeMap<String, melt_bench::probe::ProbeSummary>,
 ) -> String {
-    let mut html = String::from(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>melt report</title><style>\
-         body{font-family:sans-serif;margin:1.5em;color:#222;max-width:1100px}\
-         table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;font-size:13px}\
-         td.n{text-align:right}.case{border-top:1px solid #ddd;margin-top:1.2em;padding-top:.4em}\
-         .regressed{color:#b30000;font-weight:bold}.improved{color:#006d2c;font-weight:bold}\
-         img{max-width:100%;display:block;margin:.3em 0}</style></head><body>\
-         <h1>melt report</h1>",
-    );
+    let mut html = page_head("melt report", "");
+    html.push_str("<h1>melt report</h1>");
     for s in summaries {
         let _ = write!(
             html,

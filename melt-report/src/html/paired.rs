@@ -11,16 +11,7 @@ use crate::gate::paired::{PairedSummary, Verdict};
 
 /// The whole page.
 pub fn paired_page(s: &PairedSummary, lenient: bool) -> String {
-    let mut html = String::from(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>melt gate</title><style>\
-         body{font-family:sans-serif;margin:1.5em;color:#222;max-width:1100px}\
-         table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;font-size:13px}\
-         td.n{text-align:right}.regressed{color:#b30000;font-weight:bold}.improved{color:#006d2c;font-weight:bold}\
-         .inconclusive{color:#a65e00;font-weight:bold}img{max-width:100%;display:block;margin:.3em 0}\
-         </style></head><body>",
-    );
+    let mut html = super::page_head("melt gate", ".inconclusive{color:#a65e00;font-weight:bold}");
     let code = s.exit_code(lenient);
     let _ = write!(
         html,
