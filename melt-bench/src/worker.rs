@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{Backend, LoadedModel, Session};
 use crate::memory;
 use crate::model::{Cache, ModelSpec};
-use crate::params::Point;
+use crate::params::{ModelParams, Point};
 use crate::probe::noise::{self, Noise};
 use crate::runner::{ModelRef, PlannedCase};
 use crate::sampling::Sampling;
@@ -108,6 +108,18 @@ impl<W: Write> Requests<'_, W> {
         }
     }
 
+    /// The planned case `case` names, or an error answered for it.
+    fn case_in<'p>(&mut self, plan: &'p Plan, case: String) -> Option<&'p PlannedCase> {
+        let found = plan.cases.iter().find(|c| c.id.full_id == case);
+        if found.is_none() {
+            self.reply(&Reply::Error {
+                message: format!("no case `{case}` in this bench"),
+                case: Some(case),
+            });
+        }
+        found
+    }
+
     fn reply(&mut self, reply: &Reply) {
         let line = serde_json::to_string(reply).expect("replies serialize");
         // The gate gone means nothing more to do; the next read sees the end of input.
@@ -116,9 +128,8 @@ impl<W: Write> Requests<'_, W> {
 }
 
 /// The load a case needs: its model, backend and model parameters.
-fn load_key(plan: &Plan, c: &PlannedCase) -> (usize, usize, String) {
-    let mp = &plan.points[c.point].params.model;
-    (c.model, c.backend, format!("{mp:?}"))
+fn load_key<'p>(plan: &'p Plan, c: &PlannedCase) -> (usize, usize, &'p ModelParams) {
+    (c.model, c.backend, &plan.points[c.point].params.model)
 }
 
 /// Serves requests from `input` until it ends; returns the exit code (0).
@@ -142,11 +153,7 @@ pub fn serve(plan: &Plan, input: impl BufRead, out: impl Write) -> i32 {
                 pending = requests.next();
             }
             Request::Measure { case } => {
-                let Some(c) = plan.cases.iter().find(|c| c.id.full_id == case) else {
-                    requests.reply(&Reply::Error {
-                        message: format!("no case `{case}` in this bench"),
-                        case: Some(case),
-                    });
+                let Some(c) = requests.case_in(plan, case.clone()) else {
                     pending = requests.next();
                     continue;
                 };
@@ -206,11 +213,7 @@ fn serve_loaded<W: Write>(
     while let Some(request) = next.take() {
         match request {
             Request::Measure { case } => {
-                let Some(c) = plan.cases.iter().find(|c| c.id.full_id == case) else {
-                    requests.reply(&Reply::Error {
-                        message: format!("no case `{case}` in this bench"),
-                        case: Some(case),
-                    });
+                let Some(c) = requests.case_in(plan, case.clone()) else {
                     next = requests.next();
                     continue;
                 };
