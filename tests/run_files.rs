@@ -98,22 +98,26 @@ fn a_run_writes_summary_samples_and_criterion_files() {
 
     // The run is in the history, with its commit (the tests run inside the git checkout)
     // and every case's per-sample times.
-    let h = melt::history::History::open(&dir.path().join("melt/history.sqlite")).unwrap();
-    let runs = h.runs(10).unwrap();
+    let mut h = melt::history::History::open(&dir.path().join("melt/history.sqlite")).unwrap();
+    let runs = h.runs(None, 10).unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(
-        (runs[0].run_id.as_str(), runs[0].cases),
-        (s.run_id.as_str(), 8)
+        (runs[0].key.run_id.as_str(), runs[0].key.device.as_str()),
+        (s.run_id.as_str(), "host")
     );
+    assert_eq!(runs[0].cases, 8);
     assert!(
         runs[0].git_commit.as_deref().is_some_and(|c| c.len() == 40),
         "{:?}",
         runs[0]
     );
-    let (tokens, times) = h.case_samples(&s.run_id, &s.cases[1].id).unwrap().unwrap();
+    let (tokens, times) = h
+        .case_samples(&runs[0].key, &s.cases[1].id)
+        .unwrap()
+        .unwrap();
     assert_eq!((tokens, times.len()), (16, 4));
     let tps = h
-        .metric("tg16/llama.cpp t=1", "tokens_per_second", 10)
+        .metric("tg16/llama.cpp t=1", "tokens_per_second", None, 10)
         .unwrap();
     assert_eq!(
         tps[0].estimate,

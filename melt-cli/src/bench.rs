@@ -32,6 +32,11 @@ pub fn bench(b: cli::Bench) -> Result<ExitCode> {
     if b.target == "host" && (b.resume || b.cross || b.bench_bin.is_some()) {
         bail!("--resume, --cross and --bench-bin are for device runs (--target DEVICE)");
     }
+    if let Some(url) = &b.history {
+        // The history sink reads it: in the bench binaries this starts, and here, where
+        // device runs are merged.
+        std::env::set_var(melt_report::sinks::SHARED_HISTORY_ENV, url);
+    }
     if b.bench_bin.is_some() {
         // Built already: no workspace needed.
         return bench_on_devices(&b, None, &crate::target_dir());

@@ -150,6 +150,10 @@ pub struct Bench {
     /// libtorch` makes, which a device run ships)
     #[arg(long, value_delimiter = ',', value_name = "FEATURES")]
     pub features: Vec<String>,
+    /// Also record every run in this shared history (postgres://…); each run stays in
+    /// target/melt/history.sqlite either way
+    #[arg(long = "history", env = melt_report::sinks::SHARED_HISTORY_ENV, value_name = "URL")]
+    pub history: Option<String>,
     /// Arguments for the bench binary (after `--`; `-- --help` lists them)
     #[arg(last = true, value_name = "BENCH-ARGS")]
     pub args: Vec<String>,
@@ -218,6 +222,10 @@ pub struct Gate {
     /// Do not widen the intervals by the run-to-run drift learned from the history
     #[arg(long)]
     pub ignore_drift: bool,
+    /// Where --baseline-ref looks for the ref's run and the drift: an SQLite file or a
+    /// shared postgres:// URL [default: target/melt/history.sqlite]
+    #[arg(long = "history", env = melt_report::sinks::SHARED_HISTORY_ENV, value_name = "PATH|URL")]
+    pub history: Option<String>,
     /// Where criterion/ and melt/ are [default: $CARGO_TARGET_DIR or target]
     #[arg(long, value_name = "DIR")]
     pub target_dir: Option<PathBuf>,
@@ -279,16 +287,75 @@ pub struct Compare {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct History {
+    #[command(subcommand)]
+    pub action: Option<HistoryAction>,
+    #[command(flatten)]
+    pub list: HistoryList,
+}
+
+/// Where a history is kept: an SQLite file's path, or a `postgres://` URL.
+#[derive(Debug, Args, Clone)]
+pub struct HistoryAt {
+    /// The history to read: an SQLite file, or a shared PostgreSQL database
+    /// (postgres://USER:PASSWORD@HOST:PORT/DB) [default: target/melt/history.sqlite]
+    #[arg(long = "history", env = melt_report::sinks::SHARED_HISTORY_ENV, value_name = "PATH|URL")]
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryList {
+    #[command(flatten)]
+    pub history: HistoryAt,
     /// Cases whose id contains SUBSTR: one metric over runs
     #[arg(long, value_name = "SUBSTR")]
     pub case: Option<String>,
     /// The metric shown with --case
     #[arg(long, default_value = "tokens_per_second", value_name = "NAME")]
     pub metric: String,
+    /// Only runs on this device
+    #[arg(long, value_name = "NAME")]
+    pub device: Option<String>,
     /// At most N rows
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub limit: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HistoryAction {
+    /// Copy this machine's runs into another history (a shared PostgreSQL database); runs
+    /// already there are left alone, so pushing twice adds nothing
+    Push {
+        /// The history that receives the runs
+        #[arg(long, value_name = "PATH|URL")]
+        to: String,
+        /// The history the runs come from [default: target/melt/history.sqlite]
+        #[arg(long, value_name = "PATH|URL")]
+        from: Option<String>,
+        #[command(flatten)]
+        runs: HistoryRuns,
+    },
+    /// Copy runs of a shared history into this machine's, e.g. a git ref's for
+    /// `gate --baseline-ref` offline
+    Pull {
+        /// The history the runs come from
+        #[arg(long, env = melt_report::sinks::SHARED_HISTORY_ENV, value_name = "PATH|URL")]
+        from: String,
+        #[command(flatten)]
+        runs: HistoryRuns,
+    },
+}
+
+/// Which runs a push or a pull copies [default: all].
+#[derive(Debug, Args, Clone)]
+pub struct HistoryRuns {
+    /// Only the runs of this git ref's commit
+    #[arg(long = "ref", value_name = "GIT-REF")]
+    pub git_ref: Option<String>,
+    /// Only the runs on this device
+    #[arg(long, value_name = "NAME")]
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -534,5 +601,70 @@ mod tests {
         assert_eq!(m.meter_offset, Some(-1.5));
         assert!(parse(&["history", "--limit", "x"]).is_err());
         assert!(parse(&["frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn history_lists_pushes_and_pulls() {
+        let Command::History(h) = parse(&[
+            "history",
+            "--history",
+            "postgres://db/melt",
+            "--device",
+            "pixel",
+            "--case",
+            "tg",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert!(h.action.is_none());
+        assert_eq!(h.list.history.at.as_deref(), Some("postgres://db/melt"));
+        assert_eq!(
+            (h.list.device.as_deref(), h.list.case.as_deref()),
+            (Some("pixel"), Some("tg"))
+        );
+        let Command::History(h) = parse(&[
+            "history",
+            "push",
+            "--to",
+            "postgres://db/melt",
+            "--ref",
+            "main",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        let Some(HistoryAction::Push { to, from, runs }) = h.action else {
+            panic!()
+        };
+        assert_eq!((to.as_str(), from), ("postgres://db/melt", None));
+        assert_eq!(runs.git_ref.as_deref(), Some("main"));
+        let Command::History(h) = parse(&[
+            "history", "pull", "--from", "x.sqlite", "--device", "jetson",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        let Some(HistoryAction::Pull { from, runs }) = h.action else {
+            panic!()
+        };
+        assert_eq!(
+            (from.as_str(), runs.device.as_deref()),
+            ("x.sqlite", Some("jetson"))
+        );
+        // A push needs somewhere to go; listing flags do not mix with a push.
+        assert!(parse(&["history", "push"]).is_err());
+        assert!(parse(&["history", "--case", "tg", "push", "--to", "x"]).is_err());
+        let Command::Gate(g) = parse(&[
+            "gate",
+            "--baseline-ref",
+            "main",
+            "--history",
+            "postgres://db/melt",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(g.history.as_deref(), Some("postgres://db/melt"));
     }
 }

@@ -8,9 +8,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use melt_bench::stats::AnalysisConfig;
 use melt_report::gate::{self, GateConfig};
+use melt_report::history::{History, RunKey};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +34,9 @@ pub struct Options {
     pub lenient: bool,
     /// Do not widen CIs by the run-to-run drift estimated from the history.
     pub ignore_drift: bool,
+    /// Where the ref's run and the drift are looked up (a file or a `postgres://` URL)
+    /// [default: this machine's history].
+    pub history: Option<String>,
     pub target_dir: PathBuf,
 }
 
@@ -51,6 +55,7 @@ impl Options {
             threshold: g.threshold,
             lenient: g.lenient,
             ignore_drift: g.ignore_drift,
+            history: g.history,
             target_dir: g.target_dir.unwrap_or_else(crate::target_dir),
         }
     }
@@ -74,37 +79,44 @@ pub fn config() -> Result<GateConfig> {
 /// How many earlier runs of a case the drift estimate looks at.
 const DRIFT_RUNS: usize = 20;
 
-/// The case's run-to-run drift from the history (earlier runs than `judged`), if there is a
-/// history, enough runs, and the user did not switch it off.
-fn drift_of(opts: &Options, judged: &str) -> impl Fn(&str) -> Option<f64> {
-    let history = if opts.ignore_drift {
-        None
-    } else {
-        crate::history::open(&opts.target_dir).ok()
-    };
-    let judged = judged.to_string();
+/// The case's run-to-run drift on the judged run's device, from the history (earlier runs
+/// than `judged`), if there is a history, a judged run, enough runs, and the user did not
+/// switch it off.
+fn drift_of(history: Option<History>, judged: Option<RunKey>) -> impl Fn(&str) -> Option<f64> {
+    let history = std::cell::RefCell::new(history);
     move |case: &str| {
-        let h = history.as_ref()?;
+        let judged = judged.as_ref()?;
+        let mut h = history.borrow_mut();
         let runs = h
-            .recent_estimates(case, "tokens_per_second", &[judged.as_str()], DRIFT_RUNS)
+            .as_mut()?
+            .recent_estimates(
+                case,
+                "tokens_per_second",
+                &judged.device,
+                &[judged.run_id.as_str()],
+                DRIFT_RUNS,
+            )
             .ok()?;
         gate::drift_from_replicates(&runs)
     }
+}
+
+/// The history the drift is learned from: `--history`'s, or this machine's.
+fn drift_history(opts: &Options) -> Option<History> {
+    if opts.ignore_drift {
+        return None;
+    }
+    crate::history::open_at(opts.history.as_deref(), &opts.target_dir).ok()
 }
 
 /// Cases of the latest run (criterion `new/`) against a named criterion baseline.
 fn judge_named(opts: &Options, name: &str, config: &GateConfig) -> Result<Vec<gate::CaseGate>> {
     let layout = melt_bench::store::Layout::at(&opts.target_dir);
     let (criterion_dir, runs_dir) = (layout.criterion_dir(), layout.runs_dir());
-    let mut judged = String::new();
-    let dirs = match gate::latest_run_cases(&layout)? {
-        Some((run_id, dirs)) => {
-            eprintln!(
-                "melt: gate: judging the {} cases of run {run_id}",
-                dirs.len()
-            );
-            judged = run_id;
-            Some(dirs)
+    let (judged, dirs) = match gate::latest_run_cases(&layout)? {
+        Some((run, dirs)) => {
+            eprintln!("melt: gate: judging the {} cases of run {run}", dirs.len());
+            (Some(run), Some(dirs))
         }
         None => {
             eprintln!(
@@ -112,10 +124,10 @@ fn judge_named(opts: &Options, name: &str, config: &GateConfig) -> Result<Vec<ga
                 runs_dir.display(),
                 criterion_dir.display()
             );
-            None
+            (None, None)
         }
     };
-    let drift = drift_of(opts, &judged);
+    let drift = drift_of(drift_history(opts), judged);
     Ok(gate::run(
         &criterion_dir,
         dirs,
@@ -126,48 +138,54 @@ fn judge_named(opts: &Options, name: &str, config: &GateConfig) -> Result<Vec<ga
     )?)
 }
 
-/// The latest recorded run against the latest other run of `git_ref`'s commit, from history.
+/// The latest run recorded here against the latest other run of `git_ref`'s commit on the
+/// same device, from the history `--history` names (a shared one need not have the judged
+/// run, and this machine's need not have the ref's).
 fn judge_ref(
     opts: &Options,
     git_ref: &str,
     config: &GateConfig,
 ) -> Result<(String, Vec<gate::CaseGate>)> {
-    let out = std::process::Command::new("git")
-        .args([
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            &format!("{git_ref}^{{commit}}"),
-        ])
-        .output()
-        .context("running git rev-parse")?;
-    if !out.status.success() {
-        bail!("`{git_ref}` is not a git ref or commit here");
-    }
-    let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let commit = crate::paired::commit_of(&std::env::current_dir()?, git_ref)?;
     let short: String = commit.chars().take(10).collect();
-    let h = crate::history::open(&opts.target_dir)?;
-    let latest = h
-        .runs(1)?
+    let mut here = crate::history::open(&opts.target_dir)?;
+    let mut there = crate::history::open_at(opts.history.as_deref(), &opts.target_dir)?;
+    let latest = here
+        .runs(None, 1)?
         .into_iter()
         .next()
-        .context("the history has no runs")?;
-    let base_run = h.latest_run_of_commit(&commit, Some(&latest.run_id))?.with_context(|| {
-        format!(
-            "no run of {git_ref} ({short}) in the history besides the run being judged: run the suite on that commit first"
-        )
-    })?;
-    eprintln!(
-        "melt: gate: judging run {} against run {base_run} of {git_ref}",
-        latest.run_id
-    );
-    let drift = drift_of(opts, &latest.run_id);
+        .context("the history has no runs")?
+        .key;
+    let base_run = there
+        .latest_run_of_commit(&commit, &latest.device, Some(&latest))?
+        .with_context(|| {
+            format!(
+                "no run of {git_ref} ({short}) on {} in {} besides the run being judged: run \
+                 the suite on that commit first, or name a shared history (--history URL)",
+                latest.device,
+                there.location()
+            )
+        })?;
+    eprintln!("melt: gate: judging run {latest} against run {base_run} of {git_ref}");
     let mut results = Vec::new();
-    for case in h.cases_of_run(&latest.run_id)? {
-        let Some((tokens, new)) = h.case_samples(&latest.run_id, &case)? else {
+    let mut cases = Vec::new();
+    for case in here.cases_of_run(&latest)? {
+        let Some((tokens, new)) = here.case_samples(&latest, &case)? else {
             continue;
         };
-        let base = h.case_samples(&base_run, &case)?.map(|(_, t)| t);
+        let base = there.case_samples(&base_run, &case)?.map(|(_, t)| t);
+        let metrics = if config.extra_metrics().is_empty() {
+            None
+        } else {
+            Some((
+                here.case_metrics(&latest, &case)?,
+                there.case_metrics(&base_run, &case)?,
+            ))
+        };
+        cases.push((case, tokens, new, base, metrics));
+    }
+    let drift = drift_of((!opts.ignore_drift).then_some(there), Some(latest));
+    for (case, tokens, new, base, metrics) in cases {
         results.push(gate::judge(
             &case,
             &new,
@@ -177,14 +195,15 @@ fn judge_ref(
             config,
             &AnalysisConfig::default(),
         ));
-        if !config.extra_metrics().is_empty() {
-            let new = h.case_metrics(&latest.run_id, &case)?;
-            let base = h.case_metrics(&base_run, &case)?;
+        if let Some((new, base)) = metrics {
             let base = (!base.is_empty()).then_some(&base);
             results.extend(gate::judge_metrics(&case, Some(&new), base, config));
         }
     }
-    Ok((format!("{git_ref} ({short}, run {base_run})"), results))
+    Ok((
+        format!("{git_ref} ({short}, run {})", base_run.run_id),
+        results,
+    ))
 }
 
 /// Runs the gate; returns the process exit code.
@@ -263,6 +282,7 @@ mod tests {
             threshold: None,
             lenient: false,
             ignore_drift: false,
+            history: None,
             target_dir: dir.path().to_path_buf(),
         };
         assert_eq!(run(&opts, GateConfig::default()).unwrap(), 1);

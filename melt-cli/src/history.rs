@@ -1,14 +1,26 @@
-//! `cargo melt history [--case SUBSTR] [--metric NAME] [--limit N]`: what melt remembers.
-//! Without `--case`, the latest runs; with it, one metric of the matching cases over runs.
+//! `cargo melt history`: what melt remembers, and moving it between machines.
+//! - `history [--history PATH|URL] [--device D] [--case SUBSTR] [--metric NAME] [--limit N]`:
+//!   the latest runs, or one metric of the matching cases over runs;
+//! - `history push --to URL [--ref REF] [--device D]`: this machine's runs into a shared one;
+//! - `history pull --from URL [--ref REF] [--device D]`: a shared history's runs into this
+//!   machine's, e.g. to gate offline against a ref this checkout never ran.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use melt_report::history::History;
+use melt_report::history::{History, Location, RunFilter};
 
+use crate::cli::{HistoryAction, HistoryList, HistoryRuns};
+
+/// This machine's history file.
+pub fn local(target_dir: &Path) -> PathBuf {
+    melt_bench::store::Layout::at(target_dir).history_path()
+}
+
+/// This machine's history, which must exist (a run made it).
 pub fn open(target_dir: &Path) -> Result<History> {
-    let path = melt_bench::store::Layout::at(target_dir).history_path();
+    let path = local(target_dir);
     if !path.is_file() {
         bail!(
             "no history yet at {}: run `cargo melt bench` first",
@@ -18,37 +30,92 @@ pub fn open(target_dir: &Path) -> Result<History> {
     Ok(History::open(&path)?)
 }
 
+/// The history `at` names (a file or a URL), or this machine's.
+pub fn open_at(at: Option<&str>, target_dir: &Path) -> Result<History> {
+    match at.map(Location::parse) {
+        None => open(target_dir),
+        Some(Location::File(path)) if !path.is_file() => {
+            bail!("no history at {}", path.display())
+        }
+        Some(at) => Ok(History::at(&at)?),
+    }
+}
+
 pub fn run(opts: &crate::cli::History, target_dir: &Path) -> Result<()> {
-    let (case, metric, limit) = (opts.case.clone(), opts.metric.clone(), opts.limit);
-    let h = open(target_dir)?;
+    match &opts.action {
+        None => list(&opts.list, target_dir),
+        Some(HistoryAction::Push { to, from, runs }) => {
+            let mut from = open_at(from.as_deref(), target_dir)?;
+            let mut to = History::at(&Location::parse(to))?;
+            copy(&mut from, &mut to, runs)
+        }
+        Some(HistoryAction::Pull { from, runs }) => {
+            let mut from = History::at(&Location::parse(from))?;
+            let mut to = History::open(&local(target_dir))?;
+            copy(&mut from, &mut to, runs)
+        }
+    }
+}
+
+/// Copies the runs `runs` selects, and says what it did.
+fn copy(from: &mut History, to: &mut History, runs: &HistoryRuns) -> Result<()> {
+    let filter = RunFilter {
+        commit: match &runs.git_ref {
+            Some(r) => Some(crate::paired::commit_of(&std::env::current_dir()?, r)?),
+            None => None,
+        },
+        device: runs.device.clone(),
+    };
+    let (src, dst) = (from.location().to_string(), to.location().to_string());
+    let pushed = from.push(to, &filter).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\nthe runs copied before this are in {dst} whole; run the same command again \
+             to copy the rest"
+        )
+    })?;
+    eprintln!(
+        "melt: {} run(s) copied from {src} to {dst}, {} already there",
+        pushed.added.len(),
+        pushed.already_there
+    );
+    Ok(())
+}
+
+fn list(opts: &HistoryList, target_dir: &Path) -> Result<()> {
+    let mut h = open_at(opts.history.at.as_deref(), target_dir)?;
+    let device = opts.device.as_deref();
     let short = |c: &Option<String>| {
         c.as_deref()
             .map_or("-".to_string(), |c| c.chars().take(10).collect())
     };
     let mut out = String::new();
-    match case {
+    match &opts.case {
         None => {
-            let _ = writeln!(out, "| run | commit | dirty | device | cases |");
+            let _ = writeln!(out, "| run | device | commit | dirty | cases |");
             let _ = writeln!(out, "| --- | --- | --- | --- | ---: |");
-            for r in h.runs(limit)? {
+            for r in h.runs(device, opts.limit)? {
                 let dirty = r.git_dirty.map_or("-", |d| if d { "yes" } else { "no" });
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {dirty} | {} | {} |",
-                    r.run_id,
+                    "| {} | {} | {} | {dirty} | {} |",
+                    r.key.run_id,
+                    r.key.device,
                     short(&r.git_commit),
-                    r.device,
                     r.cases
                 );
             }
         }
         Some(case) => {
-            let rows = h.metric(&case, &metric, limit)?;
+            let metric = &opts.metric;
+            let rows = h.metric(case, metric, device, opts.limit)?;
             if rows.is_empty() {
                 bail!("no `{metric}` recorded for cases matching `{case}`");
             }
-            let _ = writeln!(out, "| run | commit | case | {metric} | 95% CI | n |");
-            let _ = writeln!(out, "| --- | --- | --- | ---: | --- | ---: |");
+            let _ = writeln!(
+                out,
+                "| run | device | commit | case | {metric} | 95% CI | n |"
+            );
+            let _ = writeln!(out, "| --- | --- | --- | --- | ---: | --- | ---: |");
             for m in rows {
                 let ci = match (m.lower, m.upper) {
                     (Some(lo), Some(hi)) => format!("{lo:.2} … {hi:.2}"),
@@ -56,8 +123,9 @@ pub fn run(opts: &crate::cli::History, target_dir: &Path) -> Result<()> {
                 };
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {:.2} {} | {ci} | {} |",
-                    m.run_id,
+                    "| {} | {} | {} | {} | {:.2} {} | {ci} | {} |",
+                    m.key.run_id,
+                    m.key.device,
                     short(&m.git_commit),
                     m.case_id,
                     m.estimate,

@@ -174,6 +174,8 @@ pub fn run(mut r: cli::Run) -> Result<ExitCode> {
         cross: false,
         bench_bin: None,
         features: Vec::new(),
+        // MELT_HISTORY_URL, when set, reaches the history sink by the environment.
+        history: None,
         args,
     };
     if host {

@@ -13,6 +13,7 @@ pub mod drifting;
 mod gguf_reads_back;
 pub mod needs;
 pub mod onnx;
+pub mod postgres;
 pub mod sshd;
 pub mod summaries;
 pub mod synthetic;

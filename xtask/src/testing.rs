@@ -1,6 +1,6 @@
 //! `cargo xtask test`: brings everything the workspace's tests need, then runs them — so a
 //! green run means every test ran. What it brings: llama.cpp's build prerequisites, the
-//! programs the end-to-end tests drive (sshd, chromium, GNU time, critcmp), the ONNX Runtime
+//! programs the end-to-end tests drive (sshd, PostgreSQL, chromium, GNU time, critcmp), the ONNX Runtime
 //! library and libtorch, the real models, and the suite's bench binary.
 //!
 //! What it cannot bring (no root, no apt-get) stops it with the exact command to run — unless
@@ -75,7 +75,7 @@ fn is_file(p: &str) -> bool {
     Path::new(p).is_file()
 }
 
-const TOOLS: [Tool; 5] = [
+const TOOLS: [Tool; 6] = [
     Tool {
         what: "sshd and the ssh client (the ssh device tests start a real sshd on loopback)",
         present: || {
@@ -100,6 +100,11 @@ const TOOLS: [Tool; 5] = [
         what: "chromium (the HTML report is opened in it, headless)",
         present: || answers("chromium", "--version"),
         install: Install::Apt(&["chromium"]),
+    },
+    Tool {
+        what: "the PostgreSQL server (the shared-history tests start their own on loopback)",
+        present: || melt_testkit::postgres::server_bin_dir().is_some(),
+        install: Install::Apt(&["postgresql"]),
     },
     Tool {
         what: "GNU time (the memory probe is checked against /usr/bin/time -v)",

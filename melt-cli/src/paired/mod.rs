@@ -9,6 +9,7 @@
 //! `target/melt/gate/<time>/summary.json`.
 
 mod build;
+pub(crate) use build::commit_of;
 mod worker;
 
 use std::path::PathBuf;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::config::*;
 use super::judge::*;
+use crate::history::{RunKey, HOST_DEVICE};
 use melt_bench::criterion_format::{
     load_baseline_metrics, load_baseline_times, BenchmarkId, ReportError, SavedSample,
 };
@@ -51,7 +52,7 @@ pub enum GateError {
 /// The criterion directories of the cases of the latest finished run, so the gate judges
 /// what was just measured and not stale results of cases that run did not include. `None`
 /// when there is no run.
-pub fn latest_run_cases(layout: &Layout) -> Result<Option<(String, Vec<PathBuf>)>, GateError> {
+pub fn latest_run_cases(layout: &Layout) -> Result<Option<(RunKey, Vec<PathBuf>)>, GateError> {
     let Some(latest) = layout.latest_finished_run() else {
         return Ok(None);
     };
@@ -65,7 +66,11 @@ pub fn latest_run_cases(layout: &Layout) -> Result<Option<(String, Vec<PathBuf>)
             melt_bench::criterion_format::case_dir(&criterion_dir, &id)
         })
         .collect();
-    Ok(Some((summary.run_id, dirs)))
+    let key = RunKey {
+        device: summary.device.unwrap_or_else(|| HOST_DEVICE.to_string()),
+        run_id: summary.run_id,
+    };
+    Ok(Some((key, dirs)))
 }
 
 /// Judges the benchmarks in `dirs` (criterion case directories; every one under
