@@ -150,12 +150,19 @@ fn judge_ref(
     let short: String = commit.chars().take(10).collect();
     let mut here = crate::history::open(&opts.target_dir)?;
     let mut there = crate::history::open_at(opts.history.as_deref(), &opts.target_dir)?;
-    let latest = here
-        .runs(None, 1)?
-        .into_iter()
-        .next()
-        .context("the history has no runs")?
-        .key;
+    // The run made here last: the newest in the history may be one pulled from elsewhere.
+    let layout = melt_bench::store::Layout::at(&opts.target_dir);
+    let made_here = gate::latest_run_cases(&layout)?.map(|(key, _)| key);
+    let latest = match made_here {
+        Some(key) => key,
+        None => {
+            here.runs(None, 1)?
+                .into_iter()
+                .next()
+                .context("the history has no runs")?
+                .key
+        }
+    };
     let base_run = there
         .latest_run_of_commit(&commit, &latest.device, Some(&latest))?
         .with_context(|| {
