@@ -113,6 +113,39 @@ fn two_machines_share_one_history_and_gate_against_a_ref_only_one_ran() {
         assert!(list.contains(row), "{row} in:\n{list}");
     }
 
+    // One trend report over both machines: per device, the runs in recorded order.
+    let out = melt(
+        &repo,
+        &b,
+        &["report", "--history", &url, "--case", "tg128", "--html"],
+    );
+    let (trend, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    for row in [
+        "| jetson | m/tg128/llama.cpp t=2 | tokens_per_second | 2026-11-25T10-00-01Z |",
+        "| pixel | m/tg128/llama.cpp t=2 | tokens_per_second | 2026-11-25T10-00-00Z |",
+        "| pixel | m/tg128/llama.cpp t=2 | tokens_per_second | 2026-11-25T11-00-00Z |",
+        "| pixel-b | m/tg128/llama.cpp t=2 | tokens_per_second | 2026-11-25T10-00-00Z |",
+    ] {
+        assert!(trend.contains(row), "{row} in:\n{trend}");
+    }
+    assert!(!trend.contains("pp512"), "{trend}");
+    let page = std::fs::read_to_string(b.join("melt/report/trends.html")).unwrap();
+    assert_eq!(page.matches("<img").count(), 1, "one case, one metric");
+    let out = melt(
+        &repo,
+        &b,
+        &[
+            "report",
+            "--history",
+            &url,
+            "--since",
+            "2026-11-25T10:30:00Z",
+        ],
+    );
+    let (recent, _) = text(&out);
+    assert!(recent.contains("2026-11-25T11-00-00Z") && !recent.contains("2026-11-25T10-00-0"));
+
     // B never ran HEAD~1: its own history cannot answer...
     let b_str = b.to_str().unwrap();
     let gate = ["gate", "--baseline-ref", "HEAD~1", "--target-dir", b_str];

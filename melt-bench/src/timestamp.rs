@@ -6,6 +6,11 @@ pub fn timestamp_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    timestamp_id_at(secs)
+}
+
+/// [`timestamp_id`] of `secs` since the Unix epoch.
+pub fn timestamp_id_at(secs: u64) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -23,4 +28,16 @@ pub fn timestamp_id() -> String {
         (rem / 60) % 60,
         rem % 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timestamp_id_at;
+
+    #[test]
+    fn utc_stamps_of_known_instants() {
+        assert_eq!(timestamp_id_at(0), "1970-01-01T00-00-00Z");
+        assert_eq!(timestamp_id_at(1_795_700_000), "2026-11-26T13-33-20Z");
+        assert_eq!(timestamp_id_at(951_782_400), "2000-02-29T00-00-00Z");
+    }
 }

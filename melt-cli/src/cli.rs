@@ -369,6 +369,19 @@ pub struct Report {
     /// Write the HTML page and open it in the browser (xdg-open, or open on macOS)
     #[arg(long)]
     pub open: bool,
+    /// Trends over the runs of a history instead: this machine's, $MELT_HISTORY_URL's, or
+    /// the file or postgres:// URL given (with --html: target/melt/report/trends.html)
+    #[arg(long = "history", num_args = 0..=1, value_name = "PATH|URL", conflicts_with = "runs")]
+    pub history: Option<Option<String>>,
+    /// Trends: only this device
+    #[arg(long, value_name = "NAME", requires = "history")]
+    pub device: Option<String>,
+    /// Trends: only cases whose id contains SUBSTR
+    #[arg(long, value_name = "SUBSTR", requires = "history")]
+    pub case: Option<String>,
+    /// Trends: only runs recorded since this date (2026-11-01) or this git ref's commit
+    #[arg(long, value_name = "REF|DATE", requires = "history")]
+    pub since: Option<String>,
 }
 
 #[derive(Debug, Args)]

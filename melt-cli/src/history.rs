@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use melt_report::history::{History, Location, RunFilter};
+use melt_report::history::{History, Location, MetricQuery, RunFilter};
 
 use crate::cli::{HistoryAction, HistoryList, HistoryRuns};
 
@@ -137,4 +137,68 @@ fn list(opts: &HistoryList, target_dir: &Path) -> Result<()> {
     }
     print!("{}", melt_bench::markdown::aligned(&out));
     Ok(())
+}
+
+/// `report --history [AT]`: every case's tok/s, TTFT, memory and energy per run over time,
+/// as a table (returned) and, with `--html`/`--open`, `target/melt/report/trends.html`.
+pub fn trends(opts: &crate::cli::Report, at: Option<&str>, target_dir: &Path) -> Result<String> {
+    let env = std::env::var(melt_report::sinks::SHARED_HISTORY_ENV).ok();
+    let at = at.or(env.as_deref().filter(|s| !s.is_empty()));
+    let mut h = open_at(at, target_dir)?;
+    let since = match &opts.since {
+        Some(s) => Some(since(s)?),
+        None => None,
+    };
+    let query = MetricQuery {
+        metric: String::new(),
+        case: opts.case.clone(),
+        device: opts.device.clone(),
+        since,
+    };
+    let series = melt_report::trends::collect(&mut h, &query)?;
+    if series.is_empty() {
+        bail!("no runs in {} match", h.location());
+    }
+    if opts.html || opts.open {
+        let path = melt_bench::store::Layout::at(target_dir).report_path();
+        let path = path.with_file_name("trends.html");
+        std::fs::create_dir_all(path.parent().unwrap_or(target_dir))?;
+        let page = melt_report::html::trends_page(&series, &h.location().to_string());
+        std::fs::write(&path, page)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        eprintln!("melt: wrote {}", path.display());
+        if opts.open {
+            crate::runs::open_in_browser(&path);
+        }
+    }
+    Ok(melt_report::trends::markdown(&series))
+}
+
+/// `--since`: a date or time (`2026-11-01`, `2026-11-01T10:00:00Z`) as the history stamps
+/// runs, or a git ref's commit time.
+fn since(s: &str) -> Result<String> {
+    let b = s.as_bytes();
+    let is_date = b.len() >= 10
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[5..7].iter().all(u8::is_ascii_digit)
+        && b[7] == b'-'
+        && b[8..10].iter().all(u8::is_ascii_digit);
+    if is_date {
+        return Ok(s.replace(':', "-"));
+    }
+    let dir = std::env::current_dir()?;
+    let commit = crate::paired::commit_of(&dir, s).map_err(|_| {
+        anyhow::anyhow!("--since {s}: neither a date (2026-11-01) nor a git ref here")
+    })?;
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&dir)
+        .args(["show", "-s", "--format=%ct", &commit])
+        .output()?;
+    let secs: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--since {s}: git gave no commit time"))?;
+    Ok(melt_bench::timestamp::timestamp_id_at(secs))
 }

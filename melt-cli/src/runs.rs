@@ -55,6 +55,9 @@ pub fn latest_per_device(target_dir: &Path) -> Result<Vec<RunDir>> {
 /// each device),
 /// merged; with `--html` also `target/melt/report/index.html` for them.
 pub fn report(opts: &crate::cli::Report, target_dir: &Path) -> Result<String> {
+    if let Some(at) = &opts.history {
+        return crate::history::trends(opts, at.as_deref(), target_dir);
+    }
     let (html, ids) = (opts.html || opts.open, &opts.runs);
     let dirs: Vec<RunDir> = if ids.is_empty() {
         latest_per_device(target_dir)?
@@ -106,7 +109,7 @@ pub fn report(opts: &crate::cli::Report, target_dir: &Path) -> Result<String> {
 }
 
 /// The desktop's opener for `path`, or where it is when there is none (a headless machine).
-fn open_in_browser(path: &Path) {
+pub(crate) fn open_in_browser(path: &Path) {
     let opener = ["xdg-open", "open"]
         .into_iter()
         .find(|p| crate::devices::build::on_path(p));

@@ -10,5 +10,6 @@ pub mod history;
 pub mod html;
 pub mod meter;
 pub mod sinks;
+pub mod trends;
 
 pub use sinks::host_reports;

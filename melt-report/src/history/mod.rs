@@ -141,6 +141,18 @@ impl fmt::Display for RunKey {
     }
 }
 
+/// Which metric rows a listing or a trend takes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricQuery {
+    /// `tokens_per_second`, `ttft_ms`, ...
+    pub metric: String,
+    /// Cases whose id contains this.
+    pub case: Option<String>,
+    pub device: Option<String>,
+    /// Runs recorded at or after this UTC time (`2026-11-25`, `2026-11-25T10-00-00Z`).
+    pub since: Option<String>,
+}
+
 /// Which runs a listing or a push takes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunFilter {
@@ -164,7 +176,9 @@ pub struct RunRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricRow {
     pub key: RunKey,
+    pub recorded_at: String,
     pub git_commit: Option<String>,
+    pub git_dirty: Option<bool>,
     pub case_id: String,
     pub metric: String,
     pub unit: String,
@@ -573,27 +587,45 @@ impl History {
         device: Option<&str>,
         limit: usize,
     ) -> Result<Vec<MetricRow>, HistoryError> {
+        let mut rows = self.metric_rows(&MetricQuery {
+            metric: metric.to_string(),
+            case: Some(case_filter.to_string()),
+            device: device.map(str::to_string),
+            since: None,
+        })?;
+        rows.reverse();
+        rows.truncate(limit);
+        Ok(rows)
+    }
+
+    /// The rows `q` selects, oldest run first: a trend.
+    pub fn metric_rows(&mut self, q: &MetricQuery) -> Result<Vec<MetricRow>, HistoryError> {
         self.rows(
-            "SELECT m.run_id, m.device, r.git_commit, m.case_id, m.metric, m.unit, m.estimate,
-                    m.lower, m.upper, m.n
+            "SELECT m.run_id, m.device, r.recorded_at, r.git_commit, r.git_dirty, m.case_id,
+                    m.metric, m.unit, m.estimate, m.lower, m.upper, m.n
              FROM metrics m JOIN runs r ON r.run_id = m.run_id AND r.device = m.device
-             WHERE strpos(m.case_id, $1) > 0 AND m.metric = $2 AND (CAST($3 AS TEXT) IS NULL OR m.device = $3)
-             ORDER BY r.recorded_at DESC, m.run_id DESC, m.device, m.case_id LIMIT $4",
-            &args![case_filter, metric, device, limit as i64],
+             WHERE m.metric = $1
+               AND (CAST($2 AS TEXT) IS NULL OR strpos(m.case_id, $2) > 0)
+               AND (CAST($3 AS TEXT) IS NULL OR m.device = $3)
+               AND (CAST($4 AS TEXT) IS NULL OR r.recorded_at >= $4)
+             ORDER BY r.recorded_at, m.run_id, m.device, m.case_id",
+            &args![&q.metric, &q.case, &q.device, &q.since],
             |r| {
                 Ok(MetricRow {
                     key: RunKey {
                         run_id: r.text(0)?,
                         device: r.text(1)?,
                     },
-                    git_commit: r.opt_text(2)?,
-                    case_id: r.text(3)?,
-                    metric: r.text(4)?,
-                    unit: r.text(5)?,
-                    estimate: r.real(6)?,
-                    lower: r.opt_real(7)?,
-                    upper: r.opt_real(8)?,
-                    n: r.int(9)? as usize,
+                    recorded_at: r.text(2)?,
+                    git_commit: r.opt_text(3)?,
+                    git_dirty: r.opt_bool(4)?,
+                    case_id: r.text(5)?,
+                    metric: r.text(6)?,
+                    unit: r.text(7)?,
+                    estimate: r.real(8)?,
+                    lower: r.opt_real(9)?,
+                    upper: r.opt_real(10)?,
+                    n: r.int(11)? as usize,
                 })
             },
         )

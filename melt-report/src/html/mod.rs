@@ -17,8 +17,10 @@ use melt_bench::workload::Measured;
 
 mod paired;
 mod plot;
+mod trends;
 
 pub use paired::paired_page;
+pub use trends::trends_page;
 
 use plot::*;
 

@@ -440,3 +440,63 @@ pub(super) fn accuracy_memory_plot(
     }
     Some(p.finish())
 }
+
+/// One device's line on a trend plot: `(x, estimate, lower, upper)` per run.
+pub(super) struct TrendLine {
+    pub name: String,
+    pub colour: &'static str,
+    pub points: Vec<(f64, f64, f64, f64)>,
+}
+
+/// Lines over runs with each point's interval as a bar. The y axis spans the data (with a
+/// margin), not zero: a trend is read for changes of a few percent.
+pub(super) fn trend_plot(title: &str, unit: &str, lines: &[TrendLine]) -> Option<String> {
+    let pts: Vec<&(f64, f64, f64, f64)> = lines.iter().flat_map(|l| l.points.iter()).collect();
+    if pts.is_empty() {
+        return None;
+    }
+    let x1 = pts.iter().map(|p| p.0).fold(1.0, f64::max);
+    let lo = pts.iter().map(|p| p.2.min(p.1)).fold(f64::MAX, f64::min);
+    let hi = pts.iter().map(|p| p.3.max(p.1)).fold(f64::MIN, f64::max);
+    let pad = ((hi - lo) * 0.15).max(hi.abs() * 0.01).max(1e-9);
+    let mut p = Plot::new(
+        560.0,
+        220.0,
+        title,
+        (0.5, x1 + 0.5),
+        ((lo - pad).max(0.0), hi + pad),
+    );
+    p.axes("run (oldest → newest)", Some(unit));
+    for (i, l) in lines.iter().enumerate() {
+        let c = l.colour;
+        let line: Vec<String> = l
+            .points
+            .iter()
+            .map(|&(x, y, ..)| format!("{:.1},{:.1}", p.px(x), p.py(y)))
+            .collect();
+        let _ = write!(
+            p.svg,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{c}\" stroke-width=\"1.5\"/>",
+            line.join(" ")
+        );
+        for &(x, y, lo, hi) in &l.points {
+            let cx = p.px(x);
+            let _ = write!(
+                p.svg,
+                "<line x1=\"{cx:.1}\" y1=\"{:.1}\" x2=\"{cx:.1}\" y2=\"{:.1}\" stroke=\"{c}\"/>\
+                 <circle cx=\"{cx:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{c}\"/>",
+                p.py(lo),
+                p.py(hi),
+                p.py(y)
+            );
+        }
+        let _ = write!(
+            p.svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"{c}\">{}</text>",
+            p.px(0.5) + 8.0 + 110.0 * i as f64,
+            TOP + 12.0,
+            esc(&l.name)
+        );
+    }
+    Some(p.finish())
+}

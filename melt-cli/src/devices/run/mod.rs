@@ -532,6 +532,10 @@ pub fn bench_devices(
                 runs: Vec::new(),
                 html: true,
                 open: false,
+                history: None,
+                device: None,
+                case: None,
+                since: None,
             },
             &layout.target_dir,
         );
