@@ -227,6 +227,14 @@ fn a_wrong_password_or_an_unreachable_host_is_a_clear_error_and_the_run_stays_lo
     );
     assert!(start.elapsed() < Duration::from_secs(10));
 
+    // No TLS here: a URL that asks for it is refused, not downgraded.
+    let tls = Location::Postgres(format!("{}?sslmode=require", server.url()));
+    let err = History::at(&tls).err().unwrap().to_string();
+    assert!(
+        err.contains("sslmode=require") && err.contains("SSH tunnel"),
+        "{err}"
+    );
+
     // A run's history sink: the shared history refuses, the local file keeps the run, and
     // the error says how to send it later.
     for shared in [wrong, nobody] {

@@ -8,7 +8,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use postgres::config::Host;
+use postgres::config::{Host, SslMode};
 use postgres::{Client, Config, NoTls};
 
 use super::store::{DbError, Engine, Pg, Sql};
@@ -56,6 +56,14 @@ pub fn connect(url: &str) -> Result<Client, HistoryError> {
         at: at(),
         reason: format!("not a PostgreSQL URL: {e}"),
     })?;
+    if config.get_ssl_mode() == SslMode::Require {
+        return Err(HistoryError::Connect {
+            at: at(),
+            reason: "the URL asks for TLS (sslmode=require), which this melt does not speak: \
+                     reach the server over a private network or an SSH tunnel"
+                .into(),
+        });
+    }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
