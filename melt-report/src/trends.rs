@@ -160,6 +160,17 @@ mod tests {
         // The page: one plot per case and metric, names escaped.
         let page = crate::html::trends_page(&all, "h.sqlite");
         assert_eq!(page.matches("<img").count(), 2, "{page}");
+        // Device runs tag their case ids ` @DEVICE`: the same case still shares a plot.
+        let tagged: Vec<Series> = all
+            .iter()
+            .cloned()
+            .map(|mut s| {
+                s.case_id = format!("{} @{}", s.case_id, s.device);
+                s
+            })
+            .collect();
+        let page = crate::html::trends_page(&tagged, "h.sqlite");
+        assert_eq!(page.matches("<img").count(), 2, "{page}");
         assert!(page.contains("m/pp512/&lt;b&gt;") && !page.contains("<b>"));
     }
 }

@@ -108,11 +108,20 @@ impl Plot {
         self.h - self.bottom - (v - a) / (b - a).max(f64::EPSILON) * (self.h - self.bottom - TOP)
     }
     fn axes(&mut self, x_label: &str, y_label: Option<&str>) {
+        let ticks: Vec<(f64, String)> = ticks(self.x.0, self.x.1, 6)
+            .into_iter()
+            .map(|t| (t, fmt_num(t)))
+            .collect();
+        self.axes_ticked(&ticks, x_label, y_label);
+    }
+
+    /// Axes whose x ticks are `x_ticks` (position, label), e.g. commits.
+    fn axes_ticked(&mut self, x_ticks: &[(f64, String)], x_label: &str, y_label: Option<&str>) {
         let (x0, x1, y0, y1) = (self.left, self.w - RIGHT, TOP, self.h - self.bottom);
         let mut s =
             format!("<line x1=\"{x0}\" y1=\"{y1}\" x2=\"{x1}\" y2=\"{y1}\" stroke=\"#333\"/>");
-        for t in ticks(self.x.0, self.x.1, 6) {
-            let x = self.px(t);
+        for (t, label) in x_ticks {
+            let x = self.px(*t);
             let _ = write!(
                 s,
                 "<line x1=\"{x:.1}\" y1=\"{y1}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#333\"/>\
@@ -120,7 +129,7 @@ impl Plot {
                  <text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
                 y1 + 4.0,
                 y1 + 15.0,
-                fmt_num(t)
+                esc(label)
             );
         }
         let _ = write!(
@@ -450,7 +459,12 @@ pub(super) struct TrendLine {
 
 /// Lines over runs with each point's interval as a bar. The y axis spans the data (with a
 /// margin), not zero: a trend is read for changes of a few percent.
-pub(super) fn trend_plot(title: &str, unit: &str, lines: &[TrendLine]) -> Option<String> {
+pub(super) fn trend_plot(
+    title: &str,
+    unit: &str,
+    lines: &[TrendLine],
+    x_labels: &[String],
+) -> Option<String> {
     let pts: Vec<&(f64, f64, f64, f64)> = lines.iter().flat_map(|l| l.points.iter()).collect();
     if pts.is_empty() {
         return None;
@@ -466,7 +480,15 @@ pub(super) fn trend_plot(title: &str, unit: &str, lines: &[TrendLine]) -> Option
         (0.5, x1 + 0.5),
         ((lo - pad).max(0.0), hi + pad),
     );
-    p.axes("run (oldest → newest)", Some(unit));
+    // A label per run while they fit (about 9 across), else every k-th.
+    let every = x_labels.len().div_ceil(9).max(1);
+    let x_ticks: Vec<(f64, String)> = x_labels
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % every == 0)
+        .map(|(i, l)| ((i + 1) as f64, l.clone()))
+        .collect();
+    p.axes_ticked(&x_ticks, "commit of each run, oldest first", Some(unit));
     for (i, l) in lines.iter().enumerate() {
         let c = l.colour;
         let line: Vec<String> = l

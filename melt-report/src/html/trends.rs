@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::plot::*;
-use crate::trends::{short_commit, shown, Series};
+use crate::trends::{short_commit, shown, Series, METRICS};
 
 /// Colours of the devices' lines, in turn.
 const COLOURS: [&str; 6] = [
@@ -23,17 +23,27 @@ pub fn trends_page(series: &[Series], source: &str) -> String {
         esc(source),
         series.len()
     );
-    // One plot per case and metric, a line per device.
-    let mut plots: BTreeMap<(&str, &str), Vec<&Series>> = BTreeMap::new();
+    // One plot per case and metric, a line per device. A device run's case id ends in
+    // ` @DEVICE`; without it, the same case on several devices shares a plot.
+    // Per case, its metrics in the order of [`METRICS`] (tok/s first).
+    let mut plots: BTreeMap<(&str, usize), Vec<&Series>> = BTreeMap::new();
     for s in series {
-        plots
-            .entry((s.case_id.as_str(), s.metric.as_str()))
-            .or_default()
-            .push(s);
+        let case = s
+            .case_id
+            .strip_suffix(&format!(" @{}", s.device))
+            .unwrap_or(&s.case_id);
+        let order = METRICS
+            .iter()
+            .position(|m| *m == s.metric)
+            .unwrap_or(METRICS.len());
+        plots.entry((case, order)).or_default().push(s);
     }
-    for ((case, metric), group) in &plots {
-        // The runs of the plot in recorded order: their position is the x.
-        let mut when: Vec<(&str, &str, &str)> = group
+    let mut last_case = "";
+    for ((case, _), group) in &plots {
+        let metric = &group[0].metric;
+        // The runs of the plot in recorded order: their position is the x, their commit the
+        // label.
+        let mut when: Vec<(&str, &str, &str, String)> = group
             .iter()
             .flat_map(|s| {
                 s.points.iter().map(|p| {
@@ -41,12 +51,14 @@ pub fn trends_page(series: &[Series], source: &str) -> String {
                         p.recorded_at.as_str(),
                         p.key.run_id.as_str(),
                         p.key.device.as_str(),
+                        short_commit(p).chars().take(7).collect::<String>(),
                     )
                 })
             })
             .collect();
         when.sort();
         when.dedup();
+        let labels: Vec<String> = when.iter().map(|w| w.3.clone()).collect();
         let x_of = |p: &crate::history::MetricRow| {
             let k = (
                 p.recorded_at.as_str(),
@@ -54,7 +66,7 @@ pub fn trends_page(series: &[Series], source: &str) -> String {
                 p.key.device.as_str(),
             );
             when.iter()
-                .position(|w| *w == k)
+                .position(|w| (w.0, w.1, w.2) == k)
                 .map_or(0.0, |i| (i + 1) as f64)
         };
         let unit = &group[0].unit;
@@ -84,10 +96,12 @@ pub fn trends_page(series: &[Series], source: &str) -> String {
         } else {
             unit.as_str()
         };
-        if let Some(svg) = trend_plot(&format!("{metric}: {case}"), y_unit, &lines) {
-            let _ = write!(html, "<div class=\"case\"><h3>{}</h3>", esc(case));
+        if let Some(svg) = trend_plot(&format!("{metric}: {case}"), y_unit, &lines, &labels) {
+            if *case != last_case {
+                let _ = write!(html, "<h3 class=\"case\">{}</h3>", esc(case));
+                last_case = case;
+            }
             html.push_str(&img(&svg, &format!("{metric} of {case} over runs")));
-            html.push_str("</div>");
         }
     }
     html.push_str(
