@@ -541,12 +541,7 @@ impl History {
                AND (CAST($2 AS TEXT) IS NULL OR device = $2)
              ORDER BY recorded_at DESC, run_id DESC, device",
             &args![&filter.commit, &filter.device],
-            |r| {
-                Ok(RunKey {
-                    run_id: r.text(0)?,
-                    device: r.text(1)?,
-                })
-            },
+            |r| run_key(r, 0),
         )
     }
 
@@ -565,10 +560,7 @@ impl History {
             &args![device, limit as i64],
             |r| {
                 Ok(RunRow {
-                    key: RunKey {
-                        run_id: r.text(0)?,
-                        device: r.text(1)?,
-                    },
+                    key: run_key(r, 0)?,
                     recorded_at: r.text(2)?,
                     git_commit: r.opt_text(3)?,
                     git_dirty: r.opt_bool(4)?,
@@ -612,10 +604,7 @@ impl History {
             &args![&q.metric, &q.case, &q.device, &q.since],
             |r| {
                 Ok(MetricRow {
-                    key: RunKey {
-                        run_id: r.text(0)?,
-                        device: r.text(1)?,
-                    },
+                    key: run_key(r, 0)?,
                     recorded_at: r.text(2)?,
                     git_commit: r.opt_text(3)?,
                     git_dirty: r.opt_bool(4)?,
@@ -747,6 +736,14 @@ impl History {
             }
         }
     }
+}
+
+/// The run key in columns `at` (run id) and `at + 1` (device) of a row.
+fn run_key(r: &Row, at: usize) -> Result<RunKey, DbError> {
+    Ok(RunKey {
+        run_id: r.text(at)?,
+        device: r.text(at + 1)?,
+    })
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
