@@ -138,7 +138,8 @@ pub struct ExportSource {
 }
 
 /// Version of the exporters' output: bump it when an export changes, so caches make it again.
-pub const EXPORT_VERSION: u32 = 2;
+/// 3: ONNX exports gained `last_logits`.
+pub const EXPORT_VERSION: u32 = 3;
 
 /// A named model in `melt.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -210,3 +210,44 @@ fn onnx_runtime_scores_perplexity_as_llama_cpp_does() {
         "llama.cpp {a} vs ONNX Runtime {b}"
     );
 }
+
+#[test]
+fn prefill_reads_the_last_position_alone_and_scoring_reads_every_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, onnx) = tiny(dir.path());
+    // The graph has both heads, the second one row deep.
+    let env = crate::onnxruntime::environment().unwrap();
+    let graph = ort::session::Session::builder(env)
+        .unwrap()
+        .commit_from_file(&onnx.path)
+        .unwrap();
+    let outputs: Vec<&str> = graph.outputs().iter().map(|o| o.name()).collect();
+    assert!(
+        outputs.contains(&"logits") && outputs.contains(&"last_logits"),
+        "{outputs:?}"
+    );
+    let om = OnnxRuntime.load(&onnx, &ModelParams::default()).unwrap();
+    let mut timed = om.session(&params()).unwrap();
+    let ids = timed
+        .tokenize("Hello world, the other weather", true)
+        .unwrap();
+    timed.prefill(&ids).unwrap();
+    let last = timed.logits().unwrap().to_vec();
+    let mut scoring = om.session(&params()).unwrap();
+    let mut rows: Vec<Vec<f32>> = Vec::new();
+    scoring
+        .prefill_with_logits(&ids, 0, &mut |_, l| rows.push(l.to_vec()))
+        .unwrap();
+    assert_eq!(rows.len(), ids.len(), "every position scored");
+    let diff = conformance::relative_max_diff(&last, rows.last().unwrap());
+    assert!(
+        diff < 1e-5,
+        "the two heads disagree on the last row: {diff}"
+    );
+    // Decoding on from either gives the same next logits.
+    let next = argmax(&last);
+    timed.decode(next).unwrap();
+    scoring.decode(next).unwrap();
+    let diff = conformance::relative_max_diff(timed.logits().unwrap(), scoring.logits().unwrap());
+    assert!(diff < 1e-5, "{diff}");
+}

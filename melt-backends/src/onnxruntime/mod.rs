@@ -142,7 +142,7 @@ pub fn library_version(path: &Path) -> Result<String, String> {
 }
 
 /// The process-wide ONNX Runtime environment, created on first use.
-fn environment() -> Result<&'static ort::environment::Environment, BackendError> {
+pub(crate) fn environment() -> Result<&'static ort::environment::Environment, BackendError> {
     static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
     ENV.get_or_init(|| {
         let path = find_library().map_err(|e| e.to_string())?;
@@ -173,6 +173,9 @@ struct Convention {
     kv: KvType,
     logits_f16: bool,
     n_vocab: Option<usize>,
+    /// A second output with the last position's logits alone (melt's exports have one): runs
+    /// that need no more ask for it instead of `logits`, and the graph skips the rest.
+    has_last_logits: bool,
     has_attention_mask: bool,
     has_position_ids: bool,
     has_cache_branch: bool,
@@ -293,6 +296,10 @@ impl Convention {
             kv: kv_type.expect("n_layer > 0"),
             logits_f16,
             n_vocab,
+            has_last_logits: outputs
+                .get("last_logits")
+                .and_then(|t| tensor_of(t))
+                .is_some_and(|(ty, _)| ty == logits_ty),
             has_attention_mask: inputs.contains_key("attention_mask"),
             has_position_ids: inputs.contains_key("position_ids"),
             has_cache_branch: inputs.contains_key("use_cache_branch"),
@@ -556,6 +563,14 @@ impl LoadedModel for OrtModel {
                     self.path.display()
                 ))
             })?;
+        let last_only = if self.convention.has_last_logits {
+            let options = ort::session::RunOptions::new()
+                .map_err(|e| runtime(format!("run options: {e}")))?
+                .with_outputs(ort::session::OutputSelector::default().without("logits"));
+            Some(options)
+        } else {
+            None
+        };
         Ok(Box::new(OrtSession {
             model: self,
             session,
@@ -564,6 +579,7 @@ impl LoadedModel for OrtModel {
             past: Vec::new(),
             n_past: 0,
             logits: Vec::new(),
+            last_only,
         }))
     }
 }
@@ -578,6 +594,8 @@ struct OrtSession<'m> {
     past: Vec<DynValue>,
     n_past: usize,
     logits: Vec<f32>,
+    /// Run options that leave `logits` out (graphs with `last_logits`).
+    last_only: Option<ort::session::RunOptions<ort::session::HasSelectedOutputs>>,
 }
 
 impl OrtSession<'_> {
@@ -659,10 +677,19 @@ impl OrtSession<'_> {
         }
         // On failure the cache is gone: the context is reset rather than left inconsistent.
         self.n_past = 0;
-        let mut outputs = self.session.run(inputs).map_err(err("running the graph"))?;
+        // Only the last row is kept unless rows go to `each`.
+        let last_only = self.last_only.as_ref().filter(|_| each.is_none());
+        let (outputs, logits_name) = match last_only {
+            Some(options) => (
+                self.session.run_with_options(inputs, options),
+                "last_logits",
+            ),
+            None => (self.session.run(inputs), "logits"),
+        };
+        let mut outputs = outputs.map_err(err("running the graph"))?;
         let logits = outputs
-            .remove("logits")
-            .ok_or_else(|| runtime("the run returned no `logits`"))?;
+            .remove(logits_name)
+            .ok_or_else(|| runtime(format!("the run returned no `{logits_name}`")))?;
         let rows_of = |shape: &[i64]| -> Result<(usize, usize), BackendError> {
             let vocab = *shape.last().unwrap_or(&0) as usize;
             let rows = shape.iter().rev().skip(1).product::<i64>() as usize;
@@ -745,7 +772,8 @@ impl Session for OrtSession<'_> {
         self.model.end_of_generation.contains(&token)
     }
 
-    /// The graph computes every position's logits anyway; this reads them all.
+    /// Every position's logits, from the graph's `logits` (prefill and decode ask for
+    /// `last_logits` alone where the graph has it).
     fn prefill_with_logits(
         &mut self,
         tokens: &[Token],
