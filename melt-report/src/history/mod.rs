@@ -4,7 +4,7 @@
 //! One interface, two stores ([`Location`]): the embedded SQLite file of one machine
 //! (`target/melt/history.sqlite`, the default) and a PostgreSQL database a team shares
 //! (`postgres://…`). Both hold the same schema ([`schema`]), migrated forward by the same
-//! versioned migrations, and answer the same queries, written once ([`store`]).
+//! versioned migrations, and answer the same queries, written once (in `store`).
 //!
 //! # Format
 //!
