@@ -138,7 +138,7 @@ pub struct ExportSource {
 }
 
 /// Version of the exporters' output: bump it when an export changes, so caches make it again.
-/// 3: ONNX exports gained `last_logits`.
+/// 3: ONNX exports take `logits_to_keep`.
 pub const EXPORT_VERSION: u32 = 3;
 
 /// A named model in `melt.toml`.

@@ -1,7 +1,7 @@
 //! GGUF → ONNX: writes a llama.cpp model as an ONNX decoder in the Optimum /
 //! onnxruntime-genai convention the ONNX Runtime backend reads (`input_ids`, `attention_mask`,
-//! `position_ids`, `past_key_values.{i}.key/value` in; `logits`, `present.{i}.key/value` out,
-//! and `last_logits`, the last position's alone, for runs that need no more),
+//! `position_ids`, `past_key_values.{i}.key/value` and `logits_to_keep` in; `logits`,
+//! `present.{i}.key/value` out),
 //! with a `tokenizer.json` built from the GGUF vocabulary — so the same weights can be measured
 //! on both engines, and an ONNX model exists where no registry this project may use ships one.
 //!
@@ -336,23 +336,6 @@ pub(crate) fn pairs_to_halves(w: &[f32], n_in: usize, n_heads: usize, head_dim: 
 }
 
 /// RMS norm over the last axis, times `weight`.
-/// The output head: `x` ([batch, seq, n_embd]) times the output matrix ([vocab, n_embd], read
-/// in place by Gemm's transB: a MatMul would need a transposed copy of the biggest tensor),
-/// shaped `shape`, soft-capped as Gemma does, written to `out`.
-fn lm_head(g: &mut Graph, x: &str, output: &str, shape: &str, softcap: Option<&str>, out: &str) {
-    let rows = g.op("Reshape", &[x, "rows_embd"], &[]);
-    let logits = g.op("Gemm", &[&rows, output], &[Attr::Int("transB", 1)]);
-    match softcap {
-        Some(cap) => {
-            let logits = g.op("Reshape", &[&logits, shape], &[]);
-            let s = g.op("Div", &[&logits, cap], &[]);
-            let s = g.op("Tanh", &[&s], &[]);
-            g.node("Mul", &[&s, cap], &[out], &[]);
-        }
-        None => g.node("Reshape", &[&logits, shape], &[out], &[]),
-    }
-}
-
 fn rms_norm(g: &mut Graph, x: &str, weight: &str) -> String {
     let sq = g.op("Mul", &[x, x], &[]);
     let mean = g.op(
@@ -463,6 +446,7 @@ fn build(gguf: &Gguf, hp: &Hparams) -> Result<(Vec<u8>, u64), ExportError> {
         &[Dim::Sym("batch"), Dim::Sym("total")],
     );
     g.input("position_ids", INT64, &[Dim::Sym("batch"), Dim::Sym("seq")]);
+    g.input("logits_to_keep", INT64, &[Dim::Fixed(1)]);
     let kv_dims = |len: &'static str| {
         [
             Dim::Sym("batch"),
@@ -684,41 +668,40 @@ fn build(gguf: &Gguf, hp: &Hparams) -> Result<(Vec<u8>, u64), ExportError> {
     } else {
         "token_embd"
     };
-    // Two heads on the same weights. `logits` holds every position's (perplexity, choices and
-    // KL-divergence read them all); `last_logits` the last position's, which is all that
-    // prefill and decode need. A run that asks only for the second never computes the first:
-    // in pp512 that is 511 rows of an n_embd × vocab product, and their output, that llama.cpp
-    // does not compute either.
-    let x_shape = g.op("Shape", &[&x], &[]);
+    // `logits_to_keep` (as in Hugging Face transformers) picks the positions whose logits are
+    // computed: the last N, or every one for 0. Prefill and decode keep 1; perplexity, choices
+    // and KL-divergence keep 0. ONNX Runtime runs every node of a graph whatever outputs are
+    // asked for, so the choice is made before the head: in pp512 it spares 511 rows of an
+    // n_embd × vocab product and their output, which llama.cpp does not compute either.
     g.i64s("minus_one_1", &[1], &[-1]);
     g.i64s("vocab_1", &[1], &[v as i64]);
     g.i64s("int_max_1", &[1], &[i64::MAX]);
-    let softcap = hp.final_logit_softcapping.map(|cap| {
-        g.f32s("softcap", &[], &[cap as f32]);
-        "softcap"
-    });
-    // [batch, seq, vocab]
-    let batch_seq = g.op("Slice", &[&x_shape, "zero_1", "minus_one_1", "zero_1"], &[]);
-    let all_shape = g.op("Concat", &[&batch_seq, "vocab_1"], &[Attr::Int("axis", 0)]);
-    lm_head(&mut g, &x, output, &all_shape, softcap, "logits");
-    // x[:, -1:, :] → [batch, 1, vocab]
-    let last = g.op("Slice", &[&x, "minus_one_1", "int_max_1", "axis1"], &[]);
+    let from = g.op("Neg", &["logits_to_keep"], &[]);
+    let kept = g.op("Slice", &[&x, &from, "int_max_1", "axis1"], &[]);
+    let x_shape = g.op("Shape", &[&x], &[]);
     let batch = g.op("Slice", &[&x_shape, "zero_1", "axis1", "zero_1"], &[]);
-    let last_shape = g.op(
+    // [batch, kept, vocab]
+    let shape = g.op(
         "Concat",
-        &[&batch, "axis1", "vocab_1"],
+        &[&batch, "minus_one_1", "vocab_1"],
         &[Attr::Int("axis", 0)],
     );
-    lm_head(&mut g, &last, output, &last_shape, softcap, "last_logits");
+    let rows = g.op("Reshape", &[&kept, "rows_embd"], &[]);
+    let logits = g.op("Gemm", &[&rows, output], &[Attr::Int("transB", 1)]);
+    match hp.final_logit_softcapping {
+        Some(cap) => {
+            let logits = g.op("Reshape", &[&logits, &shape], &[]);
+            g.f32s("softcap", &[], &[cap as f32]);
+            let s = g.op("Div", &[&logits, "softcap"], &[]);
+            let s = g.op("Tanh", &[&s], &[]);
+            g.node("Mul", &[&s, "softcap"], &["logits"], &[]);
+        }
+        None => g.node("Reshape", &[&logits, &shape], &["logits"], &[]),
+    }
     g.output(
         "logits",
         FLOAT,
-        &[Dim::Sym("batch"), Dim::Sym("seq"), Dim::Fixed(v as i64)],
-    );
-    g.output(
-        "last_logits",
-        FLOAT,
-        &[Dim::Sym("batch"), Dim::Fixed(1), Dim::Fixed(v as i64)],
+        &[Dim::Sym("batch"), Dim::Sym("kept"), Dim::Fixed(v as i64)],
     );
     let name = gguf
         .get("general.name")

@@ -173,9 +173,10 @@ struct Convention {
     kv: KvType,
     logits_f16: bool,
     n_vocab: Option<usize>,
-    /// A second output with the last position's logits alone (melt's exports have one): runs
-    /// that need no more ask for it instead of `logits`, and the graph skips the rest.
-    has_last_logits: bool,
+    /// An input choosing how many positions' logits the graph computes (melt's exports have
+    /// it): runs that need only the last position's ask for 1, and the output head runs on one
+    /// row.
+    has_logits_to_keep: bool,
     has_attention_mask: bool,
     has_position_ids: bool,
     has_cache_branch: bool,
@@ -280,12 +281,16 @@ impl Convention {
         let known = |name: &str| {
             matches!(
                 name,
-                "input_ids" | "attention_mask" | "position_ids" | "use_cache_branch"
+                "input_ids"
+                    | "attention_mask"
+                    | "position_ids"
+                    | "use_cache_branch"
+                    | "logits_to_keep"
             ) || name.starts_with("past_key_values.")
         };
         if let Some(other) = inputs.keys().find(|n| !known(n)) {
             return Err(bad(format!(
-                "the graph has an input `{other}` that the decoder convention melt drives does not have (input_ids, attention_mask, position_ids, past_key_values.*, use_cache_branch)"
+                "the graph has an input `{other}` that the decoder convention melt drives does not have (input_ids, attention_mask, position_ids, past_key_values.*, use_cache_branch, logits_to_keep)"
             )));
         }
         let (kv_heads, head_dim) = kv_shape.expect("n_layer > 0");
@@ -296,10 +301,7 @@ impl Convention {
             kv: kv_type.expect("n_layer > 0"),
             logits_f16,
             n_vocab,
-            has_last_logits: outputs
-                .get("last_logits")
-                .and_then(|t| tensor_of(t))
-                .is_some_and(|(ty, _)| ty == logits_ty),
+            has_logits_to_keep: inputs.contains_key("logits_to_keep"),
             has_attention_mask: inputs.contains_key("attention_mask"),
             has_position_ids: inputs.contains_key("position_ids"),
             has_cache_branch: inputs.contains_key("use_cache_branch"),
@@ -563,14 +565,6 @@ impl LoadedModel for OrtModel {
                     self.path.display()
                 ))
             })?;
-        let last_only = if self.convention.has_last_logits {
-            let options = ort::session::RunOptions::new()
-                .map_err(|e| runtime(format!("run options: {e}")))?
-                .with_outputs(ort::session::OutputSelector::default().without("logits"));
-            Some(options)
-        } else {
-            None
-        };
         Ok(Box::new(OrtSession {
             model: self,
             session,
@@ -579,7 +573,6 @@ impl LoadedModel for OrtModel {
             past: Vec::new(),
             n_past: 0,
             logits: Vec::new(),
-            last_only,
         }))
     }
 }
@@ -594,8 +587,6 @@ struct OrtSession<'m> {
     past: Vec<DynValue>,
     n_past: usize,
     logits: Vec<f32>,
-    /// Run options that leave `logits` out (graphs with `last_logits`).
-    last_only: Option<ort::session::RunOptions<ort::session::HasSelectedOutputs>>,
 }
 
 impl OrtSession<'_> {
@@ -657,6 +648,16 @@ impl OrtSession<'_> {
                     .into(),
             ));
         }
+        if c.has_logits_to_keep {
+            // The last position's logits alone, unless rows go to `each` (0: every one).
+            let keep = if each.is_some() { 0 } else { 1 };
+            inputs.push((
+                "logits_to_keep".into(),
+                Tensor::from_array(([1], vec![keep as i64]))
+                    .map_err(err("logits_to_keep"))?
+                    .into(),
+            ));
+        }
         if c.has_cache_branch {
             inputs.push((
                 "use_cache_branch".into(),
@@ -677,19 +678,10 @@ impl OrtSession<'_> {
         }
         // On failure the cache is gone: the context is reset rather than left inconsistent.
         self.n_past = 0;
-        // Only the last row is kept unless rows go to `each`.
-        let last_only = self.last_only.as_ref().filter(|_| each.is_none());
-        let (outputs, logits_name) = match last_only {
-            Some(options) => (
-                self.session.run_with_options(inputs, options),
-                "last_logits",
-            ),
-            None => (self.session.run(inputs), "logits"),
-        };
-        let mut outputs = outputs.map_err(err("running the graph"))?;
+        let mut outputs = self.session.run(inputs).map_err(err("running the graph"))?;
         let logits = outputs
-            .remove(logits_name)
-            .ok_or_else(|| runtime(format!("the run returned no `{logits_name}`")))?;
+            .remove("logits")
+            .ok_or_else(|| runtime("the run returned no `logits`"))?;
         let rows_of = |shape: &[i64]| -> Result<(usize, usize), BackendError> {
             let vocab = *shape.last().unwrap_or(&0) as usize;
             let rows = shape.iter().rev().skip(1).product::<i64>() as usize;
@@ -772,8 +764,8 @@ impl Session for OrtSession<'_> {
         self.model.end_of_generation.contains(&token)
     }
 
-    /// Every position's logits, from the graph's `logits` (prefill and decode ask for
-    /// `last_logits` alone where the graph has it).
+    /// Every position's logits (prefill and decode ask a graph with `logits_to_keep` for the
+    /// last position's alone).
     fn prefill_with_logits(
         &mut self,
         tokens: &[Token],
