@@ -191,13 +191,7 @@ fn since(s: &str) -> Result<String> {
     let commit = crate::paired::commit_of(&dir, s).map_err(|_| {
         anyhow::anyhow!("--since {s}: neither a date (2026-11-01) nor a git ref here")
     })?;
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(&dir)
-        .args(["show", "-s", "--format=%ct", &commit])
-        .output()?;
-    let secs: u64 = String::from_utf8_lossy(&out.stdout)
-        .trim()
+    let secs: u64 = crate::paired::git(&dir, &["show", "-s", "--format=%ct", &commit])?
         .parse()
         .map_err(|_| anyhow::anyhow!("--since {s}: git gave no commit time"))?;
     Ok(melt_bench::timestamp::timestamp_id_at(secs))

@@ -73,6 +73,14 @@ pub fn shown(v: f64, unit: &str) -> String {
     }
 }
 
+/// A run's 95% interval as tables show it (`-` when it has none).
+pub fn shown_interval(p: &MetricRow, unit: &str) -> String {
+    match (p.lower, p.upper) {
+        (Some(lo), Some(hi)) => format!("{} … {}", shown(lo, unit), shown(hi, unit)),
+        _ => "-".into(),
+    }
+}
+
 /// The table: per series, every run with its commit, value, interval and the change from the
 /// run before.
 pub fn markdown(series: &[Series]) -> String {
@@ -83,10 +91,7 @@ pub fn markdown(series: &[Series]) -> String {
     for s in series {
         let mut before: Option<f64> = None;
         for p in &s.points {
-            let ci = match (p.lower, p.upper) {
-                (Some(lo), Some(hi)) => format!("{} … {}", shown(lo, &s.unit), shown(hi, &s.unit)),
-                _ => "-".into(),
-            };
+            let ci = shown_interval(p, &s.unit);
             let change = before.filter(|b| *b != 0.0).map_or("-".into(), |b| {
                 format!("{:+.1}%", (p.estimate / b - 1.0) * 100.0)
             });

@@ -13,7 +13,8 @@ use melt_report::history::{
     schema, GitState, History, HistoryError, Location, RunFilter, RunKey, Written,
 };
 use melt_report::sinks::HistorySink;
-use melt_testkit::postgres::{free_port, Postgres};
+use melt_testkit::free_port;
+use melt_testkit::postgres::Postgres;
 use melt_testkit::summaries::summary;
 
 fn samples(ids: &[&str], n: usize) -> BTreeMap<String, Vec<f64>> {

@@ -413,6 +413,12 @@ impl Backend for NoBackend {
     }
 }
 
+/// A loopback port nobody listens on (now), for the servers tests start.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
 /// Printed text with its tables' padding gone (runs of spaces as one), so a test can look for
 /// `| host | llama.cpp |` in a table melt aligned for a terminal.
 pub fn squeezed(text: &str) -> String {

@@ -102,7 +102,7 @@ impl Postgres {
             data,
             log: home.join("server.log"),
             run_as,
-            port: free_port(),
+            port: crate::free_port(),
             child: None,
         };
         let out = pg
@@ -240,10 +240,4 @@ impl Drop for Postgres {
             let _ = child.wait();
         }
     }
-}
-
-/// A loopback port nobody listens on (now).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }

@@ -49,10 +49,7 @@ impl Sshd {
         std::fs::copy(dir.join("user_key.pub"), dir.join("authorized_keys")).unwrap();
         // The privilege separation directory sshd insists on when run as root.
         let _ = std::fs::create_dir_all("/run/sshd");
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = crate::free_port();
         let config = dir.join("sshd_config");
         std::fs::write(
             &config,

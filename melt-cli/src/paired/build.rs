@@ -77,7 +77,7 @@ fn copy_atomically(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-fn git(dir: &Path, args: &[&str]) -> Result<String> {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new("git")
         .current_dir(dir)
         .args(args)

@@ -9,7 +9,7 @@
 //! `target/melt/gate/<time>/summary.json`.
 
 mod build;
-pub(crate) use build::commit_of;
+pub(crate) use build::{commit_of, git};
 mod worker;
 
 use std::path::PathBuf;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::plot::*;
-use crate::trends::{short_commit, shown, Series, METRICS};
+use crate::trends::{short_commit, shown, shown_interval, Series, METRICS};
 
 /// Colours of the devices' lines, in turn.
 const COLOURS: [&str; 6] = [
@@ -110,10 +110,7 @@ pub fn trends_page(series: &[Series], source: &str) -> String {
     );
     for s in series {
         for p in &s.points {
-            let ci = match (p.lower, p.upper) {
-                (Some(lo), Some(hi)) => format!("{} … {}", shown(lo, &s.unit), shown(hi, &s.unit)),
-                _ => "-".into(),
-            };
+            let ci = shown_interval(p, &s.unit);
             let _ = write!(
                 html,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
