@@ -1,5 +1,6 @@
 //! Tasks end to end: replay, perplexity and multiple choice beside the workloads, bad task files,
-//! and the paper's conversations (shipped) replayed on the tiny model.
+//! KL-divergence from a saved reference, and the paper's conversations (shipped) replayed on
+//! the tiny model.
 
 mod common;
 
@@ -210,12 +211,138 @@ fn a_bad_task_file_is_named_and_costs_no_other_result() {
         ),
         (
             vec!["--tasks-only"],
-            "only applies with --replay, --perplexity or --choices",
+            "only applies with --replay, --perplexity, --kl-divergence or --choices",
         ),
     ] {
         let e = Args::parse(bad.clone()).unwrap_err().to_string();
         assert!(e.contains(says), "{bad:?}: {e}");
     }
+}
+
+#[test]
+fn kl_divergence_scores_every_model_against_one_saved_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = tiny_model(dir.path());
+    let b = dir.path().join("tiny-llama-b.gguf");
+    TinyLlama {
+        seed: 7,
+        ..TinyLlama::default()
+    }
+    .write(&b)
+    .unwrap();
+    let text = dir.path().join("text.txt");
+    std::fs::write(
+        &text,
+        "the hello world and the other world, a lot of words. ".repeat(12),
+    )
+    .unwrap();
+    let reference = dir.path().join("tiny.kld");
+    let s = |p: &Path| p.display().to_string();
+    let (b_s, text_s, ref_s) = (s(&b), s(&text), s(&reference));
+    let save = |filter: Option<&str>| {
+        let mut extra = vec![
+            "--model",
+            b_s.as_str(),
+            "--tasks-only",
+            "--perplexity",
+            text_s.as_str(),
+            "--ppl-ctx",
+            "32",
+            "--kl-divergence-base",
+            ref_s.as_str(),
+        ];
+        extra.extend(filter);
+        run_suite(&suite(), &args(&a, dir.path(), &extra))
+    };
+    // Two models would both write the reference: refused, naming them, before anything runs.
+    let e = save(None).unwrap_err().to_string();
+    assert!(
+        e.contains("2 model × backend pairs")
+            && e.contains("tiny-llama/perplexity:text.txt@32/llama.cpp t=2"),
+        "{e}"
+    );
+    assert!(!reference.exists());
+    let saved = save(Some("^tiny-llama/perplexity"))
+        .unwrap()
+        .measured()
+        .unwrap();
+    assert_eq!(saved.summary.tasks.len(), 1);
+    assert!(reference.is_file());
+
+    let out = run(
+        &a,
+        dir.path(),
+        &["--model", &b_s, "--tasks-only", "--kl-divergence", &ref_s],
+    );
+    assert!(out.summary.errors.is_empty(), "{:?}", out.summary.errors);
+    let kld = |model: &str| {
+        out.summary
+            .tasks
+            .iter()
+            .find_map(|t| match &t.result {
+                melt::tasks::TaskResult::KlDivergence(k) if t.model.name == model => {
+                    assert_eq!(
+                        t.id,
+                        format!("{model}/kl-divergence:tiny.kld@32/llama.cpp t=2")
+                    );
+                    Some(k.clone())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no KL-divergence of {model}"))
+    };
+    let (same, other) = (kld("tiny-llama"), kld("tiny-llama-b"));
+    assert!(same.kld.mean.abs() < 1e-5, "{:?}", same.kld);
+    assert_eq!(same.same_top.mean, 1.0);
+    assert!(other.kld.mean > 0.01, "{:?}", other.kld);
+    assert!(
+        out.table.contains("KL-divergence from the reference"),
+        "{}",
+        out.table
+    );
+    let rows = melt::tasks::report::quantization_rows(&out.summary);
+    assert!(
+        rows.iter().all(|r| r.kld.is_some() && r.same_top.is_some()),
+        "{rows:?}"
+    );
+    let page = std::fs::read_to_string(dir.path().join("melt/report/index.html")).unwrap();
+    assert!(page.contains("peak memory against KL-divergence"));
+
+    // A run that would score against the file it rewrites, and a reference that is not one.
+    let e = run_suite(
+        &suite(),
+        &args(
+            &a,
+            dir.path(),
+            &[
+                "--tasks-only",
+                "--perplexity",
+                &text_s,
+                "--ppl-ctx",
+                "32",
+                "--kl-divergence-base",
+                &ref_s,
+                "--kl-divergence",
+                &ref_s,
+            ],
+        ),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("which it is rewriting"), "{e}");
+    let e = Args::parse(["--kl-divergence", text_s.as_str()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--kl-divergence")
+            && e.contains("text.txt")
+            && e.contains("not a file of log-probabilities"),
+        "{e}"
+    );
+    let e = Args::parse(["--kl-divergence-base", "x.kld"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("only applies with --perplexity"), "{e}");
 }
 
 #[test]

@@ -88,6 +88,8 @@ pub enum DriverError {
     EmptySuite,
     #[error("unknown backend `{name}` (this build has: {known})")]
     UnknownBackend { name: String, known: String },
+    #[error("--kl-divergence-base saves one reference, but {0}")]
+    KlReference(String),
 }
 
 /// The filter as a predicate over case and task ids (everything passes without one).
@@ -106,6 +108,40 @@ fn matcher(args: &Args) -> Result<IdFilter, DriverError> {
         reason: e.to_string(),
     })?;
     Ok(Box::new(move |id| re.is_match(id)))
+}
+
+/// A reference file is written by one model × backend, and not read in the run that writes it.
+fn check_kl_reference(tasks: &[PlannedTask]) -> Result<(), DriverError> {
+    use crate::tasks::Task;
+    let saving: Vec<(&str, &std::path::Path)> = tasks
+        .iter()
+        .filter_map(|t| match &t.task {
+            Task::Perplexity(p) => Some((t.id.as_str(), p.save_log_probs.as_deref()?)),
+            _ => None,
+        })
+        .collect();
+    if saving.len() > 1 {
+        let ids: Vec<&str> = saving.iter().map(|(id, _)| *id).collect();
+        return Err(DriverError::KlReference(format!(
+            "{} model × backend pairs would write it ({}); pick one with a filter such as \
+             `'MODEL/perplexity.*/BACKEND'` or --backend",
+            ids.len(),
+            ids.join(", ")
+        )));
+    }
+    if let Some((_, path)) = saving.first() {
+        let reads = tasks
+            .iter()
+            .any(|t| matches!(&t.task, Task::KlDivergence(k) if k.base == *path));
+        if reads {
+            return Err(DriverError::KlReference(format!(
+                "this run would also score against {}, which it is rewriting; score in a \
+                 second run",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Model references of the suite, or of `--model` when given.
@@ -201,6 +237,7 @@ pub fn run_suite(suite: &Suite, args: &Args) -> Result<Ran, DriverError> {
             "every selected case is in --skip".into(),
         ));
     }
+    check_kl_reference(&tasks)?;
     if let Mode::List(format) = args.mode {
         print!("{}", listing(&cases, &tasks, &models, format));
         return Ok(Ran::Printed);

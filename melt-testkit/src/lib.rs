@@ -351,6 +351,7 @@ pub fn tiny_perplexity(
         data: std::path::PathBuf::from("text.txt").into(),
         n_ctx: 32,
         max_chunks: Some(3),
+        save_log_probs: None,
     };
     let p = perplexity::run(s.as_mut(), &spec, &text, &mut |_, _, _| {}).unwrap();
     assert_eq!(p.tokens_scored, 3 * 15);

@@ -248,3 +248,112 @@ fn prefill_reads_the_last_position_alone_and_scoring_reads_every_one() {
     let diff = conformance::relative_max_diff(timed.logits().unwrap(), scoring.logits().unwrap());
     assert!(diff < 1e-5, "{diff}");
 }
+
+/// Saves llama.cpp's log-probabilities over a text as the reference, then scores models
+/// against it: the same weights on ONNX Runtime diverge by rounding only; another model by
+/// what the definition, computed here from full logits, says.
+#[test]
+fn kl_divergence_from_a_saved_reference_on_either_engine() {
+    use melt_bench::tasks::{kl_divergence, log_probs, perplexity};
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, onnx) = tiny(dir.path());
+    let other = dir.path().join("other.gguf");
+    TinyLlama {
+        seed: 7,
+        ..TinyLlama::default()
+    }
+    .write(&other)
+    .unwrap();
+    let other = ModelSpec::from_path(&other).unwrap();
+    let base = dir.path().join("ref").join("tiny.kld");
+    let text = "the hello world and the other world, a lot of words in the shell; ".repeat(8);
+    let lm = LlamaCpp.load(&gguf, &ModelParams::default()).unwrap();
+    let mut s = lm.session(&params()).unwrap();
+    let spec = perplexity::PerplexitySpec {
+        data: std::path::PathBuf::from("text.txt").into(),
+        n_ctx: 32,
+        max_chunks: Some(3),
+        save_log_probs: Some(base.clone()),
+    };
+    let ppl = perplexity::run(s.as_mut(), &spec, &text, &mut |_, _, _| {}).unwrap();
+    let header = log_probs::Reader::open(&base).unwrap().header;
+    assert_eq!((header.n_ctx, header.n_chunk), (32, 3));
+
+    let kld_of = |b: &dyn Backend, m: &ModelSpec| {
+        let loaded = b.load(m, &ModelParams::default()).unwrap();
+        let mut s = loaded.session(&params()).unwrap();
+        let spec = kl_divergence::KlDivergenceSpec::open(base.clone()).unwrap();
+        kl_divergence::run(s.as_mut(), &spec, &mut |_, _, _| {}).unwrap()
+    };
+    let same = kld_of(&LlamaCpp, &gguf);
+    assert_eq!(same.tokens_scored, ppl.tokens_scored);
+    assert!(
+        same.kld.mean.abs() < 1e-5,
+        "llama.cpp against itself: {:?}",
+        same.kld
+    );
+    assert_eq!(same.same_top.mean, 1.0);
+    assert!((same.ppl_base.mean - ppl.ppl).abs() / ppl.ppl < 1e-3);
+    let exported = kld_of(&OnnxRuntime, &onnx);
+    assert!(
+        exported.kld.mean.abs() < 1e-5,
+        "the export: {:?}",
+        exported.kld
+    );
+    assert!(exported.same_top.mean > 0.97, "{:?}", exported.same_top);
+
+    // Another model, by the definition: KL(reference ‖ model) per position from each
+    // engine's full logits in f64, every position from its own prefill.
+    let got = kld_of(&LlamaCpp, &other);
+    let om = LlamaCpp.load(&other, &ModelParams::default()).unwrap();
+    let mut o = om.session(&params()).unwrap();
+    let log_softmax = |l: &[f32]| {
+        let m = l.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
+        let z = l.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln() + m;
+        l.iter().map(|&x| x as f64 - z).collect::<Vec<f64>>()
+    };
+    let mut klds = Vec::new();
+    for c in 0..3 {
+        let mut chunk = header.tokens[c * 32..(c + 1) * 32].to_vec();
+        chunk[0] = s.bos().unwrap();
+        for i in 16..31 {
+            let at = |sess: &mut Box<dyn melt_bench::Session + '_>| {
+                sess.clear().unwrap();
+                sess.prefill(&chunk[..=i]).unwrap();
+                log_softmax(sess.logits().unwrap())
+            };
+            let (p, q) = (at(&mut s), at(&mut o));
+            klds.push(
+                p.iter()
+                    .zip(&q)
+                    .map(|(a, b)| a.exp() * (a - b))
+                    .sum::<f64>(),
+            );
+        }
+    }
+    let by_hand = klds.iter().sum::<f64>() / klds.len() as f64;
+    assert!(by_hand > 1e-3, "the two models must differ: {by_hand}");
+    assert!(
+        (got.kld.mean - by_hand).abs() / by_hand < 0.01,
+        "task {} vs the definition {by_hand}",
+        got.kld.mean
+    );
+    assert!(got.kld.mean > 100.0 * exported.kld.mean);
+    assert!(got.kld_max >= got.kld_p99 && got.kld_p99 >= got.kld_median);
+
+    // A reference from another vocabulary is refused, naming both sizes.
+    let foreign = dir.path().join("foreign.kld");
+    let mut w = log_probs::Writer::create(&foreign, 8, 10, &[1; 16]).unwrap();
+    for _ in 0..2 * log_probs::scored_per_chunk(8) {
+        w.row(&[0.0; 10]).unwrap();
+    }
+    w.finish().unwrap();
+    let spec = kl_divergence::KlDivergenceSpec::open(foreign).unwrap();
+    let e = kl_divergence::run(s.as_mut(), &spec, &mut |_, _, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("foreign.kld") && e.contains("vocabulary of 10 tokens"),
+        "{e}"
+    );
+}

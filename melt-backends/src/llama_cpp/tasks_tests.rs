@@ -42,6 +42,7 @@ fn perplexity_matches_one_computed_prefix_by_prefix() {
         data: std::path::PathBuf::from("text.txt").into(),
         n_ctx: 32,
         max_chunks: Some(3),
+        save_log_probs: None,
     };
     let got = perplexity::run(s.as_mut(), &spec, &text, &mut |_, _, _| {}).unwrap();
     assert_eq!(got.chunks, 3);

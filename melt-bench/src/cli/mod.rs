@@ -370,6 +370,14 @@ struct Cli {
     /// Score at most N chunks [default: all]
     #[arg(long, value_name = "N", value_parser = positive, help_heading = TASKS)]
     ppl_chunks: Option<usize>,
+    /// Save the --perplexity run's log-probabilities here as the reference for
+    /// --kl-divergence (llama-perplexity's file); for one model × backend
+    #[arg(long, value_name = "FILE", help_heading = TASKS)]
+    kl_divergence_base: Option<PathBuf>,
+    /// KL-divergence from a reference saved by --kl-divergence-base (or by
+    /// llama-perplexity), on the tokens and chunks the file holds
+    #[arg(long, value_name = "FILE", help_heading = TASKS)]
+    kl_divergence: Vec<PathBuf>,
     /// Multiple-choice accuracy (ARC/OpenBookQA or HellaSwag JSONL, TruthfulQA.csv) by
     /// log-likelihood, as lm-evaluation-harness; shipped: openbookqa, truthfulqa
     #[arg(long, value_name = "NAME|FILE", value_parser = data, help_heading = TASKS)]
@@ -419,12 +427,17 @@ struct TaskArgs {
     conversations: Option<usize>,
     ppl_ctx: Option<usize>,
     ppl_chunks: Option<usize>,
+    kl_divergence_base: Option<PathBuf>,
+    kl_divergence: Vec<PathBuf>,
     limit: Option<usize>,
 }
 
 impl TaskArgs {
     fn tasks(self) -> Result<Vec<crate::tasks::Task>, CliError> {
-        use crate::tasks::{choice::ChoiceSpec, perplexity::PerplexitySpec, replay::ReplaySpec};
+        use crate::tasks::{
+            choice::ChoiceSpec, kl_divergence::KlDivergenceSpec, perplexity::PerplexitySpec,
+            replay::ReplaySpec,
+        };
         // A task option without its task is a mistake worth saying, not ignoring.
         let orphan = |flag: &str, set: bool, task: &[DataSource], needs: &'static str| {
             if set && task.is_empty() {
@@ -449,6 +462,19 @@ impl TaskArgs {
         let (p, pn) = (&self.perplexity, "--perplexity NAME|FILE");
         orphan("--ppl-ctx", self.ppl_ctx.is_some(), p, pn)?;
         orphan("--ppl-chunks", self.ppl_chunks.is_some(), p, pn)?;
+        orphan(
+            "--kl-divergence-base",
+            self.kl_divergence_base.is_some(),
+            p,
+            pn,
+        )?;
+        if self.kl_divergence_base.is_some() && p.len() > 1 {
+            return Err(CliError::Usage(
+                "`--kl-divergence-base` saves one text's log-probabilities; give one \
+                 `--perplexity` with it"
+                    .into(),
+            ));
+        }
         let cn = "--choices NAME|FILE";
         orphan("--limit", self.limit.is_some(), &self.choices, cn)?;
         let mut out = Vec::new();
@@ -468,7 +494,15 @@ impl TaskArgs {
                 data,
                 n_ctx: self.ppl_ctx.unwrap_or(512),
                 max_chunks: self.ppl_chunks,
+                save_log_probs: self.kl_divergence_base.clone(),
             }));
+        }
+        for base in self.kl_divergence {
+            let spec = KlDivergenceSpec::open(base.clone()).map_err(|e| CliError::File {
+                flag: "--kl-divergence".into(),
+                why: e.to_string(),
+            })?;
+            out.push(crate::tasks::Task::KlDivergence(spec));
         }
         for data in self.choices {
             out.push(crate::tasks::Task::MultipleChoice(ChoiceSpec {
@@ -486,6 +520,8 @@ pub enum CliError {
     /// baselines at once. Its text names the flag, the value and what was expected.
     #[error("{0}")]
     Usage(String),
+    #[error("option `{flag}`: {why}")]
+    File { flag: String, why: String },
     #[error("option `{0}` only applies with {1}")]
     OnlyWith(String, &'static str),
     #[error("option `{flag}`: `{value}` is not {expected}")]
@@ -541,13 +577,15 @@ impl Cli {
             conversations: self.conversations,
             ppl_ctx: self.ppl_ctx,
             ppl_chunks: self.ppl_chunks,
+            kl_divergence_base: self.kl_divergence_base,
+            kl_divergence: self.kl_divergence,
             limit: self.limit,
         }
         .tasks()?;
         if self.tasks_only && tasks.is_empty() {
             return Err(CliError::OnlyWith(
                 "--tasks-only".into(),
-                "--replay, --perplexity or --choices",
+                "--replay, --perplexity, --kl-divergence or --choices",
             ));
         }
         // --quick sets the defaults; explicit options still win.

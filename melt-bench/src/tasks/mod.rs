@@ -1,12 +1,14 @@
 //! The paper's workloads beside the timed pp/tg cases: conversation replay (the sustained run
-//! is a replay of one long conversation), perplexity of a text file, and multiple-choice
-//! accuracy. A task runs once per model × backend, at the sweep's last point (the shipped
+//! is a replay of one long conversation), perplexity of a text file, KL-divergence from a
+//! reference model, and multiple-choice accuracy. A task runs once per model × backend, at the sweep's last point (the shipped
 //! suite's all-cores), on a session of its own; its result goes into `summary.json`'s
 //! `tasks`, the stdout report and the HTML page. Replay turns are streamed as they are
 //! measured (`task_turn` events), so a lost device loses none of them.
 
 pub mod chat;
 pub mod choice;
+pub mod kl_divergence;
+pub mod log_probs;
 pub mod perplexity;
 pub mod replay;
 pub mod report;
@@ -37,6 +39,7 @@ pub enum TaskError {
 pub enum Task {
     Replay(replay::ReplaySpec),
     Perplexity(perplexity::PerplexitySpec),
+    KlDivergence(kl_divergence::KlDivergenceSpec),
     MultipleChoice(choice::ChoiceSpec),
 }
 
@@ -49,11 +52,13 @@ pub(crate) fn file_name(p: &Path) -> String {
 
 impl Task {
     /// The task's part of a case id: `replay:conversations.json`,
-    /// `perplexity:tinyshakespeare.txt@512`, `choice:openbookqa.jsonl`.
+    /// `perplexity:tinyshakespeare.txt@512`, `kl-divergence:f32.kld@512`,
+    /// `choice:openbookqa.jsonl`.
     pub fn label(&self) -> String {
         match self {
             Task::Replay(s) => format!("replay:{}", s.data.file_name()),
             Task::Perplexity(s) => format!("perplexity:{}@{}", s.data.file_name(), s.n_ctx),
+            Task::KlDivergence(s) => format!("kl-divergence:{}@{}", s.file_name(), s.n_ctx),
             Task::MultipleChoice(s) => format!("choice:{}", s.data.file_name()),
         }
     }
@@ -63,6 +68,7 @@ impl Task {
         match self {
             Task::Replay(s) => s.n_ctx,
             Task::Perplexity(s) => s.n_ctx,
+            Task::KlDivergence(s) => s.n_ctx,
             // Questions are short; TruthfulQA's six-shot prompt and a long choice fit in 1024.
             Task::MultipleChoice(_) => 1024,
         }
@@ -75,6 +81,7 @@ impl Task {
 pub enum TaskResult {
     Replay(replay::Replay),
     Perplexity(perplexity::Perplexity),
+    KlDivergence(kl_divergence::KlDivergence),
     MultipleChoice(choice::ChoiceResult),
 }
 

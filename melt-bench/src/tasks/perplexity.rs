@@ -4,11 +4,13 @@
 //! every scored token has at least `n_ctx / 2` tokens of context).
 
 use crate::datasets::DataSource;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{log_prob, Session};
+use crate::tasks::log_probs;
 use crate::tasks::TaskError;
 
 /// What to measure.
@@ -19,6 +21,10 @@ pub struct PerplexitySpec {
     pub n_ctx: usize,
     /// Score at most this many chunks (llama-perplexity's `--chunks`); all when `None`.
     pub max_chunks: Option<usize>,
+    /// Also save the scored positions' log-probabilities here, as the reference that
+    /// [`super::kl_divergence`] scores other models against (`--kl-divergence-base`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save_log_probs: Option<PathBuf>,
 }
 
 /// The result, with what llama-perplexity prints beside it.
@@ -78,6 +84,12 @@ impl NllSum {
     }
 }
 
+/// What stopped a chunk.
+enum Failure {
+    NotFinite(usize),
+    Save(log_probs::LogProbsError),
+}
+
 /// Perplexity of `text` on `session` (whose context must hold `spec.n_ctx`). `progress` hears
 /// the running perplexity after each chunk.
 pub fn run(
@@ -119,6 +131,8 @@ pub fn run(
     let mut running = Vec::with_capacity(chunks);
     let start = Instant::now();
     let mut chunk = Vec::with_capacity(n_ctx);
+    // Made at the first row, when the vocabulary's size is known.
+    let mut saved: Option<log_probs::Writer> = None;
     for c in 0..chunks {
         chunk.clear();
         chunk.extend_from_slice(&tokens[c * n_ctx..(c + 1) * n_ctx]);
@@ -130,22 +144,51 @@ pub fn run(
         session.prefill_with_logits(&chunk, first, &mut |i, logits| {
             // Position i predicts token i + 1; the chunk's last position predicts nothing.
             if let Some(&next) = chunk.get(i + 1) {
+                if let (Some(path), None) = (&spec.save_log_probs, &failed) {
+                    let row = match saved.take() {
+                        Some(w) => Ok(w),
+                        None => log_probs::Writer::create(
+                            path,
+                            n_ctx,
+                            logits.len(),
+                            &tokens[..chunks * n_ctx],
+                        ),
+                    }
+                    .and_then(|mut w| w.row(logits).map(|()| w));
+                    match row {
+                        Ok(w) => saved = Some(w),
+                        Err(e) => failed = Some(Failure::Save(e)),
+                    }
+                }
                 let lp = log_prob(logits, next);
                 if lp.is_finite() {
                     sum.add(lp);
                 } else if failed.is_none() {
-                    failed = Some(i);
+                    failed = Some(Failure::NotFinite(i));
                 }
             }
         })?;
-        if let Some(i) = failed {
-            return Err(TaskError::Input(format!(
-                "perplexity: chunk {c}, position {i}: the logits are not finite (NaN or the \
-                 token's probability is 0)"
-            )));
+        match failed {
+            Some(Failure::NotFinite(i)) => {
+                return Err(TaskError::Input(format!(
+                    "perplexity: chunk {c}, position {i}: the logits are not finite (NaN or the \
+                     token's probability is 0)"
+                )))
+            }
+            Some(Failure::Save(e)) => {
+                return Err(TaskError::Input(format!(
+                    "perplexity: saving the log-probabilities: {e}"
+                )))
+            }
+            None => {}
         }
         running.push(sum.ppl());
         progress(c + 1, chunks, sum.ppl());
+    }
+    if let Some(w) = saved {
+        w.finish().map_err(|e| {
+            TaskError::Input(format!("perplexity: saving the log-probabilities: {e}"))
+        })?;
     }
     let seconds = start.elapsed().as_secs_f64();
     let (ppl, ppl_stderr) = sum.estimate();

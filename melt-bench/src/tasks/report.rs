@@ -157,6 +157,7 @@ pub fn section(summary: &Summary) -> String {
             ));
         }
     }
+    out.push_str(&kl_divergence_section(summary));
     let mc: Vec<_> = summary
         .tasks
         .iter()
@@ -196,6 +197,50 @@ pub fn section(summary: &Summary) -> String {
     out
 }
 
+fn kl_divergence_section(summary: &Summary) -> String {
+    let kld: Vec<_> = summary
+        .tasks
+        .iter()
+        .filter_map(|t| match &t.result {
+            TaskResult::KlDivergence(k) => Some((t, k)),
+            _ => None,
+        })
+        .collect();
+    if kld.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\nKL-divergence from the reference (llama-perplexity's method; nats per token)\n\n\
+         | model | backend | reference | chunks × n_ctx | mean KLD | ± | median | p90 | p99 | max | same top % | Δp mean % | Δp RMS % | PPL / PPL(ref) |\n\
+         | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for (t, k) in kld {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} × {} | {:.6} | {:.6} | {:.6} | {:.6} | {:.6} | {:.4} | {:.2} ± {:.2} | {:.3} ± {:.3} | {:.3} ± {:.3} | {:.4} ± {:.4} |\n",
+            t.model.name,
+            t.backend,
+            k.base,
+            k.chunks,
+            k.n_ctx,
+            k.kld.mean,
+            k.kld.stderr,
+            k.kld_median,
+            k.kld_p90,
+            k.kld_p99,
+            k.kld_max,
+            100.0 * k.same_top.mean,
+            100.0 * k.same_top.stderr,
+            100.0 * k.delta_p.mean,
+            100.0 * k.delta_p.stderr,
+            100.0 * k.delta_p_rms.mean,
+            100.0 * k.delta_p_rms.stderr,
+            k.ln_ppl_ratio.mean.exp(),
+            k.ln_ppl_ratio.mean.exp() * k.ln_ppl_ratio.stderr,
+        ));
+    }
+    out
+}
+
 /// One row of the quantization comparison: a model file on one backend.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QuantRow {
@@ -212,6 +257,10 @@ pub struct QuantRow {
     pub tg_tok_s: Option<f64>,
     pub decode_j_per_token: Option<f64>,
     pub ppl: Option<(f64, f64)>,
+    /// Mean KL-divergence from the reference, ± its standard error.
+    pub kld: Option<(f64, f64)>,
+    /// Fraction of positions whose top token is the reference's.
+    pub same_top: Option<f64>,
     /// Task name → (acc, stderr).
     pub acc: BTreeMap<String, (f64, f64)>,
 }
@@ -238,6 +287,10 @@ pub fn quantization_rows(summary: &Summary) -> Vec<QuantRow> {
             TaskResult::MultipleChoice(c) => {
                 row.acc
                     .insert(c.task.clone(), (c.accuracy.acc, c.accuracy.acc_stderr));
+            }
+            TaskResult::KlDivergence(k) => {
+                row.kld = Some((k.kld.mean, k.kld.stderr));
+                row.same_top = Some(k.same_top.mean);
             }
             TaskResult::Replay(_) => {}
         }
@@ -278,18 +331,18 @@ fn quantization_section(summary: &Summary) -> String {
     }
     let tasks: std::collections::BTreeSet<String> =
         rows.iter().flat_map(|r| r.acc.keys().cloned()).collect();
-    let mut out = String::from("\nWhat does quantization cost? (same run, side by side)\n\n| model | backend | quant | size | peak mem (tg) | pp tok/s | tg tok/s | J/token | PPL |");
+    let mut out = String::from("\nWhat does quantization cost? (same run, side by side)\n\n| model | backend | quant | size | peak mem (tg) | pp tok/s | tg tok/s | J/token | PPL | KLD | same top % |");
     for t in &tasks {
         out.push_str(&format!(" {t} acc |"));
     }
-    out.push_str("\n| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    out.push_str("\n| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for _ in &tasks {
         out.push_str(" ---: |");
     }
     out.push('\n');
     for r in &rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.model,
             r.backend,
             r.quantization,
@@ -299,7 +352,10 @@ fn quantization_section(summary: &Summary) -> String {
             opt(r.tg_tok_s, 1),
             opt(r.decode_j_per_token, 4),
             r.ppl
-                .map_or("-".into(), |(p, e)| format!("{p:.3} ± {e:.3}"))
+                .map_or("-".into(), |(p, e)| format!("{p:.3} ± {e:.3}")),
+            r.kld
+                .map_or("-".into(), |(k, e)| format!("{k:.5} ± {e:.5}")),
+            opt(r.same_top.map(|s| 100.0 * s), 2),
         ));
         for t in &tasks {
             out.push_str(&match r.acc.get(t) {

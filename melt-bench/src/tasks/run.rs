@@ -10,7 +10,9 @@ use crate::probe;
 use crate::runner::{CaseFailure, ModelRef, RunError, Runner};
 use crate::store::Event;
 use crate::tasks::chat::ChatTemplate;
-use crate::tasks::{choice, perplexity, replay, Task, TaskError, TaskRecord, TaskResult};
+use crate::tasks::{
+    choice, kl_divergence, perplexity, replay, Task, TaskError, TaskRecord, TaskResult,
+};
 
 /// One task of the plan.
 #[derive(Debug, Clone)]
@@ -112,6 +114,16 @@ impl Runner<'_> {
                 })
                 .map(TaskResult::Perplexity)
             }),
+            Task::KlDivergence(k) => {
+                let mut last = Instant::now();
+                kl_divergence::run(session.as_mut(), k, &mut |done, all, kld| {
+                    if done == all || last.elapsed().as_secs() >= 10 {
+                        eprintln!("melt: {id}: chunk {done}/{all}, mean KLD {kld:.6}");
+                        last = Instant::now();
+                    }
+                })
+                .map(TaskResult::KlDivergence)
+            }
             Task::MultipleChoice(c) => {
                 let mut last = Instant::now();
                 choice::run(session.as_mut(), c, &mut |done, all| {

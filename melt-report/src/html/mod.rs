@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use melt_bench::store::{CaseSummary, Summary};
+use melt_bench::tasks::report::QuantRow;
 use melt_bench::workload::Measured;
 
 mod paired;
@@ -110,6 +111,25 @@ fn tasks_html(s: &Summary) -> String {
                     p.eval_tokens_per_s
                 );
             }
+            TaskResult::KlDivergence(k) => {
+                let _ = write!(
+                    html,
+                    "<p>KL-divergence of {} ({}) from <code>{}</code>: <b>{:.6} ± {:.6}</b> nats per token (median {:.6}, p99 {:.6}, max {:.4}), same top token {:.2}%, Δp RMS {:.3}%, over {} chunks of {} ({} tokens scored).</p>",
+                    esc(&t.model.name),
+                    esc(&t.backend),
+                    esc(&k.base),
+                    k.kld.mean,
+                    k.kld.stderr,
+                    k.kld_median,
+                    k.kld_p99,
+                    k.kld_max,
+                    100.0 * k.same_top.mean,
+                    100.0 * k.delta_p_rms.mean,
+                    k.chunks,
+                    k.n_ctx,
+                    k.tokens_scored
+                );
+            }
             TaskResult::MultipleChoice(c) => {
                 let a = &c.accuracy;
                 let _ = write!(
@@ -130,7 +150,7 @@ fn tasks_html(s: &Summary) -> String {
     }
     let rows = melt_bench::tasks::report::quantization_rows(s);
     if rows.len() >= 2 {
-        html.push_str("<h3>What does quantization cost?</h3><table><tr><th>model</th><th>backend</th><th>quant</th><th>size MiB</th><th>peak MiB</th><th>pp tok/s</th><th>tg tok/s</th><th>J/token</th><th>PPL</th><th>accuracy</th></tr>");
+        html.push_str("<h3>What does quantization cost?</h3><table><tr><th>model</th><th>backend</th><th>quant</th><th>size MiB</th><th>peak MiB</th><th>pp tok/s</th><th>tg tok/s</th><th>J/token</th><th>PPL</th><th>KLD</th><th>same top %</th><th>accuracy</th></tr>");
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         let opt = |x: Option<f64>, d: usize| x.map_or("-".to_string(), |x| format!("{x:.d$}"));
         for r in &rows {
@@ -141,7 +161,7 @@ fn tasks_html(s: &Summary) -> String {
                 .collect();
             let _ = write!(
                 html,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{:.0}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{:.0}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
                 esc(&r.model),
                 esc(&r.backend),
                 esc(&r.quantization),
@@ -151,10 +171,13 @@ fn tasks_html(s: &Summary) -> String {
                 opt(r.tg_tok_s, 1),
                 opt(r.decode_j_per_token, 4),
                 r.ppl.map_or("-".into(), |(p, e)| format!("{p:.3} ± {e:.3}")),
+                r.kld.map_or("-".into(), |(k, e)| format!("{k:.5} ± {e:.5}")),
+                opt(r.same_top.map(|s| 100.0 * s), 2),
                 esc(&acc.join("; "))
             );
         }
         html.push_str("</table>");
+        html.push_str(&pareto_plots(&rows));
         let tasks: std::collections::BTreeSet<&String> =
             rows.iter().flat_map(|r| r.acc.keys()).collect();
         for task in tasks {
@@ -173,6 +196,47 @@ fn tasks_html(s: &Summary) -> String {
             if let Some(svg) = accuracy_memory_plot(task, &points) {
                 html.push_str(&img(&svg, &format!("{task} accuracy against peak memory")));
             }
+        }
+    }
+    html
+}
+
+/// One of a comparison row's numbers, when it has it.
+type RowMetric<'a> = &'a dyn Fn(&QuantRow) -> Option<f64>;
+
+/// Speed and memory against KL-divergence, one point per engine × quantization that was
+/// scored against the reference: which choices no other beats on both.
+fn pareto_plots(rows: &[QuantRow]) -> String {
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let name = |r: &QuantRow| format!("{} {}", r.quantization, r.backend);
+    let axes: [(&str, &str, bool, RowMetric); 3] = [
+        (
+            "decode speed against KL-divergence",
+            "tg tok/s",
+            true,
+            &|r| r.tg_tok_s,
+        ),
+        (
+            "prefill speed against KL-divergence",
+            "pp tok/s",
+            true,
+            &|r| r.pp_tok_s,
+        ),
+        (
+            "peak memory against KL-divergence",
+            "peak MiB",
+            false,
+            &|r| r.peak_rss_bytes.map(mib),
+        ),
+    ];
+    let mut html = String::new();
+    for (title, unit, higher, y) in axes {
+        let points: Vec<(String, f64, f64)> = rows
+            .iter()
+            .filter_map(|r| Some((name(r), r.kld?.0, y(r)?)))
+            .collect();
+        if let Some(svg) = pareto_plot(title, unit, &points, higher) {
+            html.push_str(&img(&svg, title));
         }
     }
     html
@@ -399,6 +463,31 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn the_pareto_front_is_what_nothing_beats_on_both_axes() {
+        // (KLD, tok/s): the f32 reference, Q4_K_M, an int4 that is slower and worse, a fast
+        // lossy one, and a tie with Q4_K_M that adds nothing.
+        let pts = [
+            (0.0, 30.0),
+            (0.004, 80.0),
+            (0.01, 70.0),
+            (0.05, 95.0),
+            (0.004, 80.0),
+        ];
+        assert_eq!(pareto_front(&pts, true), [true, true, false, true, true]);
+        // Memory: lower is better.
+        let mem = [(0.0, 1000.0), (0.004, 300.0), (0.01, 350.0)];
+        assert_eq!(pareto_front(&mem, false), [true, true, false]);
+        let svg = pareto_plot(
+            "speed",
+            "tok/s",
+            &[("a".into(), 0.0, 30.0), ("b".into(), 0.01, 70.0)],
+            true,
+        )
+        .unwrap();
+        assert!(svg.contains("<polyline") && svg.matches("<circle").count() == 2);
     }
 
     #[test]

@@ -450,6 +450,82 @@ pub(super) fn accuracy_memory_plot(
     Some(p.finish())
 }
 
+/// Which points no other point beats on both axes: lower x (KL-divergence) and better y
+/// (`higher_is_better`: tok/s; otherwise lower, as memory).
+pub(super) fn pareto_front(points: &[(f64, f64)], higher_is_better: bool) -> Vec<bool> {
+    let better = |a: f64, b: f64| if higher_is_better { a > b } else { a < b };
+    let at_least = |a: f64, b: f64| a == b || better(a, b);
+    points
+        .iter()
+        .map(|&(x, y)| {
+            !points
+                .iter()
+                .any(|&(ox, oy)| ox <= x && at_least(oy, y) && (ox < x || better(oy, y)))
+        })
+        .collect()
+}
+
+/// A metric against KL-divergence, one point per engine × quantization; the Pareto front is
+/// joined and filled, the points it dominates are hollow.
+pub(super) fn pareto_plot(
+    title: &str,
+    y_label: &str,
+    points: &[(String, f64, f64)],
+    higher_is_better: bool,
+) -> Option<String> {
+    if points.len() < 2 {
+        return None;
+    }
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(_, x, y) in points {
+        (x0, x1) = (x0.min(x), x1.max(x));
+        (y0, y1) = (y0.min(y), y1.max(y));
+    }
+    let (xpad, ypad) = (((x1 - x0) * 0.15).max(1e-6), ((y1 - y0) * 0.15).max(1.0));
+    let mut p = Plot::new(
+        560.0,
+        240.0,
+        title,
+        ((x0 - xpad).max(0.0), x1 + xpad),
+        ((y0 - ypad).max(0.0), y1 + ypad),
+    );
+    p.axes(
+        "mean KL-divergence from the reference (nats/token)",
+        Some(y_label),
+    );
+    let xy: Vec<(f64, f64)> = points.iter().map(|&(_, x, y)| (x, y)).collect();
+    let front = pareto_front(&xy, higher_is_better);
+    let mut line: Vec<(f64, f64)> = xy
+        .iter()
+        .zip(&front)
+        .filter(|(_, &f)| f)
+        .map(|(&q, _)| q)
+        .collect();
+    line.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let path: Vec<String> = line
+        .iter()
+        .map(|&(x, y)| format!("{:.1},{:.1}", p.px(x), p.py(y)))
+        .collect();
+    let _ = write!(
+        p.svg,
+        "<polyline points=\"{}\" fill=\"none\" stroke=\"#e6550d\" stroke-dasharray=\"4 3\"/>",
+        path.join(" ")
+    );
+    for ((name, x, y), on_front) in points.iter().zip(front) {
+        let (cx, cy) = (p.px(*x), p.py(*y));
+        let fill = if on_front { "#e6550d" } else { "white" };
+        let _ = write!(
+            p.svg,
+            "<circle cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"4\" fill=\"{fill}\" stroke=\"#e6550d\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{}</text>",
+            cx + 6.0,
+            cy - 6.0,
+            esc(name)
+        );
+    }
+    Some(p.finish())
+}
+
 /// One device's line on a trend plot: `(x, estimate, lower, upper)` per run.
 pub(super) struct TrendLine {
     pub name: String,

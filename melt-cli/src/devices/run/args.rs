@@ -64,8 +64,8 @@ pub struct DeviceArgs {
     pub parsed: Args,
     /// `--model` files, pushed by hash and replaced by their device paths.
     pub models: Vec<ModelFile>,
-    /// The tasks' data files (`--replay`, `--perplexity`, `--choices`, a `--chat-template`
-    /// file) with their flags, pushed by hash like the models.
+    /// The tasks' data files (`--replay`, `--perplexity`, `--choices`, `--kl-divergence`, a
+    /// `--chat-template` file) with their flags, pushed by hash like the models.
     pub data: Vec<(String, ModelFile)>,
     pub(super) rest: Vec<String>,
     /// The arguments as given, kept with a device run for `--resume`.
@@ -105,6 +105,17 @@ impl DeviceArgs {
                         }
                     }
                 }
+                // A reference's log-probabilities travel like data; one is written on the host.
+                "--kl-divergence" => {
+                    let v = value();
+                    let file = ModelFile::new(Path::new(&v))
+                        .with_context(|| format!("{flag} {v}: the reference to push"))?;
+                    data.push((flag.to_string(), file));
+                }
+                "--kl-divergence-base" => bail!(
+                    "`--kl-divergence-base` writes the reference where the bench runs; write it \
+                     on the host (without --target) and score the device with --kl-divergence FILE"
+                ),
                 // A template file travels; a built-in name (gemma, chatml...) is passed on.
                 "--chat-template" => {
                     let v = value();

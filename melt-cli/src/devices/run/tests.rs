@@ -176,6 +176,26 @@ fn device_arguments() {
         format!("{e:#}").contains("--choices /no/such.jsonl"),
         "{e:#}"
     );
+    // A KL-divergence reference is pushed like data; writing one on a device is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("f32.kld");
+    let mut w = melt_bench::tasks::log_probs::Writer::create(&reference, 8, 4, &[1; 16]).unwrap();
+    for _ in 0..2 * melt_bench::tasks::log_probs::scored_per_chunk(8) {
+        w.row(&[0.5, 0.0, -1.0, 2.0]).unwrap();
+    }
+    w.finish().unwrap();
+    let a =
+        DeviceArgs::parse(&["--kl-divergence".into(), reference.display().to_string()]).unwrap();
+    let sha = melt_bench::model::sha256_file(&reference).unwrap();
+    assert_eq!(
+        a.for_device(&d, &[], &BTreeSet::new())[..2],
+        [
+            "--kl-divergence".to_string(),
+            format!("/w/cache/data/{sha}/f32.kld")
+        ]
+    );
+    let e = DeviceArgs::parse(&["--kl-divergence-base".into(), "x.kld".into()]).unwrap_err();
+    assert!(e.to_string().contains("write it on the host"), "{e}");
     for bad in ["--message-format", "--device", "--skip"] {
         let e = DeviceArgs::parse(&[bad.to_string(), "x".into()])
             .unwrap_err()
