@@ -1,6 +1,6 @@
 //! The shipped suite: Gemma 3 270M on every enabled backend — the Q4_K_M GGUF on llama.cpp,
-//! its f32 ONNX export on ONNX Runtime and, with the `libtorch` feature, its f32 TorchScript
-//! export on libtorch — one thread and all cores, the llama-bench tests pp512, tg128,
+//! its f32 and 4-bit ONNX exports on ONNX Runtime and, with the `libtorch` feature, its f32
+//! TorchScript export on libtorch — one thread and all cores, the llama-bench tests pp512, tg128,
 //! pp512+tg128 and tg128 at depth 512. (A model no enabled backend accepts has no cases.)
 //!
 //! `cargo xtask bench` fetches the model and runs this; `cargo bench --bench suite -- --help`
@@ -10,6 +10,7 @@ melt::melt_bench! {
     models: [
         "gemma-3-270m-q4_k_m",
         "gemma-3-270m-f32-onnx",
+        "gemma-3-270m-int4-onnx",
         "gemma-3-270m-f32-torchscript",
     ],
     backends: [melt::backends::enabled()],

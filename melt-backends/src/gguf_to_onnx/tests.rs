@@ -8,6 +8,7 @@ use melt_bench::params::{ModelParams, SessionParams};
 use melt_bench::{ModelSpec, Params};
 use melt_testkit::conformance;
 use melt_testkit::{cached_model, write_gguf, GgufTensor, GgufValue, TinyLlama};
+use std::path::Path;
 
 fn params() -> SessionParams {
     SessionParams {
@@ -84,6 +85,63 @@ fn tiny_llama_gives_llama_cpps_logits_on_onnx_runtime() {
         ..Params::default()
     };
     let checks = conformance::run(&OnnxRuntime, &onnx, &kit_params, 1e-4, dir.path());
+    conformance::assert_conforms(&checks);
+}
+
+/// The tiny model with every block of 32 made `d · (q − 8)` over all 16 levels, then
+/// quantized by llama.cpp to Q4_0 (which keeps such blocks exactly; the output matrix becomes
+/// Q8_0): weights ONNX Runtime's 4- and 8-bit blocks hold exactly,
+/// so only the export's layout and the engines' 8-bit activations stand between their logits.
+fn snapped_q4_0(dir: &Path) -> ModelSpec {
+    let (metadata, mut tensors) = TinyLlama::default().build();
+    for t in tensors.iter_mut().filter(|t| t.dims.len() == 2) {
+        for block in t.data.chunks_mut(nbits::BLOCK) {
+            let d = block.iter().fold(0f32, |m, x| m.max(x.abs())) / 8.0;
+            for (i, x) in block.iter_mut().enumerate() {
+                let q = match i {
+                    0 => 0.0,
+                    1 => 15.0,
+                    _ => (*x / d + 8.0).round().clamp(0.0, 15.0),
+                };
+                *x = d * (q - 8.0);
+            }
+        }
+    }
+    let f32_path = dir.join("snapped.gguf");
+    write(&f32_path, &metadata, &tensors);
+    let path = dir.join("snapped-q4_0.gguf");
+    crate::llama_cpp::quantize(&f32_path, &path, "Q4_0", 2).unwrap();
+    ModelSpec::from_path(&path).unwrap()
+}
+
+#[test]
+fn int4_export_runs_the_gguf_weights_on_onnx_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = snapped_q4_0(dir.path());
+    let int4 = export_as(&gguf.path, &dir.path().join("int4"), Quant::Int4).unwrap();
+    let f32 = export_as(&gguf.path, &dir.path().join("f32"), Quant::F32).unwrap();
+    // The Q4_0 matrices and embedding became 4-bit blocks, the Q8_0 output matrix 8-bit ones.
+    let bytes = std::fs::read(&int4.model).unwrap();
+    let has = |s: &str| bytes.windows(s.len()).any(|w| w == s.as_bytes());
+    assert!(has("layers.0.attn_q.q4") && has("layers.1.ffn_down.q4"));
+    assert!(has("token_embd.q4") && has("output.q8"));
+    let int4 = ModelSpec::from_path(&int4.model).unwrap();
+    let (worst, agree, n) = compare(&gguf, &int4, &params(), "Hello world, the weather", 20);
+    assert!(worst < 2e-2, "relative logit difference {worst}");
+    assert_eq!(agree, n, "greedy tokens");
+    let f32_size = ModelSpec::from_path(&f32.model).unwrap().size_bytes;
+    assert!(
+        int4.size_bytes < f32_size / 2,
+        "{} vs {f32_size}",
+        int4.size_bytes
+    );
+    let loaded = OnnxRuntime.load(&int4, &ModelParams::default()).unwrap();
+    assert_eq!(loaded.info().quantization, "INT4");
+    let kit_params = Params {
+        session: params(),
+        ..Params::default()
+    };
+    let checks = conformance::run(&OnnxRuntime, &int4, &kit_params, 1e-4, dir.path());
     conformance::assert_conforms(&checks);
 }
 
@@ -196,6 +254,22 @@ fn gemma_3_270m_exported_agrees_with_llama_cpp() {
         ..Params::default()
     };
     let checks = conformance::run(&OnnxRuntime, &onnx, &kit_params, 1e-3, dir.path());
+    conformance::assert_conforms(&checks);
+
+    // The 4-bit export: its Q4_K matrices re-quantized to ONNX Runtime's 4-bit blocks (the
+    // rest at 8 bits) move the logits further, yet the greedy continuation mostly agrees.
+    let int4 = match melt_testkit::lookup_cached(&root, "gemma-3-270m-int4-onnx") {
+        Ok(m) => m,
+        Err(_) => {
+            let out = export_as(&gguf.path, &dir.path().join("int4"), Quant::Int4).unwrap();
+            ModelSpec::from_path(&out.model).unwrap()
+        }
+    };
+    let (worst, agree, n) = compare(&gguf, &int4, &sp, &prompt, 16);
+    eprintln!("gemma-3-270m int4: worst relative logit difference {worst:.4}, greedy {agree}/{n}");
+    assert!(worst < 0.3, "relative logit difference {worst}");
+    assert!(agree * 10 >= n * 6, "greedy tokens agree {agree}/{n}");
+    let checks = conformance::run(&OnnxRuntime, &int4, &kit_params, 1e-2, dir.path());
     conformance::assert_conforms(&checks);
 }
 

@@ -377,7 +377,12 @@ impl Backend for OnnxRuntime {
             info: ModelInfo {
                 description,
                 architecture: "onnx-decoder".into(),
-                quantization: summary.weight_type().unwrap_or_default().to_string(),
+                // What melt's exporter says it wrote (`INT4`), else the weights' element type.
+                quantization: summary
+                    .metadata
+                    .get("quantization")
+                    .cloned()
+                    .unwrap_or_else(|| summary.weight_type().unwrap_or_default().to_string()),
                 n_params: summary.n_params(),
                 size_bytes: model.size_bytes,
                 n_vocab,
