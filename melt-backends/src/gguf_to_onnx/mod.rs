@@ -8,9 +8,11 @@
 //! Weights are dequantized to f32 by ggml itself (`to_float` of each tensor's type), so the
 //! ONNX model computes what llama.cpp computes from the same file, without llama.cpp's
 //! quantized dot products: expect the same greedy tokens and logits within ~1e-2, and a model
-//! 4–8× the size of a 4-bit GGUF (the f32 baseline). [`Quant::Int4`] writes the weight
-//! matrices and the embedding as ONNX Runtime's 4- and 8-bit blocks instead ([`nbits`]): the
-//! like-for-like ONNX model, at the cost of re-quantizing blocks to ONNX Runtime's formats.
+//! 4–8× the size of a 4-bit GGUF (the f32 baseline).
+//! [`Quant::Int4`](crate::gguf_to_onnx::Quant::Int4) writes the weight matrices and the
+//! embedding as ONNX Runtime's 4- and 8-bit blocks instead
+//! ([`nbits`](crate::gguf_to_onnx::nbits)): the like-for-like ONNX model, at the cost of
+//! re-quantizing blocks to ONNX Runtime's formats.
 //!
 //! Architectures: `llama` (RoPE on adjacent pairs, SiLU-gated MLP) and `gemma3` (√d-scaled
 //! embeddings, per-head RMS-normed Q and K, RoPE on halves with a second base on the
