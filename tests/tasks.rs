@@ -13,29 +13,41 @@ use melt_testkit::TinyLlama;
 
 use common::*;
 
-#[test]
-fn tasks_run_beside_the_workloads_stream_their_turns_and_compare_models_side_by_side() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = tiny_model(dir.path());
-    let b = dir.path().join("tiny-llama-b.gguf");
+/// A second tiny model, other weights, for side-by-side comparisons.
+fn second_model(dir: &Path) -> std::path::PathBuf {
+    let b = dir.join("tiny-llama-b.gguf");
     TinyLlama {
         seed: 7,
         ..TinyLlama::default()
     }
     .write(&b)
     .unwrap();
+    b
+}
+
+/// A text long enough for a few chunks of 32 tokens.
+fn text_file(dir: &Path) -> std::path::PathBuf {
+    let text = dir.join("text.txt");
+    std::fs::write(
+        &text,
+        "the hello world and the other world, a lot of words. ".repeat(12),
+    )
+    .unwrap();
+    text
+}
+
+#[test]
+fn tasks_run_beside_the_workloads_stream_their_turns_and_compare_models_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = tiny_model(dir.path());
+    let b = second_model(dir.path());
     let conv = dir.path().join("conversations.json");
     std::fs::write(
         &conv,
         r#"[["Hello world", "the other one"], ["what a lot"]]"#,
     )
     .unwrap();
-    let text = dir.path().join("text.txt");
-    std::fs::write(
-        &text,
-        "the hello world and the other world, a lot of words. ".repeat(12),
-    )
-    .unwrap();
+    let text = text_file(dir.path());
     let questions = dir.path().join("questions.jsonl");
     std::fs::write(
         &questions,
@@ -223,19 +235,8 @@ fn a_bad_task_file_is_named_and_costs_no_other_result() {
 fn kl_divergence_scores_every_model_against_one_saved_reference() {
     let dir = tempfile::tempdir().unwrap();
     let a = tiny_model(dir.path());
-    let b = dir.path().join("tiny-llama-b.gguf");
-    TinyLlama {
-        seed: 7,
-        ..TinyLlama::default()
-    }
-    .write(&b)
-    .unwrap();
-    let text = dir.path().join("text.txt");
-    std::fs::write(
-        &text,
-        "the hello world and the other world, a lot of words. ".repeat(12),
-    )
-    .unwrap();
+    let b = second_model(dir.path());
+    let text = text_file(dir.path());
     let reference = dir.path().join("tiny.kld");
     let s = |p: &Path| p.display().to_string();
     let (b_s, text_s, ref_s) = (s(&b), s(&text), s(&reference));
