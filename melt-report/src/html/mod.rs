@@ -231,9 +231,12 @@ fn pareto_plots(rows: &[QuantRow]) -> String {
     ];
     let mut html = String::new();
     for (title, unit, higher, y) in axes {
-        let points: Vec<(String, f64, f64)> = rows
+        let points: Vec<ParetoPoint> = rows
             .iter()
-            .filter_map(|r| Some((name(r), r.kld?.0, y(r)?)))
+            .filter_map(|r| {
+                let (kld, err) = r.kld?;
+                Some((name(r), kld, err, y(r)?))
+            })
             .collect();
         if let Some(svg) = pareto_plot(title, unit, &points, higher) {
             html.push_str(&img(&svg, title));
@@ -476,14 +479,25 @@ mod tests {
             (0.05, 95.0),
             (0.004, 80.0),
         ];
-        assert_eq!(pareto_front(&pts, true), [true, true, false, true, true]);
+        assert_eq!(
+            pareto_front(&pts, 0.0, true),
+            [true, true, false, true, true]
+        );
         // Memory: lower is better.
         let mem = [(0.0, 1000.0), (0.004, 300.0), (0.01, 350.0)];
-        assert_eq!(pareto_front(&mem, false), [true, true, false]);
+        assert_eq!(pareto_front(&mem, 0.0, false), [true, true, false]);
+        // Two references whose KL-divergences differ by noise: the slower one is dominated,
+        // however its noise happens to fall.
+        let refs = [(6.1e-8, 29.7), (5.9e-8, 10.4), (0.0043, 75.7)];
+        assert_eq!(pareto_front(&refs, 5e-7, true), [true, false, true]);
+        assert_eq!(pareto_front(&refs, 0.0, true), [true, true, true]);
         let svg = pareto_plot(
             "speed",
             "tok/s",
-            &[("a".into(), 0.0, 30.0), ("b".into(), 0.01, 70.0)],
+            &[
+                ("a".into(), 0.0, 0.0, 30.0),
+                ("b".into(), 0.01, 0.001, 70.0),
+            ],
             true,
         )
         .unwrap();

@@ -451,33 +451,39 @@ pub(super) fn accuracy_memory_plot(
 }
 
 /// Which points no other point beats on both axes: lower x (KL-divergence) and better y
-/// (`higher_is_better`: tok/s; otherwise lower, as memory).
-pub(super) fn pareto_front(points: &[(f64, f64)], higher_is_better: bool) -> Vec<bool> {
+/// (`higher_is_better`: tok/s; otherwise lower, as memory). KL-divergences within `x_tie` of
+/// each other count as equal: a difference inside their noise ranks nothing.
+pub(super) fn pareto_front(points: &[(f64, f64)], x_tie: f64, higher_is_better: bool) -> Vec<bool> {
     let better = |a: f64, b: f64| if higher_is_better { a > b } else { a < b };
     let at_least = |a: f64, b: f64| a == b || better(a, b);
     points
         .iter()
         .map(|&(x, y)| {
-            !points
-                .iter()
-                .any(|&(ox, oy)| ox <= x && at_least(oy, y) && (ox < x || better(oy, y)))
+            !points.iter().any(|&(ox, oy)| {
+                ox <= x + x_tie && at_least(oy, y) && (ox < x - x_tie || better(oy, y))
+            })
         })
         .collect()
 }
 
+/// One point of a Pareto plot: its name, mean KL-divergence, that mean's standard error, and
+/// the other axis's value.
+pub(super) type ParetoPoint = (String, f64, f64, f64);
+
 /// A metric against KL-divergence, one point per engine × quantization; the Pareto front is
-/// joined and filled, the points it dominates are hollow.
+/// joined and filled, the points it dominates are hollow. KL-divergences closer than twice
+/// the largest standard error are ties.
 pub(super) fn pareto_plot(
     title: &str,
     y_label: &str,
-    points: &[(String, f64, f64)],
+    points: &[ParetoPoint],
     higher_is_better: bool,
 ) -> Option<String> {
     if points.len() < 2 {
         return None;
     }
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(_, x, y) in points {
+    for &(_, x, _, y) in points {
         (x0, x1) = (x0.min(x), x1.max(x));
         (y0, y1) = (y0.min(y), y1.max(y));
     }
@@ -493,8 +499,9 @@ pub(super) fn pareto_plot(
         "mean KL-divergence from the reference (nats/token)",
         Some(y_label),
     );
-    let xy: Vec<(f64, f64)> = points.iter().map(|&(_, x, y)| (x, y)).collect();
-    let front = pareto_front(&xy, higher_is_better);
+    let xy: Vec<(f64, f64)> = points.iter().map(|&(_, x, _, y)| (x, y)).collect();
+    let tie = 2.0 * points.iter().map(|p| p.2).fold(0.0, f64::max);
+    let front = pareto_front(&xy, tie, higher_is_better);
     let mut line: Vec<(f64, f64)> = xy
         .iter()
         .zip(&front)
@@ -511,14 +518,19 @@ pub(super) fn pareto_plot(
         "<polyline points=\"{}\" fill=\"none\" stroke=\"#e6550d\" stroke-dasharray=\"4 3\"/>",
         path.join(" ")
     );
-    for ((name, x, y), on_front) in points.iter().zip(front) {
+    for ((name, x, _, y), on_front) in points.iter().zip(front) {
         let (cx, cy) = (p.px(*x), p.py(*y));
         let fill = if on_front { "#e6550d" } else { "white" };
+        // Labels of points near the right edge go to their left.
+        let (tx, anchor) = if cx > p.w * 0.7 {
+            (cx - 6.0, "end")
+        } else {
+            (cx + 6.0, "start")
+        };
         let _ = write!(
             p.svg,
             "<circle cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"4\" fill=\"{fill}\" stroke=\"#e6550d\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{}</text>",
-            cx + 6.0,
+             <text x=\"{tx:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"{anchor}\">{}</text>",
             cy - 6.0,
             esc(name)
         );
