@@ -116,14 +116,6 @@ impl<'a> Row<'a> {
     pub fn log_prob(&self, i: usize) -> f32 {
         self.scale * self.q[i] as f32 + self.min_log_prob
     }
-
-    pub fn len(&self) -> usize {
-        self.q.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.q.is_empty()
-    }
 }
 
 fn u16s_as_bytes(v: &[u16]) -> Vec<u8> {
@@ -281,10 +273,6 @@ impl Reader {
                 .map(|b| u16::from_le_bytes([b[0], b[1]])),
         );
         Ok(())
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

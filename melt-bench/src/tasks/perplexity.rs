@@ -145,19 +145,16 @@ pub fn run(
             // Position i predicts token i + 1; the chunk's last position predicts nothing.
             if let Some(&next) = chunk.get(i + 1) {
                 if let (Some(path), None) = (&spec.save_log_probs, &failed) {
-                    let row = match saved.take() {
+                    let writer = match saved.as_mut() {
                         Some(w) => Ok(w),
-                        None => log_probs::Writer::create(
-                            path,
-                            n_ctx,
-                            logits.len(),
-                            &tokens[..chunks * n_ctx],
-                        ),
-                    }
-                    .and_then(|mut w| w.row(logits).map(|()| w));
-                    match row {
-                        Ok(w) => saved = Some(w),
-                        Err(e) => failed = Some(Failure::Save(e)),
+                        None => {
+                            let rows = &tokens[..chunks * n_ctx];
+                            log_probs::Writer::create(path, n_ctx, logits.len(), rows)
+                                .map(|w| saved.insert(w))
+                        }
+                    };
+                    if let Err(e) = writer.and_then(|w| w.row(logits)) {
+                        failed = Some(Failure::Save(e));
                     }
                 }
                 let lp = log_prob(logits, next);
