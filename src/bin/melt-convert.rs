@@ -1,9 +1,10 @@
 //! `melt-convert quantize MODEL.gguf OUT.gguf TYPE`: llama.cpp's quantizer (`Q8_0`, `Q4_K_M`,
 //! `F16`...), what `cargo melt models quantize` runs.
 //!
-//! `melt-convert gguf-to-onnx|gguf-to-torchscript MODEL.gguf OUT_DIR [--quant f32|int4]`: writes
-//! the same weights for another engine — `OUT_DIR/model.onnx` (`melt::backends::gguf_to_onnx`,
-//! f32 or ONNX Runtime's 4-bit blocks) or
+//! `melt-convert gguf-to-onnx|gguf-to-torchscript MODEL.gguf OUT_DIR [--quant f32|int4]
+//! [--layout plain|genai]`: writes the same weights for another engine — `OUT_DIR/model.onnx`
+//! (`melt::backends::gguf_to_onnx`, f32 or ONNX Runtime's 4-bit blocks, in plain operators or
+//! onnxruntime-genai's `GroupQueryAttention` convention) or
 //! `OUT_DIR/model.pt` and `config.json` (`melt::backends::gguf_to_torchscript`, built with the
 //! `libtorch` feature), each with a `tokenizer.json`. `cargo melt models fetch` runs it for
 //! registry entries with `source = { export = ... }`; it is also there for any local GGUF.
@@ -11,7 +12,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: melt-convert gguf-to-onnx MODEL.gguf OUT_DIR [--quant f32|int4]\n       melt-convert gguf-to-torchscript MODEL.gguf OUT_DIR\n       melt-convert quantize MODEL.gguf OUT.gguf TYPE";
+const USAGE: &str = "usage: melt-convert gguf-to-onnx MODEL.gguf OUT_DIR [--quant f32|int4] [--layout plain|genai]\n       melt-convert gguf-to-torchscript MODEL.gguf OUT_DIR\n       melt-convert quantize MODEL.gguf OUT.gguf TYPE";
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,18 +21,15 @@ fn main() -> ExitCode {
             return quantize(model, out, to);
         }
     }
-    let mut quant = melt::backends::gguf_to_onnx::Quant::F32;
-    if let Some(at) = args.iter().position(|a| a == "--quant") {
-        let value = args.get(at + 1).cloned().unwrap_or_default();
-        quant = match value.parse() {
-            Ok(q) => q,
-            Err(e) => {
-                eprintln!("melt-convert: --quant: {e}\n{USAGE}");
-                return ExitCode::from(2);
-            }
-        };
-        args.drain(at..(at + 2).min(args.len()));
-    }
+    use melt::backends::gguf_to_onnx::{Layout, Quant};
+    let quant: Quant = match take_flag(&mut args, "--quant") {
+        Ok(q) => q.unwrap_or_default(),
+        Err(e) => return usage_error(&e),
+    };
+    let layout: Layout = match take_flag(&mut args, "--layout") {
+        Ok(l) => l.unwrap_or_default(),
+        Err(e) => return usage_error(&e),
+    };
     let [cmd, model, out] = args.as_slice() else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
@@ -39,7 +37,7 @@ fn main() -> ExitCode {
     let (model, out) = (PathBuf::from(model), PathBuf::from(out));
     let started = std::time::Instant::now();
     let done: Result<(u64, PathBuf), String> = match cmd.as_str() {
-        "gguf-to-onnx" => melt::backends::gguf_to_onnx::export_as(&model, &out, quant)
+        "gguf-to-onnx" => melt::backends::gguf_to_onnx::export_as(&model, &out, quant, layout)
             .map(|d| (d.n_params, d.model))
             .map_err(|e| e.to_string()),
         "gguf-to-torchscript" => torchscript(&model, &out),
@@ -51,10 +49,11 @@ fn main() -> ExitCode {
     match done {
         Ok((n_params, written)) => {
             eprintln!(
-                "melt-convert: {} ({:.1} M weights, {}) → {} in {:.1} s",
+                "melt-convert: {} ({:.1} M weights, {}, {} layout) → {} in {:.1} s",
                 model.display(),
                 n_params as f64 / 1e6,
                 quant.label(),
+                layout.label(),
                 written.display(),
                 started.elapsed().as_secs_f64()
             );
@@ -65,6 +64,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Removes `flag VALUE` from `args` and parses VALUE (`None` when the flag is absent).
+fn take_flag<T: std::str::FromStr<Err = String>>(
+    args: &mut Vec<String>,
+    flag: &str,
+) -> Result<Option<T>, String> {
+    let Some(at) = args.iter().position(|a| a == flag) else {
+        return Ok(None);
+    };
+    let value = args.get(at + 1).cloned();
+    args.drain(at..(at + 2).min(args.len()));
+    match value {
+        Some(v) => v.parse().map(Some).map_err(|e| format!("{flag}: {e}")),
+        None => Err(format!("{flag} needs a value")),
+    }
+}
+
+fn usage_error(e: &str) -> ExitCode {
+    eprintln!("melt-convert: {e}\n{USAGE}");
+    ExitCode::from(2)
 }
 
 #[cfg(feature = "libtorch")]

@@ -1,7 +1,7 @@
 //! GGUF → ONNX: writes a llama.cpp model as an ONNX decoder in the Optimum /
 //! onnxruntime-genai convention the ONNX Runtime backend reads (`input_ids`, `attention_mask`,
-//! `position_ids`, `past_key_values.{i}.key/value` and `logits_to_keep` in; `logits`,
-//! `present.{i}.key/value` out),
+//! `past_key_values.{i}.key/value`, and in the plain layout `position_ids` and
+//! `logits_to_keep`, in; `logits`, `present.{i}.key/value` out),
 //! with a `tokenizer.json` built from the GGUF vocabulary — so the same weights can be measured
 //! on both engines, and an ONNX model exists where no registry this project may use ships one.
 //!
@@ -17,13 +17,18 @@
 //! Architectures: `llama` (RoPE on adjacent pairs, SiLU-gated MLP) and `gemma3` (√d-scaled
 //! embeddings, per-head RMS-normed Q and K, RoPE on halves with a second base on the
 //! sliding-window layers, sliding-window attention, post-attention and post-MLP norms,
-//! tanh-GELU-gated MLP, tied output). Each graph is written with plain opset-17 operators, so
-//! every ONNX Runtime build runs it. Anything else is refused by name.
+//! tanh-GELU-gated MLP, tied output). Anything else is refused by name. The graph is written in
+//! one of two [`Layout`](crate::gguf_to_onnx::Layout)s: plain opset-17 operators, which every
+//! ONNX Runtime build runs, or onnxruntime-genai's `GroupQueryAttention` convention, which is
+//! how ONNX LLMs ship (see [`attention`](crate::gguf_to_onnx::attention)).
 
+pub mod attention;
 mod linear;
 pub mod nbits;
 pub(crate) mod tokenizer;
 
+use attention::Attention;
+pub use attention::Layout;
 use linear::Linear;
 pub use linear::Quant;
 
@@ -34,7 +39,7 @@ use std::path::{Path, PathBuf};
 
 use llama_cpp_sys_2 as sys;
 use melt_formats::gguf::{Gguf, GgufError, TensorInfo, Value};
-use melt_formats::onnx_proto::{Attr, Dim, Graph, BOOL, FLOAT, INT64};
+use melt_formats::onnx_proto::{Attr, Dim, Graph, FLOAT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -88,6 +93,8 @@ pub(crate) struct Hparams {
     pub(crate) head_dim: u64,
     pub(crate) n_ff: u64,
     pub(crate) eps: f32,
+    /// `context_length`: the longest position the model was trained for.
+    pub(crate) n_ctx_train: Option<u64>,
     pub(crate) rope_base: f64,
     pub(crate) rope_base_swa: f64,
     /// Linear RoPE scaling of the global layers (1 = none): positions are multiplied by it.
@@ -211,6 +218,7 @@ impl Hparams {
             head_dim,
             n_ff: g.u64(&key("feed_forward_length"))?,
             eps: g.f64(&key("attention.layer_norm_rms_epsilon"))? as f32,
+            n_ctx_train: g.get(&key("context_length")).and_then(Value::as_u64),
             rope_base: g.f64(&key("rope.freq_base")).unwrap_or(10_000.0),
             rope_base_swa,
             rope_freq_scale,
@@ -358,20 +366,6 @@ fn rms_norm(g: &mut Graph, x: &str, weight: &str) -> String {
     g.op("Mul", &[&normed, weight], &[])
 }
 
-/// RoPE on the halves of the last axis of `x` `[batch, heads, seq, head_dim]`, with `cos` and
-/// `sin` `[batch, 1, seq, head_dim/2]`.
-fn rope(g: &mut Graph, x: &str, cos: &str, sin: &str) -> String {
-    let x1 = g.op("Slice", &[x, "zero_1", "half_1", "axis_last"], &[]);
-    let x2 = g.op("Slice", &[x, "half_1", "dim_1", "axis_last"], &[]);
-    let a = g.op("Mul", &[&x1, cos], &[]);
-    let b = g.op("Mul", &[&x2, sin], &[]);
-    let lo = g.op("Sub", &[&a, &b], &[]);
-    let c = g.op("Mul", &[&x2, cos], &[]);
-    let d = g.op("Mul", &[&x1, sin], &[]);
-    let hi = g.op("Add", &[&c, &d], &[]);
-    g.op("Concat", &[&lo, &hi], &[Attr::Int("axis", -1)])
-}
-
 /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`: ggml's GELU (and Gemma's).
 fn gelu_tanh(g: &mut Graph, x: &str) -> String {
     let x2 = g.op("Mul", &[x, x], &[]);
@@ -385,26 +379,18 @@ fn gelu_tanh(g: &mut Graph, x: &str) -> String {
     g.op("Mul", &[&t, "half_f"], &[])
 }
 
-/// `cos` and `sin` `[batch, 1, seq, head_dim/2]` of the positions for one RoPE base.
-fn rope_tables(g: &mut Graph, hp: &Hparams, base: f64, scale: f64, tag: &str) -> (String, String) {
-    let half = hp.head_dim / 2;
-    let inv_freq: Vec<f32> = (0..half)
-        .map(|i| (scale * base.powf(-2.0 * i as f64 / hp.head_dim as f64)) as f32)
-        .collect();
-    let name = format!("rope_inv_freq_{tag}");
-    g.f32s(&name, &[half as i64], &inv_freq);
-    let freqs = g.op("Mul", &["positions_f", &name], &[]);
-    let freqs = g.op("Unsqueeze", &[&freqs, "axis1"], &[]);
-    (g.op("Cos", &[&freqs], &[]), g.op("Sin", &[&freqs], &[]))
-}
-
 /// Writes `model.onnx` and `tokenizer.json` for the GGUF at `gguf` into `out_dir` (created).
 pub fn export(gguf: &Path, out_dir: &Path) -> Result<Exported, ExportError> {
-    export_as(gguf, out_dir, Quant::F32)
+    export_as(gguf, out_dir, Quant::F32, Layout::Plain)
 }
 
-/// [`export`] with the weight matrices in `quant`.
-pub fn export_as(gguf: &Path, out_dir: &Path, quant: Quant) -> Result<Exported, ExportError> {
+/// [`export`] with the weight matrices in `quant` and the graph in `layout`.
+pub fn export_as(
+    gguf: &Path,
+    out_dir: &Path,
+    quant: Quant,
+    layout: Layout,
+) -> Result<Exported, ExportError> {
     let g = Gguf::open(gguf)?;
     let hp = Hparams::read(&g)?;
     let io = |path: &Path| {
@@ -414,7 +400,7 @@ pub fn export_as(gguf: &Path, out_dir: &Path, quant: Quant) -> Result<Exported, 
     // Tokenizer first: it is cheap, and a vocabulary melt cannot convert fails before minutes
     // of dequantizing.
     let tokenizer_json = tokenizer::from_gguf(&g)?;
-    let (model, n_params) = build(&g, &hp, quant)?;
+    let (model, n_params) = build(&g, &hp, quant, layout)?;
     std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
     let model_path = out_dir.join("model.onnx");
     let tokenizer_path = out_dir.join("tokenizer.json");
@@ -429,7 +415,12 @@ pub fn export_as(gguf: &Path, out_dir: &Path, quant: Quant) -> Result<Exported, 
 }
 
 /// The serialized graph and the number of weights in it.
-fn build(gguf: &Gguf, hp: &Hparams, quant: Quant) -> Result<(Vec<u8>, u64), ExportError> {
+fn build(
+    gguf: &Gguf,
+    hp: &Hparams,
+    quant: Quant,
+    layout: Layout,
+) -> Result<(Vec<u8>, u64), ExportError> {
     let (e, v, d) = (hp.n_embd, hp.n_vocab, hp.head_dim);
     let (h, hkv) = (hp.n_head, hp.n_head_kv);
     let group = h / hkv;
@@ -447,37 +438,22 @@ fn build(gguf: &Gguf, hp: &Hparams, quant: Quant) -> Result<(Vec<u8>, u64), Expo
             ),
         ));
     }
+    // The genai layout's RoPE tables hold every position the model was trained for.
+    let n_positions = match (layout, hp.n_ctx_train) {
+        (Layout::Plain, _) => 0,
+        (Layout::Genai, Some(n)) if n > 0 => n,
+        (Layout::Genai, _) => {
+            return Err(unsupported(
+                gguf,
+                "no context_length: the genai layout's RoPE tables need the longest position",
+            ))
+        }
+    };
     let mut w = Weights {
         g: gguf,
         n_params: 0,
     };
     let mut g = Graph::default();
-
-    g.input("input_ids", INT64, &[Dim::Sym("batch"), Dim::Sym("seq")]);
-    g.input(
-        "attention_mask",
-        INT64,
-        &[Dim::Sym("batch"), Dim::Sym("total")],
-    );
-    g.input("position_ids", INT64, &[Dim::Sym("batch"), Dim::Sym("seq")]);
-    g.input("logits_to_keep", INT64, &[Dim::Fixed(1)]);
-    let kv_dims = |len: &'static str| {
-        [
-            Dim::Sym("batch"),
-            Dim::Fixed(hkv as i64),
-            Dim::Sym(len),
-            Dim::Fixed(d as i64),
-        ]
-    };
-    for i in 0..hp.n_layer {
-        for kv in ["key", "value"] {
-            g.input(
-                &format!("past_key_values.{i}.{kv}"),
-                FLOAT,
-                &kv_dims("past"),
-            );
-        }
-    }
 
     // Constants.
     g.i64s("axis1", &[1], &[1]);
@@ -507,44 +483,11 @@ fn build(gguf: &Gguf, hp: &Hparams, quant: Quant) -> Result<(Vec<u8>, u64), Expo
         &[0, hkv as i64, group as i64, -1, d as i64],
     );
     g.i64s("q_flat", &[4], &[0, h as i64, -1, d as i64]);
-    g.i64s("embd_shape", &[3], &[0, 0, (h * d) as i64]);
+    g.i64s("q_rows", &[3], &[0, 0, (h * d) as i64]);
+    g.i64s("kv_rows", &[3], &[0, 0, (hkv * d) as i64]);
     g.i64s("rows_embd", &[2], &[-1, e as i64]);
 
-    // Masks `[batch, 1, 1, seq, total]`: key j is visible to a query at position p when
-    // j ≤ p, attention_mask[j] is 1, and — on sliding-window layers — p − j < window.
-    let am_shape = g.op("Shape", &["attention_mask"], &[]);
-    let total = g.op("Gather", &[&am_shape, "one_i"], &[]);
-    let key_pos = g.op("Range", &["zero_i", &total, "one_i"], &[]);
-    let query_pos = g.op("Unsqueeze", &["position_ids", "axis_last"], &[]);
-    let causal = g.op("LessOrEqual", &[&key_pos, &query_pos], &[]);
-    let padding = g.op("Cast", &["attention_mask"], &[Attr::Int("to", BOOL)]);
-    let padding = g.op("Unsqueeze", &[&padding, "axis1"], &[]);
-    let visible = g.op("And", &[&causal, &padding], &[]);
-    let mask_bias = |g: &mut Graph, visible: &str| {
-        let b = g.op("Where", &[visible, "zero_f", "neg_inf"], &[]);
-        g.op("Unsqueeze", &[&b, "axes12"], &[])
-    };
-    let bias_global = mask_bias(&mut g, &visible);
-    let bias_swa = if hp.n_swa > 0 {
-        let dist = g.op("Sub", &[&query_pos, &key_pos], &[]);
-        let near = g.op("Less", &[&dist, "swa_i"], &[]);
-        let vis = g.op("And", &[&visible, &near], &[]);
-        mask_bias(&mut g, &vis)
-    } else {
-        bias_global.clone()
-    };
-
-    // RoPE tables per base.
-    let pos_f = "positions_f";
-    let p = g.op("Cast", &["position_ids"], &[Attr::Int("to", FLOAT)]);
-    let p = g.op("Unsqueeze", &[&p, "axis_last"], &[]);
-    g.node("Identity", &[&p], &[pos_f], &[]);
-    let (cos_g, sin_g) = rope_tables(&mut g, hp, hp.rope_base, hp.rope_freq_scale, "global");
-    let (cos_s, sin_s) = if hp.is_swa.iter().any(|&s| s) {
-        rope_tables(&mut g, hp, hp.rope_base_swa, 1.0, "swa")
-    } else {
-        (cos_g.clone(), sin_g.clone())
-    };
+    let attention = Attention::prepare(&mut g, hp, layout, n_positions);
 
     // Embeddings (shared with the output when the GGUF ties them).
     let embd = w.get("token_embd.weight", &[e, v])?;
@@ -597,64 +540,20 @@ fn build(gguf: &Gguf, hp: &Hparams, quant: Quant) -> Result<(Vec<u8>, u64), Expo
 
         // Attention.
         let hn = rms_norm(&mut g, &x, &attn_norm);
-        let proj = |g: &mut Graph, w: &Linear, shape: &str| {
-            let p = w.apply(g, &hn);
-            g.op("Reshape", &[&p, shape], &[])
-        };
-        let mut q = proj(&mut g, &wq, "q_heads");
-        let mut k = proj(&mut g, &wk, "kv_heads");
-        let vv = proj(&mut g, &wv, "kv_heads");
-        if gemma {
+        let (q, k, v) = (
+            wq.apply(&mut g, &hn),
+            wk.apply(&mut g, &hn),
+            wv.apply(&mut g, &hn),
+        );
+        let qk_norm = if gemma {
             let qn = norm_w(&mut w, &mut g, "attn_q_norm", d)?;
             let kn = norm_w(&mut w, &mut g, "attn_k_norm", d)?;
-            q = rms_norm(&mut g, &q, &qn);
-            k = rms_norm(&mut g, &k, &kn);
-        }
-        let to_heads =
-            |g: &mut Graph, x: &str| g.op("Transpose", &[x], &[Attr::Ints("perm", &[0, 2, 1, 3])]);
-        let (q, k, vv) = (
-            to_heads(&mut g, &q),
-            to_heads(&mut g, &k),
-            to_heads(&mut g, &vv),
-        );
-        let swa = hp.is_swa[il as usize];
-        let (cos, sin) = if swa {
-            (&cos_s, &sin_s)
+            Some((qn, kn))
         } else {
-            (&cos_g, &sin_g)
+            None
         };
-        let q = rope(&mut g, &q, cos, sin);
-        let k = rope(&mut g, &k, cos, sin);
-        let mut cache = Vec::new();
-        for (kv, new) in [("key", &k), ("value", &vv)] {
-            let past = format!("past_key_values.{il}.{kv}");
-            let present = format!("present.{il}.{kv}");
-            g.node(
-                "Concat",
-                &[&past, new],
-                &[&present],
-                &[Attr::Int("axis", 2)],
-            );
-            g.output(&present, FLOAT, &kv_dims("total"));
-            // [batch, kv_heads, 1, total, head_dim]: broadcast over the query heads sharing it.
-            cache.push(g.op("Unsqueeze", &[&present, "axis2"], &[]));
-        }
-        // Heads h·group … h·group+group−1 share KV head h (llama.cpp's broadcast).
-        let qg = g.op("Reshape", &[&q, "q_groups"], &[]);
-        let kt = g.op(
-            "Transpose",
-            &[&cache[0]],
-            &[Attr::Ints("perm", &[0, 1, 2, 4, 3])],
-        );
-        let scores = g.op("MatMul", &[&qg, &kt], &[]);
-        let scores = g.op("Mul", &[&scores, "attn_scale"], &[]);
-        let bias = if swa { &bias_swa } else { &bias_global };
-        let scores = g.op("Add", &[&scores, bias], &[]);
-        let probs = g.op("Softmax", &[&scores], &[Attr::Int("axis", -1)]);
-        let ctx = g.op("MatMul", &[&probs, &cache[1]], &[]);
-        let ctx = g.op("Reshape", &[&ctx, "q_flat"], &[]);
-        let ctx = g.op("Transpose", &[&ctx], &[Attr::Ints("perm", &[0, 2, 1, 3])]);
-        let ctx = g.op("Reshape", &[&ctx, "embd_shape"], &[]);
+        let qk_norm = qk_norm.as_ref().map(|(q, k)| (q.as_str(), k.as_str()));
+        let ctx = attention.layer(&mut g, hp, il, [&q, &k, &v], qk_norm);
         let mut out = wo.apply(&mut g, &ctx);
         if gemma {
             let pn = norm_w(&mut w, &mut g, "post_attention_norm", e)?;
@@ -716,8 +615,14 @@ fn build(gguf: &Gguf, hp: &Hparams, quant: Quant) -> Result<(Vec<u8>, u64), Expo
     g.i64s("minus_one_1", &[1], &[-1]);
     g.i64s("vocab_1", &[1], &[v as i64]);
     g.i64s("int_max_1", &[1], &[i64::MAX]);
-    let from = g.op("Neg", &["logits_to_keep"], &[]);
-    let kept = g.op("Slice", &[&x, &from, "int_max_1", "axis1"], &[]);
+    // (The genai layout has no such input: its graph computes every position's, as
+    // onnxruntime-genai's builder writes it.)
+    let kept = if attention.keeps_logits_choice() {
+        let from = g.op("Neg", &["logits_to_keep"], &[]);
+        g.op("Slice", &[&x, &from, "int_max_1", "axis1"], &[])
+    } else {
+        x.clone()
+    };
     let x_shape = g.op("Shape", &[&x], &[]);
     let batch = g.op("Slice", &[&x_shape, "zero_1", "axis1", "zero_1"], &[]);
     // [batch, kept, vocab]
@@ -753,6 +658,7 @@ fn build(gguf: &Gguf, hp: &Hparams, quant: Quant) -> Result<(Vec<u8>, u64), Expo
         .unwrap_or("model")
         .to_string();
     g.metadata("quantization", quant.label());
+    g.metadata("layout", layout.label());
     Ok((g.model(&name, "melt gguf-to-onnx"), w.n_params))
 }
 

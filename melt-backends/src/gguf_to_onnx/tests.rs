@@ -30,9 +30,29 @@ fn compare(
     prompt: &str,
     steps: usize,
 ) -> (f32, usize, usize) {
-    let lm = LlamaCpp.load(gguf, &ModelParams::default()).unwrap();
-    let om = OnnxRuntime.load(onnx, &ModelParams::default()).unwrap();
-    let mut ls = lm.session(sp).unwrap();
+    // `options` are ONNX Runtime's; llama.cpp takes none.
+    let llama_sp = SessionParams {
+        options: Default::default(),
+        ..sp.clone()
+    };
+    compare_on(
+        (&LlamaCpp, gguf, &llama_sp),
+        (&OnnxRuntime, onnx, sp),
+        prompt,
+        steps,
+    )
+}
+
+/// [`compare`] between any two models, the first one choosing the tokens.
+fn compare_on(
+    (lb, gguf, llama_sp): (&dyn Backend, &ModelSpec, &SessionParams),
+    (ob, onnx, sp): (&dyn Backend, &ModelSpec, &SessionParams),
+    prompt: &str,
+    steps: usize,
+) -> (f32, usize, usize) {
+    let lm = lb.load(gguf, &ModelParams::default()).unwrap();
+    let om = ob.load(onnx, &ModelParams::default()).unwrap();
+    let mut ls = lm.session(llama_sp).unwrap();
     let mut os = om.session(sp).unwrap();
     let ids = ls.tokenize(prompt, true).unwrap();
     assert_eq!(
@@ -118,8 +138,20 @@ fn snapped_q4_0(dir: &Path) -> ModelSpec {
 fn int4_export_runs_the_gguf_weights_on_onnx_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let gguf = snapped_q4_0(dir.path());
-    let int4 = export_as(&gguf.path, &dir.path().join("int4"), Quant::Int4).unwrap();
-    let f32 = export_as(&gguf.path, &dir.path().join("f32"), Quant::F32).unwrap();
+    let int4 = export_as(
+        &gguf.path,
+        &dir.path().join("int4"),
+        Quant::Int4,
+        Layout::Plain,
+    )
+    .unwrap();
+    let f32 = export_as(
+        &gguf.path,
+        &dir.path().join("f32"),
+        Quant::F32,
+        Layout::Plain,
+    )
+    .unwrap();
     // The Q4_0 matrices and embedding became 4-bit blocks, the Q8_0 output matrix 8-bit ones.
     let bytes = std::fs::read(&int4.model).unwrap();
     let has = |s: &str| bytes.windows(s.len()).any(|w| w == s.as_bytes());
@@ -143,6 +175,72 @@ fn int4_export_runs_the_gguf_weights_on_onnx_runtime() {
     };
     let checks = conformance::run(&OnnxRuntime, &int4, &kit_params, 1e-4, dir.path());
     conformance::assert_conforms(&checks);
+}
+
+/// The genai layout of a tiny model with `n_head` query heads over `n_head_kv`, exported in
+/// `quant` into `dir`: llama.cpp's logits and tokens, through prefill in chunks and decode.
+fn genai_agrees_with_llama_cpp(
+    dir: &Path,
+    n_head: usize,
+    n_head_kv: usize,
+    quant: Quant,
+) -> ModelSpec {
+    let gguf = dir.join("tiny.gguf");
+    TinyLlama {
+        // Head size 16: GroupQueryAttention's RoPE wants a multiple of 16.
+        n_embd: 16 * n_head,
+        n_head,
+        n_head_kv,
+        seed: 5,
+        ..TinyLlama::default()
+    }
+    .write(&gguf)
+    .unwrap();
+    let out = export_as(&gguf, &dir.join("genai"), quant, Layout::Genai).unwrap();
+    let bytes = std::fs::read(&out.model).unwrap();
+    let has = |s: &str| bytes.windows(s.len()).any(|w| w == s.as_bytes());
+    assert!(has("GroupQueryAttention") && !has("position_ids") && !has("logits_to_keep"));
+    let onnx = ModelSpec::from_path(&out.model).unwrap();
+    let gguf = ModelSpec::from_path(&gguf).unwrap();
+    // Prefill in chunks of 3 (a later chunk attends to the cache and to itself), then decode:
+    // with the cache bound in place (the default) and with a growing past.
+    for share_kv in ["on", "off"] {
+        let mut sp = SessionParams {
+            n_batch: 3,
+            ..params()
+        };
+        sp.options.insert("share_kv".into(), share_kv.into());
+        let (worst, agree, n) = compare(&gguf, &onnx, &sp, "Hello world, the weather", 20);
+        let tolerance = if quant == Quant::F32 { 1e-3 } else { 2e-2 };
+        assert!(
+            worst < tolerance,
+            "share_kv={share_kv}: logit difference {worst}"
+        );
+        assert_eq!(agree, n, "share_kv={share_kv}: greedy tokens");
+        // Only a cache in place can be truncated by saying how much of it is valid.
+        let model = OnnxRuntime.load(&onnx, &ModelParams::default()).unwrap();
+        let mut s = model.session(&sp).unwrap();
+        s.prefill(&[1, 2, 3, 4]).unwrap();
+        assert_eq!(s.truncate(2).unwrap(), share_kv == "on");
+    }
+    onnx
+}
+
+#[test]
+fn genai_layout_runs_llama_cpps_weights_through_group_query_attention() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let onnx = genai_agrees_with_llama_cpp(dirs[0].path(), 4, 2, Quant::F32);
+    // 8 query heads over 2 KV heads: a wrong grouping still runs but gives other logits.
+    genai_agrees_with_llama_cpp(dirs[1].path(), 8, 2, Quant::F32);
+    let int4 = genai_agrees_with_llama_cpp(dirs[2].path(), 4, 1, Quant::Int4);
+    let kit_params = Params {
+        session: params(),
+        ..Params::default()
+    };
+    for (model, dir) in [(&onnx, &dirs[0]), (&int4, &dirs[2])] {
+        let checks = conformance::run(&OnnxRuntime, model, &kit_params, 1e-4, dir.path());
+        conformance::assert_conforms(&checks);
+    }
 }
 
 #[test]
@@ -261,7 +359,13 @@ fn gemma_3_270m_exported_agrees_with_llama_cpp() {
     let int4 = match melt_testkit::lookup_cached(&root, "gemma-3-270m-int4-onnx") {
         Ok(m) => m,
         Err(_) => {
-            let out = export_as(&gguf.path, &dir.path().join("int4"), Quant::Int4).unwrap();
+            let out = export_as(
+                &gguf.path,
+                &dir.path().join("int4"),
+                Quant::Int4,
+                Layout::Plain,
+            )
+            .unwrap();
             ModelSpec::from_path(&out.model).unwrap()
         }
     };
@@ -271,6 +375,23 @@ fn gemma_3_270m_exported_agrees_with_llama_cpp() {
     assert!(agree * 10 >= n * 6, "greedy tokens agree {agree}/{n}");
     let checks = conformance::run(&OnnxRuntime, &int4, &kit_params, 1e-2, dir.path());
     conformance::assert_conforms(&checks);
+
+    // The genai layout computes what the plain one does — sliding window, both RoPE bases
+    // and the per-head norms included — with its cache bound in place, past the window.
+    let genai = export_as(
+        &gguf.path,
+        &dir.path().join("genai"),
+        Quant::F32,
+        Layout::Genai,
+    )
+    .unwrap();
+    let genai = ModelSpec::from_path(&genai.model).unwrap();
+    let ort = (&OnnxRuntime as &dyn Backend, &onnx, &sp);
+    let (worst, agree, n) = compare_on(ort, (&OnnxRuntime, &genai, &sp), &prompt, 16);
+    eprintln!("gemma-3-270m genai vs plain: worst relative logit difference {worst:.2e}");
+    // A window one key narrower gives 4e-3.
+    assert!(worst < 1e-4, "relative logit difference {worst}");
+    assert_eq!(agree, n, "greedy tokens");
 }
 
 #[test]

@@ -31,6 +31,9 @@ pub(super) struct Convention {
     pub(super) has_attention_mask: bool,
     pub(super) has_position_ids: bool,
     pub(super) has_cache_branch: bool,
+    /// Whether the past may be a buffer of the whole context that is also the present: set by
+    /// the loader from the graph's operators (`GroupQueryAttention` at every layer).
+    pub(super) shares_kv_buffer: bool,
 }
 
 fn tensor_of(t: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
@@ -159,6 +162,7 @@ impl Convention {
             has_attention_mask: inputs.contains_key("attention_mask"),
             has_position_ids: inputs.contains_key("position_ids"),
             has_cache_branch: inputs.contains_key("use_cache_branch"),
+            shares_kv_buffer: false,
         })
     }
 }

@@ -22,8 +22,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 mod convention;
+mod shared_kv;
 
 use convention::{Convention, KvType};
+use shared_kv::SharedKv;
 
 use melt_core::{
     Backend, BackendError, KvShape, LoadedModel, ModelFormat, ModelInfo, ModelParams, ModelSpec,
@@ -31,7 +33,6 @@ use melt_core::{
 };
 use ort::ep::{self, ExecutionProvider};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
-use ort::session::SessionInputValue;
 use ort::value::{DynValue, Tensor};
 
 const NAME: &str = "onnxruntime";
@@ -162,7 +163,8 @@ pub(crate) fn environment() -> Result<&'static ort::environment::Environment, Ba
 
 /// The session options melt sweeps, parsed from [`SessionParams`]. Keys of
 /// `SessionParams::options`: `inter_threads`, `graph_opt` (`disable|basic|extended|all`),
-/// `ep` (`cpu|xnnpack|nnapi|qnn|coreml|cuda`), `arena` and `mem_pattern` (`on|off`).
+/// `ep` (`cpu|xnnpack|nnapi|qnn|coreml|cuda`), `arena`, `mem_pattern` and `share_kv`
+/// (`on|off`; by default on where the graph allows it).
 #[derive(Debug, Clone, PartialEq)]
 struct Options {
     intra_threads: usize,
@@ -171,9 +173,11 @@ struct Options {
     ep: String,
     arena: bool,
     mem_pattern: bool,
+    /// One KV buffer for past and present (`None`: where the graph allows it).
+    share_kv: Option<bool>,
 }
 
-const OPTION_KEYS: &str = "inter_threads, graph_opt, ep, arena, mem_pattern";
+const OPTION_KEYS: &str = "inter_threads, graph_opt, ep, arena, mem_pattern, share_kv";
 
 fn on_off(key: &str, v: &str) -> Result<bool, BackendError> {
     match v {
@@ -197,6 +201,7 @@ impl Options {
             ep: "cpu".into(),
             arena: true,
             mem_pattern: true,
+            share_kv: None,
         };
         for (k, v) in &p.options {
             match k.as_str() {
@@ -223,6 +228,7 @@ impl Options {
                 "ep" => o.ep = v.to_lowercase(),
                 "arena" => o.arena = on_off(k, v)?,
                 "mem_pattern" => o.mem_pattern = on_off(k, v)?,
+                "share_kv" => o.share_kv = Some(on_off(k, v)?),
                 _ => {
                     return Err(unsupported(format!(
                         "the option `{k}` (ONNX Runtime's are {OPTION_KEYS})"
@@ -331,7 +337,7 @@ impl Backend for OnnxRuntime {
             .builder()?
             .commit_from_file(path)
             .map_err(|e| bad(format!("ONNX Runtime rejected it: {e}")))?;
-        let convention = Convention::read(&session, path)?;
+        let mut convention = Convention::read(&session, path)?;
         let n_vocab = convention
             .n_vocab
             .unwrap_or_else(|| tokenizer.get_vocab_size(true));
@@ -339,18 +345,28 @@ impl Backend for OnnxRuntime {
         // Weights and the graph's name from the file itself (ONNX Runtime does not list
         // initializers); a file it loaded but this cannot read only loses those columns.
         let summary = melt_formats::onnx_proto::summarize(path).unwrap_or_default();
+        // Attention that writes the cache in place at every layer (and nothing else that
+        // grows it): the past can be a buffer of the whole context.
+        convention.shares_kv_buffer = convention.has_attention_mask
+            && !convention.has_cache_branch
+            && summary.op_types.get("GroupQueryAttention") == Some(&convention.n_layer);
         let name = match summary.graph_name.as_str() {
             "" => String::new(),
             n => format!("{n} "),
         };
         let description = format!(
-            "{name}onnx decoder {}L {}x{} KV {}",
+            "{name}onnx decoder {}L {}x{} KV {}{}",
             convention.n_layer,
             convention.kv_heads,
             convention.head_dim,
             match convention.kv {
                 KvType::F32 => "f32",
                 KvType::F16 => "f16",
+            },
+            if convention.shares_kv_buffer {
+                " in place (GroupQueryAttention)"
+            } else {
+                ""
             }
         );
         // Every layer keeps every position: a sliding window, if the graph has one, is a
@@ -421,11 +437,23 @@ impl LoadedModel for OrtModel {
                     self.path.display()
                 ))
             })?;
+        let n_ctx = params.n_ctx.unwrap_or(512).max(1) as usize;
+        let shared = match (options.share_kv, self.convention.shares_kv_buffer) {
+            (Some(true), false) => {
+                return Err(unsupported(format!(
+                    "share_kv=on: {} does not write its KV cache in place (that needs GroupQueryAttention at every layer, fed by attention_mask)",
+                    self.path.display()
+                )))
+            }
+            (None | Some(true), true) => Some(SharedKv::new(&session, &self.convention, n_ctx)?),
+            _ => None,
+        };
         Ok(Box::new(OrtSession {
             model: self,
             session,
-            n_ctx: params.n_ctx.unwrap_or(512).max(1) as usize,
+            n_ctx,
             n_batch: params.n_batch.max(1) as usize,
+            shared,
             past: Vec::new(),
             n_past: 0,
             logits: Vec::new(),
@@ -438,6 +466,8 @@ struct OrtSession<'m> {
     session: ort::session::Session,
     n_ctx: usize,
     n_batch: usize,
+    /// The KV cache bound in place, where the graph allows it; `past` is unused then.
+    shared: Option<SharedKv>,
     /// `present.{i}.key`, `present.{i}.value` of the last step, in layer order; empty when
     /// the context is empty.
     past: Vec<DynValue>,
@@ -480,19 +510,19 @@ impl OrtSession<'_> {
             move |e: ort::Error| runtime(format!("{what}: {e}"))
         };
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
-        let mut inputs: Vec<(String, SessionInputValue)> = Vec::with_capacity(4 + 2 * c.n_layer);
+        let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(4 + 2 * c.n_layer);
         inputs.push((
             "input_ids".into(),
             Tensor::from_array(([1, n], ids))
                 .map_err(err("input_ids"))?
-                .into(),
+                .into_dyn(),
         ));
         if c.has_attention_mask {
             inputs.push((
                 "attention_mask".into(),
                 Tensor::from_array(([1, past + n], vec![1i64; past + n]))
                     .map_err(err("attention_mask"))?
-                    .into(),
+                    .into_dyn(),
             ));
         }
         if c.has_position_ids {
@@ -501,7 +531,7 @@ impl OrtSession<'_> {
                 "position_ids".into(),
                 Tensor::from_array(([1, n], pos))
                     .map_err(err("position_ids"))?
-                    .into(),
+                    .into_dyn(),
             ));
         }
         if c.has_logits_to_keep {
@@ -511,7 +541,7 @@ impl OrtSession<'_> {
                 "logits_to_keep".into(),
                 Tensor::from_array(([1], vec![keep]))
                     .map_err(err("logits_to_keep"))?
-                    .into(),
+                    .into_dyn(),
             ));
         }
         if c.has_cache_branch {
@@ -519,25 +549,43 @@ impl OrtSession<'_> {
                 "use_cache_branch".into(),
                 Tensor::from_array(([1], vec![past > 0]))
                     .map_err(err("use_cache_branch"))?
-                    .into(),
+                    .into_dyn(),
             ));
-        }
-        let mut cache = std::mem::take(&mut self.past).into_iter();
-        for i in 0..c.n_layer {
-            for kv in ["key", "value"] {
-                let v = match cache.next() {
-                    Some(v) => v,
-                    None => self.empty_past()?,
-                };
-                inputs.push((format!("past_key_values.{i}.{kv}"), v.into()));
-            }
         }
         // On failure the cache is gone: the context is reset rather than left inconsistent.
         self.n_past = 0;
-        let mut outputs = self.session.run(inputs).map_err(err("running the graph"))?;
-        let logits = outputs
-            .remove("logits")
-            .ok_or_else(|| runtime("the run returned no `logits`"))?;
+        let (logits, present) = match self.shared.as_mut() {
+            // The cache is bound in place: the graph writes the new positions into it.
+            Some(shared) => (shared.run(&mut self.session, &inputs)?, None),
+            None => {
+                let mut cache = std::mem::take(&mut self.past).into_iter();
+                for i in 0..c.n_layer {
+                    for kv in ["key", "value"] {
+                        let v = match cache.next() {
+                            Some(v) => v,
+                            None => self.empty_past()?,
+                        };
+                        inputs.push((format!("past_key_values.{i}.{kv}"), v));
+                    }
+                }
+                let mut outputs = self.session.run(inputs).map_err(err("running the graph"))?;
+                let logits = outputs
+                    .remove("logits")
+                    .ok_or_else(|| runtime("the run returned no `logits`"))?;
+                let mut present = Vec::with_capacity(2 * c.n_layer);
+                for i in 0..c.n_layer {
+                    for kv in ["key", "value"] {
+                        let name = format!("present.{i}.{kv}");
+                        present.push(
+                            outputs
+                                .remove(&name)
+                                .ok_or_else(|| runtime(format!("the run returned no `{name}`")))?,
+                        );
+                    }
+                }
+                (logits, Some(present))
+            }
+        };
         let rows_of = |shape: &[i64]| -> Result<(usize, usize), BackendError> {
             let vocab = *shape.last().unwrap_or(&0) as usize;
             let rows = shape.iter().rev().skip(1).product::<i64>() as usize;
@@ -576,18 +624,9 @@ impl OrtSession<'_> {
             self.logits
                 .extend_from_slice(&data[(rows - 1) * vocab..rows * vocab]);
         }
-        let mut present = Vec::with_capacity(2 * c.n_layer);
-        for i in 0..c.n_layer {
-            for kv in ["key", "value"] {
-                let name = format!("present.{i}.{kv}");
-                present.push(
-                    outputs
-                        .remove(&name)
-                        .ok_or_else(|| runtime(format!("the run returned no `{name}`")))?,
-                );
-            }
+        if let Some(present) = present {
+            self.past = present;
         }
-        self.past = present;
         self.n_past = past + n;
         Ok(())
     }
@@ -646,6 +685,21 @@ impl Session for OrtSession<'_> {
         self.n_past = 0;
         self.logits.clear();
         Ok(())
+    }
+
+    /// With the cache bound in place, positions past `n` are simply not valid any more (the
+    /// attention mask says how many are); a growing past would have to be sliced.
+    fn truncate(&mut self, n: usize) -> Result<bool, BackendError> {
+        if n == 0 {
+            self.clear()?;
+            return Ok(true);
+        }
+        if self.shared.is_none() || n > self.n_past {
+            return Ok(false);
+        }
+        self.n_past = n;
+        self.logits.clear();
+        Ok(true)
     }
 
     fn n_ctx(&self) -> usize {
