@@ -4,6 +4,8 @@
 //! - [`gguf`]: a GGUF v2/v3 reader (metadata, tensor directory, tensor bytes).
 //! - [`onnx_proto`]: a minimal ONNX protobuf writer, and a scanner that summarizes a model
 //!   without reading its weights.
+//! - [`onnx_rewrite`]: changes an integer attribute of a model's nodes in its bytes.
 
 pub mod gguf;
 pub mod onnx_proto;
+pub mod onnx_rewrite;

@@ -175,6 +175,34 @@ fn int4_export_runs_the_gguf_weights_on_onnx_runtime() {
     };
     let checks = conformance::run(&OnnxRuntime, &int4, &kit_params, 1e-4, dir.path());
     conformance::assert_conforms(&checks);
+
+    // `accuracy_level` is a session option: at 1 (f32 activations) the exact 4-bit blocks give
+    // the f32 export's logits; at the export's 4 (8-bit activations) they do not.
+    let f32 = ModelSpec::from_path(&f32.model).unwrap();
+    let with = |options: &str| SessionParams {
+        options: melt_bench::params::parse_options(options),
+        ..params()
+    };
+    let (plain, level1, level4) = (params(), with("accuracy_level=1"), with("accuracy_level=4"));
+    let prompt = "Hello world, the weather";
+    let on = |sp| (&OnnxRuntime as &dyn Backend, &f32, sp);
+    let (exact, ..) = compare_on(on(&plain), (&OnnxRuntime, &int4, &level1), prompt, 8);
+    let (int8, ..) = compare_on(on(&plain), (&OnnxRuntime, &int4, &level4), prompt, 8);
+    eprintln!("accuracy_level 1: {exact:.1e} from the f32 export; 4: {int8:.1e}");
+    assert!(
+        exact < 1e-4 && int8 > 1e-3,
+        "level 1: {exact}, level 4: {int8}"
+    );
+    // Where it cannot apply, or out of range, it is refused by name.
+    let om = OnnxRuntime.load(&f32, &ModelParams::default()).unwrap();
+    let err = om.session(&level1).err().unwrap().to_string();
+    assert!(err.contains("no MatMulNBits"), "{err}");
+    let err = om
+        .session(&with("accuracy_level=9"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("accuracy_level=9"), "{err}");
 }
 
 /// The genai layout of a tiny model with `n_head` query heads over `n_head_kv`, exported in

@@ -22,17 +22,17 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 mod convention;
+mod options;
 mod shared_kv;
 
 use convention::{Convention, KvType};
+use options::Options;
 use shared_kv::SharedKv;
 
 use melt_core::{
     Backend, BackendError, KvShape, LoadedModel, ModelFormat, ModelInfo, ModelParams, ModelSpec,
     Session, SessionParams, Token,
 };
-use ort::ep::{self, ExecutionProvider};
-use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::{DynValue, Tensor};
 
 const NAME: &str = "onnxruntime";
@@ -159,146 +159,6 @@ pub(crate) fn environment() -> Result<&'static ort::environment::Environment, Ba
     })
     .as_ref()
     .map_err(runtime)
-}
-
-/// The session options melt sweeps, parsed from [`SessionParams`]. Keys of
-/// `SessionParams::options`: `inter_threads`, `graph_opt` (`disable|basic|extended|all`),
-/// `ep` (`cpu|xnnpack|nnapi|qnn|coreml|cuda`), `arena`, `mem_pattern` and `share_kv`
-/// (`on|off`; by default on where the graph allows it).
-#[derive(Debug, Clone, PartialEq)]
-struct Options {
-    intra_threads: usize,
-    inter_threads: Option<usize>,
-    graph_opt: GraphOptimizationLevel,
-    ep: String,
-    arena: bool,
-    mem_pattern: bool,
-    /// One KV buffer for past and present (`None`: where the graph allows it).
-    share_kv: Option<bool>,
-}
-
-const OPTION_KEYS: &str = "inter_threads, graph_opt, ep, arena, mem_pattern, share_kv";
-
-fn on_off(key: &str, v: &str) -> Result<bool, BackendError> {
-    match v {
-        "on" | "1" | "true" => Ok(true),
-        "off" | "0" | "false" => Ok(false),
-        _ => Err(unsupported(format!("{key}={v} (use on or off)"))),
-    }
-}
-
-impl Options {
-    fn from_params(p: &SessionParams) -> Result<Options, BackendError> {
-        if p.threads_batch.is_some_and(|tb| tb != p.threads) {
-            return Err(unsupported(
-                "threads_batch: ONNX Runtime has one intra-op pool for every batch size; sweep `threads` (and `inter_threads=` in options)",
-            ));
-        }
-        let mut o = Options {
-            intra_threads: p.threads.max(1),
-            inter_threads: None,
-            graph_opt: GraphOptimizationLevel::All,
-            ep: "cpu".into(),
-            arena: true,
-            mem_pattern: true,
-            share_kv: None,
-        };
-        for (k, v) in &p.options {
-            match k.as_str() {
-                "inter_threads" => {
-                    o.inter_threads =
-                        Some(v.parse().ok().filter(|&n: &usize| n >= 1).ok_or_else(|| {
-                            unsupported(format!("inter_threads={v} (a whole number ≥ 1)"))
-                        })?)
-                }
-                "graph_opt" => {
-                    o.graph_opt = match v.as_str() {
-                        "disable" => GraphOptimizationLevel::Disable,
-                        "basic" => GraphOptimizationLevel::Level1,
-                        "extended" => GraphOptimizationLevel::Level2,
-                        "layout" => GraphOptimizationLevel::Level3,
-                        "all" => GraphOptimizationLevel::All,
-                        _ => {
-                            return Err(unsupported(format!(
-                                "graph_opt={v} (use disable, basic, extended, layout or all)"
-                            )))
-                        }
-                    }
-                }
-                "ep" => o.ep = v.to_lowercase(),
-                "arena" => o.arena = on_off(k, v)?,
-                "mem_pattern" => o.mem_pattern = on_off(k, v)?,
-                "share_kv" => o.share_kv = Some(on_off(k, v)?),
-                _ => {
-                    return Err(unsupported(format!(
-                        "the option `{k}` (ONNX Runtime's are {OPTION_KEYS})"
-                    )))
-                }
-            }
-        }
-        Ok(o)
-    }
-
-    /// The execution provider to register, checked against what the loaded library has.
-    fn execution_provider(&self) -> Result<Option<ep::ExecutionProviderDispatch>, BackendError> {
-        fn check<E>(ep: E) -> Result<ep::ExecutionProviderDispatch, BackendError>
-        where
-            E: ExecutionProvider + Into<ep::ExecutionProviderDispatch>,
-        {
-            match E::is_available() {
-                Ok(true) => Ok(ep.into().error_on_failure()),
-                Ok(false) => Err(unsupported(format!(
-                    "the execution provider {}: the ONNX Runtime library in use was built without it ({})",
-                    E::NAME,
-                    find_library().map(|p| p.display().to_string()).unwrap_or_default()
-                ))),
-                Err(e) => Err(runtime(format!("asking ONNX Runtime for {}: {e}", E::NAME))),
-            }
-        }
-        Ok(Some(match self.ep.as_str() {
-            "cpu" => return Ok(None),
-            "xnnpack" => check(ep::XNNPACK::default())?,
-            "nnapi" => check(ep::NNAPI::default())?,
-            "qnn" => check(ep::QNN::default())?,
-            "coreml" => check(ep::CoreML::default())?,
-            "cuda" => check(ep::CUDA::default())?,
-            other => {
-                return Err(unsupported(format!(
-                    "ep={other} (melt passes through cpu, xnnpack, nnapi, qnn, coreml, cuda)"
-                )))
-            }
-        }))
-    }
-
-    fn builder(&self) -> Result<SessionBuilder, BackendError> {
-        let e = |what: &str| {
-            let what = what.to_string();
-            move |err: ort::Error<SessionBuilder>| runtime(format!("{what}: {err}"))
-        };
-        let mut eps = Vec::new();
-        if let Some(ep) = self.execution_provider()? {
-            eps.push(ep);
-        }
-        eps.push(ep::CPU::default().with_arena_allocator(self.arena).build());
-        let mut b = ort::session::Session::builder(environment()?)
-            .map_err(|err| runtime(format!("session builder: {err}")))?
-            .with_intra_threads(self.intra_threads)
-            .map_err(e("intra-op threads"))?
-            .with_optimization_level(self.graph_opt)
-            .map_err(e("graph optimisation level"))?
-            .with_memory_pattern(self.mem_pattern)
-            .map_err(e("memory pattern"))?
-            .with_execution_providers(eps)
-            .map_err(e("execution provider"))?;
-        if let Some(n) = self.inter_threads {
-            b = b
-                .with_parallel_execution(n > 1)
-                .map_err(e("parallel execution"))?
-                .with_inter_threads(n)
-                .map_err(e("inter-op threads"))?;
-        }
-        Ok(b)
-    }
 }
 
 impl Backend for OnnxRuntime {
@@ -428,15 +288,7 @@ impl LoadedModel for OrtModel {
         params: &SessionParams,
     ) -> Result<Box<dyn Session + 'm>, BackendError> {
         let options = Options::from_params(params)?;
-        let session = options
-            .builder()?
-            .commit_from_file(&self.path)
-            .map_err(|e| {
-                runtime(format!(
-                    "cannot build a session for {} with {options:?}: {e}",
-                    self.path.display()
-                ))
-            })?;
+        let session = options.session(&self.path)?;
         let n_ctx = params.n_ctx.unwrap_or(512).max(1) as usize;
         let shared = match (options.share_kv, self.convention.shares_kv_buffer) {
             (Some(true), false) => {
