@@ -258,7 +258,7 @@ fn kl_divergence_scores_every_model_against_one_saved_reference() {
     // Two models would both write the reference: refused, naming them, before anything runs.
     let e = save(None).unwrap_err().to_string();
     assert!(
-        e.contains("2 model × backend pairs")
+        e.contains("2 model × backend × setting runs")
             && e.contains("tiny-llama/perplexity:text.txt@32/llama.cpp t=2"),
         "{e}"
     );
@@ -308,6 +308,33 @@ fn kl_divergence_scores_every_model_against_one_saved_reference() {
     );
     let page = std::fs::read_to_string(dir.path().join("melt/report/index.html")).unwrap();
     assert!(page.contains("peak memory against KL-divergence"));
+
+    // A sweep of what changes the logits (here the K cache's type) scores each value: a
+    // KL-divergence and a row of the quantization table per setting, of one model.
+    let out = run(
+        &a,
+        dir.path(),
+        &[
+            "--tasks-only",
+            "--kl-divergence",
+            &ref_s,
+            "--cache-type-k",
+            "f16,f32",
+        ],
+    );
+    assert!(out.summary.errors.is_empty(), "{:?}", out.summary.errors);
+    let by_setting: Vec<(Vec<String>, f64)> = (out.summary.tasks.iter())
+        .filter_map(|t| match &t.result {
+            melt::tasks::TaskResult::KlDivergence(k) => Some((t.params.numerics(), k.kld.mean)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(by_setting.len(), 2, "{by_setting:?}");
+    assert!(by_setting[0].0.is_empty() && by_setting[0].1.abs() < 1e-5);
+    assert_eq!(by_setting[1].0, ["type_k=f32"]);
+    let rows = melt::tasks::report::quantization_rows(&out.summary);
+    let names: Vec<&str> = rows.iter().map(|r| r.model.as_str()).collect();
+    assert_eq!(names, ["tiny-llama", "tiny-llama (type_k=f32)"]);
 
     // A run that would score against the file it rewrites, and a reference that is not one.
     let e = run_suite(

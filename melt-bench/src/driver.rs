@@ -123,8 +123,8 @@ fn check_kl_reference(tasks: &[PlannedTask]) -> Result<(), DriverError> {
     if saving.len() > 1 {
         let ids: Vec<&str> = saving.iter().map(|(id, _)| *id).collect();
         return Err(DriverError::KlReference(format!(
-            "{} model × backend pairs would write it ({}); pick one with a filter such as \
-             `'MODEL/perplexity.*/BACKEND'` or --backend",
+            "{} model × backend × setting runs would write it ({}); pick one with a filter \
+             such as `'MODEL/perplexity.*/BACKEND'` or --backend",
             ids.len(),
             ids.join(", ")
         )));

@@ -109,6 +109,32 @@ impl Default for SessionParams {
     }
 }
 
+impl Params {
+    /// What in these parameters can change the logits a model computes, as `key=value` words
+    /// (none for the defaults): KV cache types, flash attention, offloaded layers and backend
+    /// options (ONNX Runtime's `accuracy_level`, libtorch's `dtype`). Threads, batch sizes and
+    /// the context change only how fast — so tasks, which measure what is computed, run once
+    /// per distinct value of this, not once per point.
+    pub fn numerics(&self) -> Vec<String> {
+        let (s, d) = (&self.session, SessionParams::default());
+        let mut out = Vec::new();
+        if s.type_k != d.type_k {
+            out.push(format!("type_k={}", s.type_k));
+        }
+        if s.type_v != d.type_v {
+            out.push(format!("type_v={}", s.type_v));
+        }
+        if s.flash_attn != d.flash_attn {
+            out.push(format!("flash_attn={}", s.flash_attn));
+        }
+        if self.model.n_gpu_layers != 0 {
+            out.push(format!("n_gpu_layers={}", self.model.n_gpu_layers));
+        }
+        out.extend(s.options.iter().map(|(k, v)| format!("{k}={v}")));
+        out
+    }
+}
+
 /// Number of CPU cores this process may use (at least 1).
 pub fn all_cores() -> usize {
     std::thread::available_parallelism()

@@ -267,15 +267,21 @@ pub struct QuantRow {
 
 /// The rows for "what does quantization cost?": every model × backend of the run with a
 /// task result, with the case metrics of the same model and backend (prefill-only and
-/// decode-only workloads without depth, at the tasks' point — the sweep's last; peak memory
-/// is the decode case's).
+/// decode-only workloads without depth, at the tasks' point — the sweep's last with the same
+/// [`numerics`](melt_core::Params::numerics); peak memory is the decode case's).
 pub fn quantization_rows(summary: &Summary) -> Vec<QuantRow> {
-    let mut rows: BTreeMap<(String, String), QuantRow> = BTreeMap::new();
+    let mut rows: BTreeMap<(String, String, Vec<String>), QuantRow> = BTreeMap::new();
     for t in &summary.tasks {
+        // One row per setting that changes what is computed (`accuracy_level=1`, ...).
+        let numerics = t.params.numerics();
+        let model = match numerics.is_empty() {
+            true => t.model.name.clone(),
+            false => format!("{} ({})", t.model.name, numerics.join(", ")),
+        };
         let row = rows
-            .entry((t.model.name.clone(), t.backend.clone()))
+            .entry((t.model.name.clone(), t.backend.clone(), numerics.clone()))
             .or_insert_with(|| QuantRow {
-                model: t.model.name.clone(),
+                model,
                 backend: t.backend.clone(),
                 quantization: t.model_info.quantization.clone(),
                 size_bytes: t.model.size_bytes,
@@ -300,6 +306,7 @@ pub fn quantization_rows(summary: &Summary) -> Vec<QuantRow> {
                 || c.backend != t.backend
                 || c.workload.depth > 0
                 || c.params.session.threads != point.threads
+                || c.params.numerics() != numerics
             {
                 continue;
             }

@@ -25,9 +25,12 @@ pub struct PlannedTask {
     pub id: String,
 }
 
-/// Every task for every model × backend pair whose backend accepts the model, at the sweep's
-/// last point (what a task measures does not depend on the point; its speed does, and the
-/// last point of the shipped suite is all cores).
+/// Every task for every model × backend pair whose backend accepts the model, at the last
+/// point of each setting that can change what the model computes ([`Params::numerics`]: a
+/// sweep of KV cache types or of `accuracy_level` gets a perplexity per value; a sweep of
+/// threads alone, like the shipped suite's, one at all cores).
+///
+/// [`Params::numerics`]: melt_core::Params::numerics
 pub fn plan_tasks(
     models: &[ModelRef],
     backends: &[Box<dyn Backend>],
@@ -35,34 +38,50 @@ pub fn plan_tasks(
     tasks: &[Task],
     device: Option<&str>,
 ) -> Vec<PlannedTask> {
-    let Some(point) = points.len().checked_sub(1) else {
-        return Vec::new();
-    };
+    let at = task_points(points);
     let mut out = Vec::new();
     for (mi, m) in models.iter().enumerate() {
         for (bi, b) in backends.iter().enumerate() {
             if m.format.is_some_and(|f| !b.accepts(f)) {
                 continue;
             }
-            for task in tasks {
-                let device = device.map(|d| format!(" @{d}")).unwrap_or_default();
-                out.push(PlannedTask {
-                    model: mi,
-                    backend: bi,
-                    point,
-                    task: task.clone(),
-                    id: format!(
-                        "{}/{}/{} {}{device}",
-                        m.name,
-                        task.label(),
-                        b.name(),
-                        points[point].label
-                    ),
-                });
+            for &point in &at {
+                for task in tasks {
+                    let device = device.map(|d| format!(" @{d}")).unwrap_or_default();
+                    out.push(PlannedTask {
+                        model: mi,
+                        backend: bi,
+                        point,
+                        task: task.clone(),
+                        id: format!(
+                            "{}/{}/{} {}{device}",
+                            m.name,
+                            task.label(),
+                            b.name(),
+                            points[point].label
+                        ),
+                    });
+                }
             }
         }
     }
     out
+}
+
+/// The points tasks run at: the last of each distinct [`Params::numerics`], in order of first
+/// appearance.
+///
+/// [`Params::numerics`]: melt_core::Params::numerics
+fn task_points(points: &[Point]) -> Vec<usize> {
+    let mut at: Vec<usize> = Vec::new();
+    for (i, p) in points.iter().enumerate() {
+        let same = |&j: &usize| points[j].params.numerics() == p.params.numerics();
+        match at.iter().position(same) {
+            Some(k) => at[k] = i,
+            None => at.push(i),
+        }
+    }
+    at
 }
 
 impl Runner<'_> {
@@ -207,5 +226,42 @@ impl Runner<'_> {
             temp_max_c,
             result,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::Sweep;
+
+    #[test]
+    fn tasks_run_once_per_setting_that_changes_the_logits() {
+        // Threads change only speed: one point, the last (all cores in the shipped suite).
+        let threads = Sweep {
+            threads: vec![1, 2],
+            ..Sweep::default()
+        }
+        .points();
+        assert_eq!(task_points(&threads), [1]);
+        // A backend option that changes what is computed: the last point of each value.
+        let points = Sweep {
+            threads: vec![1, 2],
+            options: vec!["", "accuracy_level=1"],
+            ..Sweep::default()
+        }
+        .points();
+        let at = task_points(&points);
+        assert_eq!(at.len(), 2, "{points:?}");
+        let chosen: Vec<_> = at.iter().map(|&i| &points[i].params).collect();
+        assert!(chosen.iter().all(|p| p.session.threads == 2));
+        assert_eq!(chosen[0].numerics(), Vec::<String>::new());
+        assert_eq!(chosen[1].numerics(), ["accuracy_level=1"]);
+        // KV cache types too.
+        let kv = Sweep {
+            type_k: vec!["f16", "q8_0"],
+            ..Sweep::default()
+        }
+        .points();
+        assert_eq!(task_points(&kv), [0, 1]);
     }
 }
