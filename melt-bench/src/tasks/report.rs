@@ -44,6 +44,16 @@ fn turn_medians(turns: &[&crate::tasks::replay::Turn]) -> (Option<f64>, Option<f
     (median(&mut ttft), median(&mut pp), median(&mut tg))
 }
 
+/// The model as the task tables name it: with the settings that change what it computes
+/// (`gemma (accuracy_level=1)`), so the rows of a swept setting tell apart.
+pub fn model_label(t: &TaskRecord) -> String {
+    let numerics = t.params.numerics();
+    match numerics.is_empty() {
+        true => t.model.name.clone(),
+        false => format!("{} ({})", t.model.name, numerics.join(", ")),
+    }
+}
+
 fn replay_section(t: &TaskRecord, r: &Replay) -> String {
     let all: Vec<_> = r.turns.iter().collect();
     let (ttft, pp, tg) = turn_medians(&all);
@@ -53,7 +63,7 @@ fn replay_section(t: &TaskRecord, r: &Replay) -> String {
          | conv | turns | in tok | out tok | TTFT p50 ms | decode tok/s p50 | busy s | wall s | peak mem | J | max °C |\n\
          | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         r.file,
-        t.model.name,
+        model_label(t),
         t.backend,
         r.conversations.len(),
         r.turns.len(),
@@ -145,7 +155,7 @@ pub fn section(summary: &Summary) -> String {
         for (t, p) in ppl {
             out.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} | {:.4} | {:.5} | {:.1} |\n",
-                t.model.name,
+                model_label(t),
                 t.backend,
                 crate::tasks::file_name(std::path::Path::new(&p.file)),
                 p.n_ctx,
@@ -176,7 +186,7 @@ pub fn section(summary: &Summary) -> String {
             let a = &c.accuracy;
             out.push_str(&format!(
                 "| {} | {} | {} | {}{} | {:.4} | {:.4} | {:.4} | {:.4} | {:.0} |\n",
-                t.model.name,
+                model_label(t),
                 t.backend,
                 c.task,
                 a.n,
@@ -217,7 +227,7 @@ fn kl_divergence_section(summary: &Summary) -> String {
     for (t, k) in kld {
         out.push_str(&format!(
             "| {} | {} | {} | {} × {} | {:.6} | {:.6} | {:.6} | {:.6} | {:.6} | {:.4} | {:.2} ± {:.2} | {:.3} ± {:.3} | {:.3} ± {:.3} | {:.4} ± {:.4} |\n",
-            t.model.name,
+            model_label(t),
             t.backend,
             k.base,
             k.chunks,
@@ -274,14 +284,10 @@ pub fn quantization_rows(summary: &Summary) -> Vec<QuantRow> {
     for t in &summary.tasks {
         // One row per setting that changes what is computed (`accuracy_level=1`, ...).
         let numerics = t.params.numerics();
-        let model = match numerics.is_empty() {
-            true => t.model.name.clone(),
-            false => format!("{} ({})", t.model.name, numerics.join(", ")),
-        };
         let row = rows
             .entry((t.model.name.clone(), t.backend.clone(), numerics.clone()))
             .or_insert_with(|| QuantRow {
-                model,
+                model: model_label(t),
                 backend: t.backend.clone(),
                 quantization: t.model_info.quantization.clone(),
                 size_bytes: t.model.size_bytes,
