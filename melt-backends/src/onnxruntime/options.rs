@@ -13,10 +13,10 @@ use super::{environment, find_library, runtime, unsupported};
 /// The session options melt sweeps, parsed from [`SessionParams`]. Keys of
 /// `SessionParams::options`: `inter_threads`, `graph_opt` (`disable|basic|extended|all`),
 /// `ep` (`cpu|xnnpack|nnapi|qnn|coreml|cuda`), `arena`, `mem_pattern` and `share_kv`
-/// (`on|off`; by default on where the graph allows it).
+/// (`on|off`; by default on where the graph allows it), `accuracy_level` (`0..4`).
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Options {
-    pub(super) intra_threads: usize,
+    intra_threads: usize,
     inter_threads: Option<usize>,
     graph_opt: GraphOptimizationLevel,
     ep: String,
