@@ -114,13 +114,10 @@ pub fn set_int_attribute(
     attr: &str,
     value: i64,
 ) -> Result<usize, RewriteError> {
-    let mut new = Vec::new();
-    let mut v = value as u64;
-    while v >= 0x80 {
-        new.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    new.push(v as u8);
+    // The value as protobuf encodes an int64 (the writer's own varint).
+    let mut encoded = crate::onnx_proto::Pb::default();
+    encoded.varint(value as u64);
+    let new = encoded.0;
     let mut patches: Vec<Range<usize>> = Vec::new();
     let buf: &[u8] = model;
     let top = fields(buf, 0..buf.len())?;
