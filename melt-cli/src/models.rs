@@ -225,6 +225,8 @@ fn export(
 ) -> Result<PathBuf> {
     // The conversion, its flags, what it needs built in, and what it writes beside the model.
     let onnx: &[&str] = &["tokenizer.json"];
+    let torchscript: &[&str] = &["tokenizer.json", "config.json"];
+    let libtorch: &[&str] = &["--features", "libtorch"];
     let (conversion, flags, features, beside): (&str, &[&str], &[&str], &[&str]) = match x
         .to
         .as_str()
@@ -237,14 +239,21 @@ fn export(
             &[],
             onnx,
         ),
-        "torchscript" => (
+        "torchscript" => ("gguf-to-torchscript", &[], libtorch, torchscript),
+        "torchscript-bf16" => (
             "gguf-to-torchscript",
-            &[],
-            &["--features", "libtorch"],
-            &["tokenizer.json", "config.json"],
+            &["--quant", "bf16"],
+            libtorch,
+            torchscript,
+        ),
+        "torchscript-int8" => (
+            "gguf-to-torchscript",
+            &["--quant", "int8"],
+            libtorch,
+            torchscript,
         ),
         other => {
-            bail!("[models.\"{name}\"]: export to `{other}` is not known (onnx, onnx-int4, onnx-int4-genai, torchscript are)")
+            bail!("[models.\"{name}\"]: export to `{other}` is not known (onnx, onnx-int4, onnx-int4-genai, torchscript, torchscript-bf16, torchscript-int8 are)")
         }
     };
     let from = fetch(registry, cache, &x.from)?;
@@ -254,7 +263,7 @@ fn export(
     eprintln!("melt: exporting {} to {} as {name}", x.from, x.to);
     let mut cmd = melt_convert(features);
     cmd.arg(conversion).arg(&from).arg(&work).args(flags);
-    if x.to == "torchscript" {
+    if conversion == "gguf-to-torchscript" {
         let tc = crate::devices::build::Toolchain::detect()?;
         let dir = crate::runtimes::setup_libtorch(&tc.host_triple, &tc.host_triple)?;
         cmd.envs(crate::runtimes::libtorch_env(&dir));

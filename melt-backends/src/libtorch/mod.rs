@@ -76,6 +76,9 @@ pub struct Config {
     /// `num_parameters` (melt's exports write it: a traced module keeps its weights as
     /// constants, not parameters, so libtorch cannot count them).
     pub n_params: Option<u64>,
+    /// The weights' type for the report: `quantization_config.bits` as `INT8`, else
+    /// `torch_dtype` (`F32`, `BF16`, `F16`); `F32` when neither is there.
+    pub quantization: String,
 }
 
 impl Config {
@@ -117,7 +120,29 @@ impl Config {
                 .unwrap_or_default()
                 .to_string(),
             n_params: num("num_parameters"),
+            quantization: quantization(&v),
         })
+    }
+}
+
+/// What `config.json` says the weights are: quantized (`quantization_config.bits`) or of
+/// which `torch_dtype`.
+fn quantization(config: &serde_json::Value) -> String {
+    let bits = config
+        .get("quantization_config")
+        .and_then(|q| q.get("bits"))
+        .and_then(serde_json::Value::as_u64);
+    if let Some(bits) = bits {
+        return format!("INT{bits}");
+    }
+    match config
+        .get("torch_dtype")
+        .and_then(serde_json::Value::as_str)
+    {
+        None | Some("float32") => "F32".into(),
+        Some("bfloat16") => "BF16".into(),
+        Some("float16") => "F16".into(),
+        Some(other) => other.to_ascii_uppercase(),
     }
 }
 
@@ -206,7 +231,7 @@ fn load_module(path: &Path, kind: Kind) -> Result<CModule, BackendError> {
             .map_err(|e| bad(format!("listing its parameters: {e}")))?;
         if params.is_empty() {
             return Err(unsupported(format!(
-                "dtype={kind:?}: {} keeps its weights as constants of a traced graph (as melt's gguf-to-torchscript exports do), which libtorch cannot convert; it would still compute in f32",
+                "dtype={kind:?}: {} keeps its weights as constants of a traced graph (as melt's gguf-to-torchscript exports do), which libtorch cannot convert; it would still compute in f32 (export the weights narrower instead: melt-convert gguf-to-torchscript --quant bf16|int8)",
                 path.display()
             )));
         }
@@ -366,7 +391,7 @@ impl LoadedModel for TorchModel {
         let n_params = c.n_params.unwrap_or(counted);
         ModelInfo {
             description: format!(
-                "{} torchscript {}L {}x{} f32",
+                "{} torchscript {}L {}x{} {}",
                 if c.model_type.is_empty() {
                     "decoder"
                 } else {
@@ -374,12 +399,13 @@ impl LoadedModel for TorchModel {
                 },
                 c.n_layer,
                 c.kv_heads,
-                c.head_dim
+                c.head_dim,
+                c.quantization.to_ascii_lowercase()
             )
             .trim_start()
             .to_string(),
             architecture: "torchscript-decoder".into(),
-            quantization: "F32".into(),
+            quantization: c.quantization.clone(),
             n_params,
             size_bytes: self.size_bytes,
             n_vocab: c.n_vocab,

@@ -78,6 +78,89 @@ fn the_trace_computes_what_llama_cpp_computes_from_the_same_weights() {
     }
 }
 
+/// Logits after `prompt`, then after each of `tokens` decoded in turn (teacher-forced, so two
+/// models are compared position by position even where their argmax would part).
+fn logits_along(
+    backend: &dyn melt_bench::Backend,
+    m: &ModelSpec,
+    prompt: &[Token],
+    tokens: &[Token],
+) -> Vec<Vec<f32>> {
+    let loaded = backend.load(m, &ModelParams::default()).unwrap();
+    let mut s = loaded.session(&two_threads().session).unwrap();
+    s.prefill(prompt).unwrap();
+    let mut out = vec![s.logits().unwrap().to_vec()];
+    for &t in tokens {
+        s.decode(t).unwrap();
+        out.push(s.logits().unwrap().to_vec());
+    }
+    out
+}
+
+/// The largest logit difference, relative to the reference's range, over every position.
+fn worst_relative(want: &[Vec<f32>], got: &[Vec<f32>]) -> f32 {
+    want.iter()
+        .zip(got)
+        .map(|(x, y)| {
+            let range = x.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
+            let d = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
+            d / range
+        })
+        .fold(0f32, f32::max)
+}
+
+#[test]
+fn bf16_and_int8_exports_are_narrower_close_to_llama_cpp_and_say_so() {
+    use crate::gguf_to_torchscript::{export_as, Precision};
+    let dir = tempfile::tempdir().unwrap();
+    let t = TinyLlama {
+        n_head: 8,
+        n_head_kv: 2,
+        ..TinyLlama::default()
+    };
+    let (gguf, f32_ts) = tiny(dir.path(), t);
+    let prompt: Vec<Token> = vec![1, 200, 171, 40, 99, 7, 160, 120];
+    let (tokens, _) = greedy(&crate::LlamaCpp, &gguf, &prompt, 10);
+    let want = logits_along(&crate::LlamaCpp, &gguf, &prompt, &tokens);
+    let f32_size = f32_ts.size_bytes as f64;
+    // (precision, its label, the most its logits may move, the most its file may weigh
+    // against the f32 export's).
+    for (precision, label, bound, size) in [
+        (Precision::Bf16, "BF16", 1e-2, 0.6),
+        (Precision::Int8, "INT8", 2e-2, 0.4),
+    ] {
+        let out = export_as(&gguf.path, &dir.path().join(label), precision).unwrap();
+        let m = ModelSpec::from_path(&out.model).unwrap();
+        let ratio = m.size_bytes as f64 / f32_size;
+        assert!(ratio < size, "{label}: {ratio:.2} of the f32 file");
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out.config).unwrap()).unwrap();
+        assert_eq!(config["torch_dtype"], precision.torch_dtype(), "{label}");
+        let info = LibTorch.load(&m, &ModelParams::default()).unwrap().info();
+        assert_eq!(info.quantization, label);
+        assert!(
+            info.description.ends_with(&label.to_ascii_lowercase()),
+            "{}",
+            info.description
+        );
+        let got = logits_along(&LibTorch, &m, &prompt, &tokens);
+        let worst = worst_relative(&want, &got);
+        eprintln!(
+            "{label}: worst logit difference {worst:.5} of the range, file {ratio:.2}× f32's"
+        );
+        // Narrower weights move the logits (an export still in f32 would not) ...
+        assert!(worst > 1e-5, "{label}: {worst}, as if still f32");
+        // ... by their rounding, not by a wrong graph.
+        assert!(worst < bound, "{label}: {worst}");
+        let checks = conformance::run(&LibTorch, &m, &two_threads(), 1e-3, dir.path());
+        conformance::assert_conforms(&checks);
+    }
+}
+
 #[test]
 fn model_info_threads_and_dtype() {
     let dir = tempfile::tempdir().unwrap();
@@ -96,7 +179,10 @@ fn model_info_threads_and_dtype() {
     let mut p = two_threads().session;
     p.options.insert("dtype".into(), "bf16".into());
     let e = loaded.session(&p).err().unwrap().to_string();
-    assert!(e.contains("constants of a traced graph"), "{e}");
+    assert!(
+        e.contains("constants of a traced graph") && e.contains("--quant bf16"),
+        "{e}"
+    );
     // Unknown options and values are refused by name.
     let mut bad = two_threads().session;
     bad.options.insert("dtype".into(), "int3".into());

@@ -12,6 +12,9 @@ const PACKAGES: &[&str] = &[
     "gcc-aarch64-linux-gnu",
     "g++-aarch64-linux-gnu",
     "mmdebstrap",
+    // mmdebstrap only recommends it (and melt installs without recommends), but refuses a
+    // foreign architecture without it: "install arch-test for foreign architecture support".
+    "arch-test",
     "openssh-client",
 ];
 

@@ -7,6 +7,10 @@
 //! `gemma3`), written once more in tch ops. Tracing records the ops applied to the inputs and
 //! keeps every other tensor (the weights) as a constant of the module; no shape is read from
 //! an input, so one trace serves every prompt length and cache size.
+//!
+//! The weights can be stored narrower ([`Precision`]: bf16, or int8 weight-only with a scale
+//! per output row); since a traced module's weights are constants, not parameters, the
+//! precision is chosen here, at export, not by the session.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +18,11 @@ use melt_formats::gguf::{Gguf, Value};
 use tch::{CModule, Device, Kind, Tensor};
 
 use crate::gguf_to_onnx::{pairs_to_halves, tokenizer, Arch, ExportError, Hparams, Weights};
+
+mod linear;
+
+use linear::Linear;
+pub use linear::Precision;
 
 /// What was written.
 #[derive(Debug, Clone)]
@@ -35,27 +44,28 @@ fn vector(v: &[f32]) -> Tensor {
 
 struct Layer {
     attn_norm: Tensor,
-    wq: Tensor,
-    wk: Tensor,
-    wv: Tensor,
-    wo: Tensor,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
     q_norm: Option<Tensor>,
     k_norm: Option<Tensor>,
     post_attn_norm: Option<Tensor>,
     ffn_norm: Tensor,
-    gate: Tensor,
-    up: Tensor,
-    down: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
     post_ffw_norm: Option<Tensor>,
 }
 
 struct Model {
     hp: Hparams,
-    embd: Tensor,
+    /// `[vocab, n_embd]` rows, looked up by token.
+    embd: Linear,
     layers: Vec<Layer>,
     out_norm: Tensor,
-    /// `[vocab, n_embd]`: the embeddings again when the GGUF ties them.
-    output: Tensor,
+    /// `[vocab, n_embd]` rows; `None` when the GGUF ties them to the embeddings.
+    output: Option<Linear>,
     /// RoPE inverse frequencies of the global and the sliding-window layers.
     inv_freq: (Tensor, Tensor),
 }
@@ -79,7 +89,7 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, half: i64) -> Tensor {
 }
 
 impl Model {
-    fn read(g: &Gguf, hp: Hparams) -> Result<(Model, u64), ExportError> {
+    fn read(g: &Gguf, hp: Hparams, precision: Precision) -> Result<(Model, u64), ExportError> {
         let (e, v, d, h, hkv, ff) = (
             hp.n_embd,
             hp.n_vocab,
@@ -90,7 +100,13 @@ impl Model {
         );
         let gemma = hp.arch == Arch::Gemma3;
         let mut w = Weights { g, n_params: 0 };
-        let embd = matrix(&w.get("token_embd.weight", &[e, v])?, v, e);
+        let embd = Linear::rows(
+            precision,
+            matrix(&w.get("token_embd.weight", &[e, v])?, v, e),
+        );
+        let columns = |m: Vec<f32>, n_in: u64, n_out: u64| {
+            Linear::columns(precision, matrix(&m, n_in, n_out))
+        };
         let mut layers = Vec::new();
         for il in 0..hp.n_layer {
             let t = |s: &str| format!("blk.{il}.{s}.weight");
@@ -117,25 +133,27 @@ impl Model {
             }
             layers.push(Layer {
                 attn_norm,
-                wq: matrix(&wq, e, h * d),
-                wk: matrix(&wk, e, hkv * d),
-                wv: matrix(&w.linear(&t("attn_v"), e, hkv * d)?, e, hkv * d),
-                wo: matrix(&w.linear(&t("attn_output"), h * d, e)?, h * d, e),
+                wq: columns(wq, e, h * d),
+                wk: columns(wk, e, hkv * d),
+                wv: columns(w.linear(&t("attn_v"), e, hkv * d)?, e, hkv * d),
+                wo: columns(w.linear(&t("attn_output"), h * d, e)?, h * d, e),
                 q_norm,
                 k_norm,
                 post_attn_norm,
                 ffn_norm,
-                gate: matrix(&w.linear(&t("ffn_gate"), e, ff)?, e, ff),
-                up: matrix(&w.linear(&t("ffn_up"), e, ff)?, e, ff),
-                down: matrix(&w.linear(&t("ffn_down"), ff, e)?, ff, e),
+                gate: columns(w.linear(&t("ffn_gate"), e, ff)?, e, ff),
+                up: columns(w.linear(&t("ffn_up"), e, ff)?, e, ff),
+                down: columns(w.linear(&t("ffn_down"), ff, e)?, ff, e),
                 post_ffw_norm,
             });
         }
         let out_norm = vector(&w.get("output_norm.weight", &[e])?);
-        let output = if g.tensor("output.weight").is_some() {
-            matrix(&w.get("output.weight", &[e, v])?, v, e)
-        } else {
-            embd.shallow_clone()
+        let output = match g.tensor("output.weight") {
+            Some(_) => Some(Linear::rows(
+                precision,
+                matrix(&w.get("output.weight", &[e, v])?, v, e),
+            )),
+            None => None,
         };
         let inv = |base: f64, scale: f64| {
             let half = d / 2;
@@ -170,7 +188,7 @@ impl Model {
         let hp = &self.hp;
         let (h, hkv, d) = (hp.n_head as i64, hp.n_head_kv as i64, hp.head_dim as i64);
         let gemma = hp.arch == Arch::Gemma3;
-        let mut x = self.embd.index_select(0, &ids.view([-1])).unsqueeze(0);
+        let mut x = self.embd.lookup(&ids.view([-1])).unsqueeze(0);
         if gemma {
             x *= (hp.n_embd as f64).sqrt();
         }
@@ -186,9 +204,9 @@ impl Model {
         for (il, l) in self.layers.iter().enumerate() {
             let is_swa = hp.is_swa[il];
             let hn = rms_norm(&x, &l.attn_norm, hp.eps);
-            let mut q = hn.matmul(&l.wq).view([1, -1, h, d]);
-            let mut k = hn.matmul(&l.wk).view([1, -1, hkv, d]);
-            let v = hn.matmul(&l.wv).view([1, -1, hkv, d]).transpose(1, 2);
+            let mut q = l.wq.apply(&hn).view([1, -1, h, d]);
+            let mut k = l.wk.apply(&hn).view([1, -1, hkv, d]);
+            let v = l.wv.apply(&hn).view([1, -1, hkv, d]).transpose(1, 2);
             if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
                 q = rms_norm(&q, qn, hp.eps);
                 k = rms_norm(&k, kn, hp.eps);
@@ -223,22 +241,22 @@ impl Model {
                 .matmul(&spread(&v_all))
                 .transpose(1, 2)
                 .reshape([1, -1, h * d]);
-            let mut out = ctx.matmul(&l.wo);
+            let mut out = l.wo.apply(&ctx);
             if let Some(n) = &l.post_attn_norm {
                 out = rms_norm(&out, n, hp.eps);
             }
             x += out;
             let hn = rms_norm(&x, &l.ffn_norm, hp.eps);
-            let gate = hn.matmul(&l.gate);
+            let gate = l.gate.apply(&hn);
             let act = if gemma { gelu_tanh(&gate) } else { gate.silu() };
-            let mut down = (act * hn.matmul(&l.up)).matmul(&l.down);
+            let mut down = l.down.apply(&(act * l.up.apply(&hn)));
             if let Some(n) = &l.post_ffw_norm {
                 down = rms_norm(&down, n, hp.eps);
             }
             x += down;
         }
         let x = rms_norm(&x, &self.out_norm, hp.eps);
-        let mut logits = x.matmul(&self.output.tr());
+        let mut logits = self.output.as_ref().unwrap_or(&self.embd).apply(&x);
         if let Some(cap) = hp.final_logit_softcapping {
             logits = (logits / cap).tanh() * cap;
         }
@@ -247,8 +265,17 @@ impl Model {
 }
 
 /// Writes `model.pt`, `config.json` and `tokenizer.json` for the GGUF at `gguf` into
-/// `out_dir` (created).
+/// `out_dir` (created), with f32 weights.
 pub fn export(gguf: &Path, out_dir: &Path) -> Result<Exported, ExportError> {
+    export_as(gguf, out_dir, Precision::F32)
+}
+
+/// [`export`] with the weights in `precision`.
+pub fn export_as(
+    gguf: &Path,
+    out_dir: &Path,
+    precision: Precision,
+) -> Result<Exported, ExportError> {
     let g = Gguf::open(gguf)?;
     let hp = Hparams::read(&g)?;
     let io = |path: &Path| {
@@ -264,8 +291,8 @@ pub fn export(gguf: &Path, out_dir: &Path) -> Result<Exported, ExportError> {
             _ => None,
         })
         .unwrap_or(true);
-    let (model, n_params) = Model::read(&g, hp.clone())?;
-    let config = serde_json::json!({
+    let (model, n_params) = Model::read(&g, hp.clone(), precision)?;
+    let mut config = serde_json::json!({
         "architectures": [format!("melt gguf-to-torchscript ({})", g.architecture().unwrap_or_default())],
         "model_type": g.architecture().unwrap_or_default(),
         "num_parameters": n_params,
@@ -279,8 +306,11 @@ pub fn export(gguf: &Path, out_dir: &Path) -> Result<Exported, ExportError> {
             .get(&format!("{}.context_length", g.architecture().unwrap_or_default()))
             .and_then(Value::as_u64),
         "bos_token_id": bos.filter(|_| add_bos),
-        "torch_dtype": "float32",
+        "torch_dtype": precision.torch_dtype(),
     });
+    if let Some(q) = precision.quantization_config() {
+        config["quantization_config"] = q;
+    }
     // Example inputs: two new tokens after one cached position, so nothing is special-cased
     // on a length of 1 or 0 (the trace keeps only ops, not these sizes).
     let (l, hkv, d) = (hp.n_layer as i64, hp.n_head_kv as i64, hp.head_dim as i64);
