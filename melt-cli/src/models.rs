@@ -11,6 +11,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use melt_bench::model::{Cache, ExportSource, PypiPart, Registry, RegistryEntry, Source};
+use melt_bench::ModelFormat;
 
 use crate::pypi;
 
@@ -171,7 +172,7 @@ pub fn quantize(
     };
     let spec = melt_bench::ModelSpec::from_path(&from)
         .with_context(|| format!("hashing {}", from.display()))?;
-    if spec.format != melt_bench::ModelFormat::Gguf {
+    if spec.format != ModelFormat::Gguf {
         bail!(
             "{}: a {} file; llama.cpp quantizes GGUF",
             from.display(),
@@ -213,6 +214,48 @@ pub fn quantize(
     Ok((from, out))
 }
 
+/// An export a registry entry can ask for (`to`): melt-convert's conversion and flags, the
+/// features melt-convert is built with, and the files it writes beside the model.
+struct Conversion {
+    to: &'static str,
+    format: ModelFormat,
+    command: &'static str,
+    flags: &'static [&'static str],
+    features: &'static [&'static str],
+    beside: &'static [&'static str],
+}
+
+const CONVERSIONS: [Conversion; 6] = {
+    const fn onnx(to: &'static str, flags: &'static [&'static str]) -> Conversion {
+        Conversion {
+            to,
+            format: ModelFormat::Onnx,
+            command: "gguf-to-onnx",
+            flags,
+            features: &[],
+            beside: &["tokenizer.json"],
+        }
+    }
+    const fn torchscript(to: &'static str, flags: &'static [&'static str]) -> Conversion {
+        Conversion {
+            to,
+            format: ModelFormat::TorchScript,
+            command: "gguf-to-torchscript",
+            flags,
+            features: &["--features", "libtorch"],
+            beside: &["tokenizer.json", "config.json"],
+        }
+    }
+    [
+        onnx("onnx", &[]),
+        onnx("onnx-int4", &["--quant", "int4"]),
+        onnx("onnx-int4-genai", &["--quant", "int4", "--layout", "genai"]),
+        torchscript("torchscript", &[]),
+        torchscript("torchscript-bf16", &["--quant", "bf16"]),
+        torchscript("torchscript-int8", &["--quant", "int8"]),
+    ]
+};
+
 /// Makes an export from its source (fetched first) with `melt-convert`, built in release
 /// (dequantizing and writing a model is heavy), and records it in the cache with the files
 /// that go beside it.
@@ -223,47 +266,22 @@ fn export(
     entry: &RegistryEntry,
     x: &ExportSource,
 ) -> Result<PathBuf> {
-    // The conversion, its flags, what it needs built in, and what it writes beside the model.
-    let onnx: &[&str] = &["tokenizer.json"];
-    let torchscript: &[&str] = &["tokenizer.json", "config.json"];
-    let libtorch: &[&str] = &["--features", "libtorch"];
-    let (conversion, flags, features, beside): (&str, &[&str], &[&str], &[&str]) = match x
-        .to
-        .as_str()
-    {
-        "onnx" => ("gguf-to-onnx", &[], &[], onnx),
-        "onnx-int4" => ("gguf-to-onnx", &["--quant", "int4"], &[], onnx),
-        "onnx-int4-genai" => (
-            "gguf-to-onnx",
-            &["--quant", "int4", "--layout", "genai"],
-            &[],
-            onnx,
-        ),
-        "torchscript" => ("gguf-to-torchscript", &[], libtorch, torchscript),
-        "torchscript-bf16" => (
-            "gguf-to-torchscript",
-            &["--quant", "bf16"],
-            libtorch,
-            torchscript,
-        ),
-        "torchscript-int8" => (
-            "gguf-to-torchscript",
-            &["--quant", "int8"],
-            libtorch,
-            torchscript,
-        ),
-        other => {
-            bail!("[models.\"{name}\"]: export to `{other}` is not known (onnx, onnx-int4, onnx-int4-genai, torchscript, torchscript-bf16, torchscript-int8 are)")
-        }
+    let Some(c) = CONVERSIONS.iter().find(|c| c.to == x.to) else {
+        let known: Vec<&str> = CONVERSIONS.iter().map(|c| c.to).collect();
+        bail!(
+            "[models.\"{name}\"]: export to `{}` is not known ({} are)",
+            x.to,
+            known.join(", ")
+        );
     };
     let from = fetch(registry, cache, &x.from)?;
     let work = cache.root.join("downloads").join(entry.cache_key());
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
     eprintln!("melt: exporting {} to {} as {name}", x.from, x.to);
-    let mut cmd = melt_convert(features);
-    cmd.arg(conversion).arg(&from).arg(&work).args(flags);
-    if conversion == "gguf-to-torchscript" {
+    let mut cmd = melt_convert(c.features);
+    cmd.arg(c.command).arg(&from).arg(&work).args(c.flags);
+    if c.format == ModelFormat::TorchScript {
         let tc = crate::devices::build::Toolchain::detect()?;
         let dir = crate::runtimes::setup_libtorch(&tc.host_triple, &tc.host_triple)?;
         cmd.envs(crate::runtimes::libtorch_env(&dir));
@@ -273,7 +291,7 @@ fn export(
         let _ = fs::remove_dir_all(&work);
         bail!("exporting {} to {name} failed ({status})", x.from);
     }
-    let beside: Vec<PathBuf> = beside.iter().map(|f| work.join(f)).collect();
+    let beside: Vec<PathBuf> = c.beside.iter().map(|f| work.join(f)).collect();
     let result = cache.insert_made(
         &entry.cache_key(),
         &entry.file,
@@ -318,6 +336,42 @@ mod tests {
             member: String::new(),
         };
         assert_eq!(find_wheel(dir.path(), &part).unwrap(), whl);
+    }
+
+    #[test]
+    fn every_built_in_export_is_a_known_conversion_to_its_format() {
+        let reg = Registry::builtin();
+        let mut exports = 0;
+        for (name, e) in &reg.models {
+            if let Source::Export(x) = &e.source {
+                let c = CONVERSIONS.iter().find(|c| c.to == x.to);
+                let c = c.unwrap_or_else(|| panic!("{name}: export to `{}`", x.to));
+                assert_eq!(c.format, e.format, "{name}");
+                exports += 1;
+            }
+        }
+        assert!(exports >= CONVERSIONS.len(), "{exports} exports");
+        // One not in the table is refused before anything is fetched, with the known ones.
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("melt.toml");
+        fs::write(
+            &toml,
+            format!(
+                "[models.src]\nfile = \"s.gguf\"\nformat = \"gguf\"\nsha256 = \"{h}\"\n\
+                 source = {{ path = \"/nonexistent/s.gguf\" }}\n\
+                 [models.odd]\nfile = \"m.tflite\"\nformat = \"onnx\"\n\
+                 source = {{ export = {{ from = \"src\", from_sha256 = \"{h}\", to = \"tflite\" }} }}\n",
+                h = "0".repeat(64)
+            ),
+        )
+        .unwrap();
+        let reg = Registry::load(&toml).unwrap();
+        let cache = Cache::new(dir.path().join("cache"));
+        let err = format!("{:#}", fetch(&reg, &cache, "odd").unwrap_err());
+        assert!(
+            err.contains("`tflite` is not known") && err.contains("torchscript-int8"),
+            "{err}"
+        );
     }
 
     #[test]
