@@ -60,11 +60,11 @@ struct Layer {
 
 struct Model {
     hp: Hparams,
-    /// `[vocab, n_embd]` rows, looked up by token.
+    /// The `{n_embd → vocab}` embedding table, looked up by token (and the head when tied).
     embd: Linear,
     layers: Vec<Layer>,
     out_norm: Tensor,
-    /// `[vocab, n_embd]` rows; `None` when the GGUF ties them to the embeddings.
+    /// The `{n_embd → vocab}` head; `None` when the GGUF ties it to the embeddings.
     output: Option<Linear>,
     /// RoPE inverse frequencies of the global and the sliding-window layers.
     inv_freq: (Tensor, Tensor),
