@@ -401,7 +401,16 @@ fn gemma_3_270m_exported_agrees_with_llama_cpp() {
     eprintln!("gemma-3-270m int4: worst relative logit difference {worst:.4}, greedy {agree}/{n}");
     assert!(worst < 0.3, "relative logit difference {worst}");
     assert!(agree * 10 >= n * 6, "greedy tokens agree {agree}/{n}");
-    let checks = conformance::run(&OnnxRuntime, &int4, &kit_params, 1e-2, dir.path());
+    // The kit checks the cache's mechanics, so it runs with f32 activations: at the export's
+    // accuracy_level 4 a batch and a single row quantize their activations to int8 apart, by
+    // an amount that depends on the CPU's kernels (measured 1.56e-2 of the logits' range on an
+    // AVX2 EPYC, under 1e-2 on an AVX-512 one). At level 1 they differ by summation order.
+    let mut f32_activations = kit_params.clone();
+    f32_activations
+        .session
+        .options
+        .insert("accuracy_level".into(), "1".into());
+    let checks = conformance::run(&OnnxRuntime, &int4, &f32_activations, 1e-3, dir.path());
     conformance::assert_conforms(&checks);
 
     // The genai layout computes what the plain one does — sliding window, both RoPE bases
