@@ -8,9 +8,9 @@
 //! keeps every other tensor (the weights) as a constant of the module; no shape is read from
 //! an input, so one trace serves every prompt length and cache size.
 //!
-//! The weights can be stored narrower ([`Precision`]: bf16, or int8 weight-only with a scale
-//! per output row); since a traced module's weights are constants, not parameters, the
-//! precision is chosen here, at export, not by the session.
+//! The weights can be stored narrower ([`Precision`](crate::gguf_to_torchscript::Precision):
+//! bf16, or int8 weight-only with a scale per output row); since a traced module's weights are
+//! constants, not parameters, the precision is chosen here, at export, not by the session.
 
 use std::path::{Path, PathBuf};
 
