@@ -103,8 +103,13 @@ fn entry(name: &str, sha: &str, source: &str) -> String {
     format!("[models.{name}]\nfile = \"m.gguf\"\nformat = \"gguf\"\nsha256 = \"{sha}\"\nsource = {source}\n")
 }
 
+/// Held by every test here: one of them sets the hub's variables, and `setenv` while another
+/// thread reads the environment is a data race in glibc (and would change that test's input).
+static ENVIRONMENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn models_download_resume_and_are_verified() {
+    let _env = ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner());
     // Bytes of a model (any bytes: only the hash is checked here).
     let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let sha = sha256(&body);
@@ -220,6 +225,7 @@ fn models_download_resume_and_are_verified() {
 
 #[test]
 fn a_hub_file_that_is_not_there_is_named() {
+    let _env = ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner());
     // Its own server: nothing but 404s.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -181,20 +181,31 @@ impl Backend for LlamaCpp {
 
     /// The crate versions and the ggml version/commit compiled in, plus the CPU features
     /// ggml was built with (AVX2, NEON, ...): the numbers depend on all of them.
+    ///
+    /// Read once per process: `llama_print_system_info` fills a function-local static
+    /// `std::string` in place on every call, so two threads asking at once (two suites run
+    /// from one test binary, or any program embedding melt) write the same heap buffer while
+    /// the other reads or frees it — the `malloc_consolidate(): invalid chunk size` aborts.
     fn version(&self) -> String {
-        // SAFETY: plain getters of static strings.
-        let (ggml, commit, system) = unsafe {
-            (
-                c_str(llama_cpp_sys_2::ggml_version()),
-                c_str(llama_cpp_sys_2::ggml_commit()),
-                c_str(llama_cpp_sys_2::llama_print_system_info()),
-            )
-        };
-        format!(
-            "llama-cpp-2 {}, ggml {ggml} ({commit}); {}",
-            LLAMA_CPP_2_VERSION,
-            system.trim()
-        )
+        static VERSION: OnceLock<String> = OnceLock::new();
+        VERSION
+            .get_or_init(|| {
+                // SAFETY: plain getters of static strings; the OnceLock makes this the only
+                // call of `llama_print_system_info` melt ever makes, so nothing races it.
+                let (ggml, commit, system) = unsafe {
+                    (
+                        c_str(llama_cpp_sys_2::ggml_version()),
+                        c_str(llama_cpp_sys_2::ggml_commit()),
+                        c_str(llama_cpp_sys_2::llama_print_system_info()),
+                    )
+                };
+                format!(
+                    "llama-cpp-2 {}, ggml {ggml} ({commit}); {}",
+                    LLAMA_CPP_2_VERSION,
+                    system.trim()
+                )
+            })
+            .clone()
     }
 
     fn accepts(&self, format: ModelFormat) -> bool {

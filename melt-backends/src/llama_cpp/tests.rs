@@ -148,3 +148,19 @@ fn conformance_kit_passes_on_gemma_3_270m_q4_k_m() {
     let checks = conformance::run(&LlamaCpp, &model, &two_threads(), 5e-2, dir.path());
     conformance::assert_conforms(&checks);
 }
+
+/// The version is read from many threads at once — each bench case asks for it — and is the
+/// same string every time (llama.cpp's system-info getter rewrites one static buffer per call,
+/// which corrupted the heap when two runs asked at once).
+#[test]
+fn the_version_is_one_string_from_many_threads_at_once() {
+    let first = LlamaCpp.version();
+    let threads: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(|| (0..500).map(|_| LlamaCpp.version()).collect::<Vec<_>>()))
+        .collect();
+    for t in threads {
+        for v in t.join().unwrap() {
+            assert_eq!(v, first);
+        }
+    }
+}

@@ -16,8 +16,7 @@ use melt_bench::store::{read_events, Event, Summary};
 use melt_testkit::needs::suite_bin;
 use melt_testkit::sshd::{toml_str, Sshd};
 
-mod common;
-use common::text;
+use crate::common::text;
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -66,7 +65,7 @@ impl Fixture {
 
     /// The finished runs, oldest first.
     fn summaries(&self) -> Vec<Summary> {
-        common::summaries(&self.target())
+        crate::common::summaries(&self.target())
     }
 }
 
@@ -214,7 +213,7 @@ fn ssh_device_end_to_end_with_lost_connection_and_resume() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let log = common::first_case_finished(&f.target().join("melt/runs"), &mut run);
+    let log = crate::common::first_case_finished(&f.target().join("melt/runs"), &mut run);
     sshd.cut_connections();
     let lost = run.wait_with_output().unwrap();
     assert_eq!(lost.status.code(), Some(2), "{}", text(&lost));

@@ -3,15 +3,13 @@
 //! exactly the shape real criterion 0.8 writes, so criterion's tools (critcmp) read it; baselines,
 //! `--list`, adaptive stopping.
 
-mod common;
-
 use std::process::Command;
 
 use melt::driver::run_suite;
 use melt::store::{read_events, Event, Summary};
 use melt_testkit::needs;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn a_run_writes_summary_samples_and_criterion_files() {

@@ -1,11 +1,9 @@
 //! Bad input end to end: missing and corrupt models, unknown names and flags get clear errors.
 
-mod common;
-
 use melt::driver::{run_suite, DriverError};
 use melt::Suite;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn bad_models_and_names_give_clear_errors() {
@@ -80,14 +78,13 @@ fn bad_models_and_names_give_clear_errors() {
         "{msg}"
     );
 
-    // A registry model not yet fetched says how to fetch it.
+    // A registry model not yet fetched says how to fetch it. (Its sha256 is all zeros, so no
+    // cache holds it; the test sets no variable, which other tests' threads would read.)
     let cached = Suite {
         models: vec!["known".into()],
         ..named
     };
-    std::env::set_var("MELT_CACHE_DIR", dir.path().join("empty-cache"));
     let out = run_suite(&cached, &a).unwrap().measured().unwrap();
-    std::env::remove_var("MELT_CACHE_DIR");
     let msg = &out.summary.errors[0].message;
     assert!(msg.contains("cargo melt models fetch known"), "{msg}");
 

@@ -1,8 +1,6 @@
 //! Engines side by side end to end: GGUF on llama.cpp, its ONNX and TorchScript exports, in one report.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// The ONNX Runtime backend beside llama.cpp in one run: each model goes to the backend that
 /// accepts its format, and the report has both (issue 6's "Done when", on generated models).

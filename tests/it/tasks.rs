@@ -2,8 +2,6 @@
 //! KL-divergence from a saved reference, and the paper's conversations (shipped) replayed on
 //! the tiny model.
 
-mod common;
-
 use std::path::Path;
 
 use melt::cli::Args;
@@ -11,7 +9,7 @@ use melt::driver::run_suite;
 use melt::store::{read_events, Event, Summary};
 use melt_testkit::TinyLlama;
 
-use common::*;
+use crate::common::*;
 
 /// A second tiny model, other weights, for side-by-side comparisons.
 fn second_model(dir: &Path) -> std::path::PathBuf {

@@ -1,8 +1,6 @@
 //! The bench binary's command line end to end on a tiny GGUF: criterion's test mode (what
 //! `cargo test --benches` runs), `--noplot`, and `--output-format bencher`.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -12,7 +10,7 @@ use melt::driver::{run_suite, Ran};
 use melt::model::{ModelFormat, ModelSpec};
 use melt::params::{ModelParams, SessionParams};
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn without_bench_every_case_runs_once_and_nothing_is_kept() {
@@ -154,7 +152,7 @@ fn test_mode_shares_a_session_per_thread_count_and_a_measured_case_gets_its_own(
     );
 
     let target = dir.path().join("target");
-    let args = common::args(&model, &target, &["--sample-size", "2", "--noplot"]);
+    let args = crate::common::args(&model, &target, &["--sample-size", "2", "--noplot"]);
     let out = run_suite(&counted, &args).unwrap().measured().unwrap();
     assert!(!out.failed(), "{:?}", out.summary.errors);
     assert_eq!(out.summary.cases.len(), 8);

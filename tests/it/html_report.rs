@@ -1,12 +1,10 @@
 //! The HTML report end to end, opened in headless Chromium.
 
-mod common;
-
 use std::process::Command;
 
 use melt_testkit::needs;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn the_html_report_opens_in_chromium_with_every_plot_and_the_numbers() {

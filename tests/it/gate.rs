@@ -1,10 +1,8 @@
 //! The CI gate end to end: the latest run judged against a saved baseline.
 
-mod common;
-
 use melt_testkit::TinyLlama;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn the_gate_judges_the_latest_run_against_a_saved_baseline() {

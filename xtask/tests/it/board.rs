@@ -15,8 +15,7 @@ use melt_bench::store::{read_events, Event};
 use melt_testkit::needs;
 use melt_testkit::onnx::TinyOnnxLm;
 
-mod common;
-use common::{first_case_finished, summaries, text};
+use crate::common::{first_case_finished, summaries, text};
 
 fn xtask(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));

@@ -1,8 +1,6 @@
 //! Probes end to end: power by phase, throttling, sustained runs and cooldown on fixture sysfs
 //! trees, an external meter's CSV, and the memory probe against `/usr/bin/time -v`.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -10,7 +8,7 @@ use melt::cli::Args;
 use melt::store::{read_events, Summary};
 use melt_testkit::needs;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn probes_attribute_power_to_prefill_and_decode_and_flag_throttling() {
