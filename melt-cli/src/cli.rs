@@ -260,6 +260,11 @@ pub struct Paired {
     /// Wait up to SECS for the machine to be quiet before measuring (no value: 120)
     #[arg(long, num_args = 0..=1, default_missing_value = "120", value_parser = positive_seconds, value_name = "SECS", help_heading = PAIRED)]
     pub wait_quiet: Option<Duration>,
+    /// The gate refuses to judge when the noise check scores above this (0 quiet; 0.5 is a
+    /// fixed-work loop varying by about 10%). `compare` measures and prints whatever the score,
+    /// with the noise beside the numbers
+    #[arg(long, default_value_t = melt_bench::probe::noise::DROWNED, value_parser = non_negative, value_name = "SCORE", help_heading = PAIRED)]
+    pub noise_limit: f64,
     /// Load the model again at every turn instead of holding both (for models too big to
     /// hold twice)
     #[arg(long, help_heading = PAIRED)]
@@ -434,6 +439,13 @@ fn positive_seconds(v: &str) -> Result<Duration, String> {
     }
 }
 
+fn non_negative(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err("expected a number ≥ 0".into()),
+    }
+}
+
 /// `3` or `3%`, as a fraction.
 fn percent(v: &str) -> Result<f64, String> {
     match v.trim_end_matches('%').parse::<f64>() {
@@ -523,6 +535,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("≥ 2"), "{e}");
+        // The noise limit: the default refusal line, a test's own, and a bad one named.
+        assert_eq!(g.paired.noise_limit, melt_bench::probe::noise::DROWNED);
+        let Command::Gate(g) = parse(&["gate", "--against", "x", "--noise-limit", "2.5"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(g.paired.noise_limit, 2.5);
+        let e = parse(&["gate", "--against", "x", "--noise-limit=-1"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--noise-limit") && e.contains("≥ 0"), "{e}");
         let Command::Compare(c) = parse(&["compare", "v1", "v2", "--target", "pixel"]).unwrap()
         else {
             panic!()

@@ -204,12 +204,14 @@ fn run_workers(
         .cloned()
         .collect();
     let noise = quiet_enough(&mut workers[0], p.wait_quiet)?;
-    if noise.score > noise::DROWNED {
+    // Only a verdict is refused on a noisy machine: `compare` judges nothing, so it measures
+    // and prints its numbers with the noise beside them.
+    if opts.judge && noise.score > p.noise_limit {
         summary.refused = Some(format!(
-            "the machine is too noisy for a verdict on a few percent: {} (limit {:.2}; \
-             --wait-quiet waits for it to calm down)",
+            "the machine is too noisy for a verdict on a few percent: {} (limit {:.2}, \
+             --noise-limit; --wait-quiet waits for it to calm down)",
             noise.line(),
-            noise::DROWNED
+            p.noise_limit
         ));
     }
     summary.noise_before = Some(noise);

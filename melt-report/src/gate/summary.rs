@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+use melt_bench::probe::noise::DROWNED;
+
 use super::config::*;
 use super::judge::*;
 
@@ -110,6 +112,17 @@ pub fn paired_markdown(s: &super::paired::PairedSummary, lenient: bool) -> Strin
         noise(&s.noise_before),
         noise(&s.noise_after)
     );
+    if let Some(n) = s
+        .noise_before
+        .as_ref()
+        .filter(|n| !s.judged && n.score > DROWNED)
+    {
+        let _ = writeln!(
+            out,
+            "The machine was noisy (score {:.2}): a change of a few percent below may be its noise.",
+            n.score
+        );
+    }
     if let Some((a, b)) = s.resident_bytes {
         let _ = writeln!(
             out,

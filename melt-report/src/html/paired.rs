@@ -158,11 +158,10 @@ fn pct_of(x: Option<f64>) -> String {
 mod tests {
     use super::*;
     use crate::gate::paired::*;
+    use melt_bench::probe::noise::DROWNED;
 
-    /// A judged summary: the page names the sides, shows the verdict with its class, the noise
-    /// readings and why, and plots each case's pairs as an SVG image.
-    #[test]
-    fn page_shows_verdicts_noise_and_pairs() {
+    /// One regressed case, 60 → 54 tok/s, measured while others took `others_cpu` of it.
+    fn one_case(judged: bool, others_cpu: f64) -> PairedSummary {
         let rule = Rule {
             metric: "tokens_per_second".into(),
             unit: "tok/s".into(),
@@ -173,12 +172,12 @@ mod tests {
             std::path::Path::new("/nonexistent"),
             std::time::Duration::from_millis(1),
         );
-        noise.others_cpu = Some(0.3);
+        noise.others_cpu = Some(others_cpu);
         noise.score_it();
-        let s = PairedSummary {
+        PairedSummary {
             a: "HEAD~1 (abc)".into(),
             b: "working tree".into(),
-            judged: true,
+            judged,
             design: Design::default(),
             noise_before: Some(noise),
             noise_after: None,
@@ -210,7 +209,14 @@ mod tests {
             measuring_s: 12.0,
             resident_bytes: None,
             refused: None,
-        };
+        }
+    }
+
+    /// A judged summary: the page names the sides, shows the verdict with its class, the noise
+    /// readings and why, and plots each case's pairs as an SVG image.
+    #[test]
+    fn page_shows_verdicts_noise_and_pairs() {
+        let s = one_case(true, 0.3);
         let html = paired_page(&s, false);
         for needle in [
             "working tree against HEAD~1 (abc)",
@@ -222,5 +228,24 @@ mod tests {
         ] {
             assert!(html.contains(needle), "{needle} not in the page");
         }
+    }
+
+    /// `compare` on a noisy machine: the change is printed, with the noise beside it, and
+    /// nothing is refused (only a verdict would be).
+    #[test]
+    fn compare_on_a_noisy_machine_prints_the_change_with_its_noise() {
+        let s = one_case(false, 0.8);
+        assert!(s.noise_before.as_ref().unwrap().score > DROWNED);
+        assert_eq!(s.exit_code(false), 0);
+        let table = crate::gate::paired_markdown(&s, false);
+        for needle in [
+            "compared",
+            "The machine was noisy (score 0.80)",
+            "other processes used 80%",
+            "m/tg128/llama.cpp t=2",
+        ] {
+            assert!(table.contains(needle), "{needle} not in:\n{table}");
+        }
+        assert!(!table.contains("No verdict"), "{table}");
     }
 }
