@@ -296,6 +296,8 @@ impl Summary {
 struct Scan<R> {
     r: R,
     pos: u64,
+    /// The file's length: no length read from the file may reach past it.
+    len: u64,
 }
 
 impl<R: std::io::BufRead + std::io::Seek> Scan<R> {
@@ -316,9 +318,38 @@ impl<R: std::io::BufRead + std::io::Seek> Scan<R> {
         ))
     }
 
+    /// `n` more bytes from here, refused when they would run past the end of the file (a
+    /// length read from a hostile file could otherwise overflow the position or seek back).
+    fn within(&self, n: u64) -> std::io::Result<u64> {
+        match self.pos.checked_add(n) {
+            Some(end) if end <= self.len => Ok(end),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "a length of {n} at byte {} runs past the end of the file ({} bytes)",
+                    self.pos, self.len
+                ),
+            )),
+        }
+    }
+
+    /// A length-delimited field's length, checked against the file's.
+    fn length(&mut self) -> std::io::Result<u64> {
+        let n = self.varint()?;
+        self.within(n).map(|_| n)
+    }
+
+    /// Where a length-delimited field's value ends.
+    fn end(&mut self) -> std::io::Result<u64> {
+        let n = self.varint()?;
+        self.within(n)
+    }
+
     fn skip(&mut self, n: u64) -> std::io::Result<()> {
+        let end = self.within(n)?;
+        // `within` bounds `n` by the file's length, which fits an i64.
         self.r.seek_relative(n as i64)?;
-        self.pos += n;
+        self.pos = end;
         Ok(())
     }
 
@@ -336,7 +367,7 @@ impl<R: std::io::BufRead + std::io::Seek> Scan<R> {
             0 => self.varint().map(|_| ()),
             1 => self.skip(8),
             2 => {
-                let n = self.varint()?;
+                let n = self.length()?;
                 self.skip(n)
             }
             5 => self.skip(4),
@@ -378,22 +409,22 @@ pub fn summarize(path: &std::path::Path) -> std::io::Result<Summary> {
     let mut s = Scan {
         r: std::io::BufReader::new(file),
         pos: 0,
+        len,
     };
     let mut out = Summary::default();
     let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
     s.fields(len, |s, field, wire| match (field, wire) {
         (2, 2) => {
-            let n = s.varint()?;
+            let n = s.length()?;
             out.producer = text(s.bytes(n)?);
             Ok(true)
         }
         (14, 2) => {
-            let n = s.varint()?;
-            let end = s.pos + n;
+            let end = s.end()?;
             let (mut key, mut value) = (String::new(), String::new());
             s.fields(end, |s, field, wire| match (field, wire) {
                 (1 | 2, 2) => {
-                    let n = s.varint()?;
+                    let n = s.length()?;
                     let t = text(s.bytes(n)?);
                     *(if field == 1 { &mut key } else { &mut value }) = t;
                     Ok(true)
@@ -404,21 +435,19 @@ pub fn summarize(path: &std::path::Path) -> std::io::Result<Summary> {
             Ok(true)
         }
         (7, 2) => {
-            let n = s.varint()?;
-            let end = s.pos + n;
+            let end = s.end()?;
             s.fields(end, |s, field, wire| match (field, wire) {
                 (2, 2) => {
-                    let n = s.varint()?;
+                    let n = s.length()?;
                     out.graph_name = text(s.bytes(n)?);
                     Ok(true)
                 }
                 (1, 2) => {
-                    let n = s.varint()?;
-                    let end = s.pos + n;
+                    let end = s.end()?;
                     let mut op = String::new();
                     s.fields(end, |s, field, wire| match (field, wire) {
                         (4, 2) => {
-                            let n = s.varint()?;
+                            let n = s.length()?;
                             op = text(s.bytes(n)?);
                             Ok(true)
                         }
@@ -428,8 +457,7 @@ pub fn summarize(path: &std::path::Path) -> std::io::Result<Summary> {
                     Ok(true)
                 }
                 (5, 2) => {
-                    let n = s.varint()?;
-                    let end = s.pos + n;
+                    let end = s.end()?;
                     let (mut elements, mut data_type) = (1u64, 0i64);
                     s.fields(end, |s, field, wire| match (field, wire) {
                         (1, 0) => {
@@ -437,8 +465,7 @@ pub fn summarize(path: &std::path::Path) -> std::io::Result<Summary> {
                             Ok(true)
                         }
                         (1, 2) => {
-                            let n = s.varint()?;
-                            let end = s.pos + n;
+                            let end = s.end()?;
                             while s.pos < end {
                                 elements = elements.saturating_mul(s.varint()?);
                             }
@@ -517,6 +544,29 @@ mod tests {
         let full = g_bytes();
         std::fs::write(&path, &full[..full.len() - 7]).unwrap();
         assert!(summarize(&path).is_err());
+    }
+
+    /// A length read from the file that reaches past its end — here the largest varint, which
+    /// overflowed `pos + n` (found by fuzzing) — is refused naming it, at every nesting.
+    #[test]
+    fn a_length_past_the_end_of_the_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.onnx");
+        let huge = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        // graph (7), metadata (14) and producer (2) fields, each with a length of u64::MAX;
+        // then a graph whose node (1) claims 100 bytes of a 3-byte file.
+        for key in [0x3a, 0x72, 0x12] {
+            std::fs::write(&path, [&[key][..], &huge].concat()).unwrap();
+            let e = summarize(&path).unwrap_err().to_string();
+            assert!(
+                e.contains("a length of 18446744073709551615 at byte")
+                    && e.contains("runs past the end of the file (11 bytes)"),
+                "{e}"
+            );
+        }
+        std::fs::write(&path, [0x3a, 0x02, 0x0a, 100]).unwrap();
+        let e = summarize(&path).unwrap_err().to_string();
+        assert!(e.contains("a length of 100 at byte 4"), "{e}");
     }
 
     fn g_bytes() -> Vec<u8> {
