@@ -16,6 +16,12 @@ pub const ALLOW_SKIP_ENV: &str = "MELT_TEST_ALLOW_SKIP";
 /// cargo holds the build lock).
 pub const SUITE_BIN_ENV: &str = "MELT_TEST_SUITE_BIN";
 
+/// A build directory the tests may build into (cargo's `build.build-dir`): `cargo xtask test`
+/// names its own target directory, whose lock no cargo holds while it runs the test binaries,
+/// so the new-project test's project compiles llama.cpp and the rest no second time. Unset
+/// (under a plain `cargo test`, which holds that lock), a project builds on its own.
+pub const SHARED_BUILD_DIR_ENV: &str = "MELT_TEST_SHARED_BUILD_DIR";
+
 /// A test cannot run here because `what` is missing (`fix` says how to get it). Fails the
 /// test, unless skipping was allowed: then the skip is recorded and the caller returns.
 #[track_caller]

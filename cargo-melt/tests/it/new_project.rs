@@ -4,8 +4,11 @@
 //! on loopback), and `cargo melt run --model` on the shipped model with no bench target at
 //! all. The results must land in that project's `target/`.
 //!
-//! The project is built from scratch in its own target directory (llama.cpp included), as a
-//! new user's would be: this test takes minutes.
+//! The project has its own target directory, where its binaries and results land. Under
+//! `cargo xtask test` its intermediate build files go to the build directory xtask names
+//! (cargo's `build.build-dir`, `melt_testkit::needs::SHARED_BUILD_DIR_ENV`: melt's own, already
+//! built with the same flags), so llama.cpp and the rest compile once per CI run; under a plain
+//! `cargo test` it is built from scratch, as a new user's would be, and takes minutes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -134,11 +137,12 @@ fn a_new_project_benches_with_cargo_melt_its_own_xtask_and_on_a_device() {
     )
     .unwrap();
     std::fs::create_dir(project.join(".cargo")).unwrap();
-    std::fs::write(
-        project.join(".cargo/config.toml"),
-        "[alias]\nxtask = \"run --quiet --release --package xtask --\"\n",
-    )
-    .unwrap();
+    let mut config = "[alias]\nxtask = \"run --quiet --release --package xtask --\"\n".to_string();
+    if let Some(shared) = std::env::var_os(melt_testkit::needs::SHARED_BUILD_DIR_ENV) {
+        let shared = toml_str(&PathBuf::from(shared).display().to_string());
+        config += &format!("\n[build]\nbuild-dir = {shared}\n");
+    }
+    std::fs::write(project.join(".cargo/config.toml"), config).unwrap();
     // melt's lock file: the versions melt is tested with, and no resolution to wait for.
     std::fs::copy(melt.join("Cargo.lock"), project.join("Cargo.lock")).unwrap();
 
@@ -305,7 +309,9 @@ fn gate_against_earlier_commits(project: &Path, cache: &Path, melt: &Path) {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let worker_args = ["--", "--warm-up-time", "0.2"];
+    // The synthetic backend's truth is known, so these gates need a verdict however busy CI
+    // keeps the machine: the noise check still runs and is shown, but refuses nothing.
+    let worker_args = ["--noise-limit", "100", "--", "--warm-up-time", "0.2"];
     let args = |first: &[&'static str]| -> Vec<&'static str> {
         first.iter().copied().chain(worker_args).collect()
     };
