@@ -125,14 +125,19 @@ pub(crate) fn registry_model_files(
 }
 
 /// The environment of every build and run of a workspace's benches here: this CPU's flags
-/// unless the project sets its own, and the libtorch `setup libtorch` made when a feature asks
-/// for it.
+/// unless the project sets its own, the workspace's target directory for the results, and
+/// the libtorch `setup libtorch` made when a feature asks for it.
 pub(crate) fn host_env(ws: &Workspace, features: &[String]) -> Result<Vec<(String, OsString)>> {
     let host = devices::build::Toolchain::detect()?.host_triple;
     let mut env: Vec<(String, OsString)> = devices::build::native_rustflags(&ws.root, &host)
         .map(|(k, v)| (k, v.into()))
         .into_iter()
         .collect();
+    // A bench binary finds the target directory above its own path, but with cargo's
+    // `build.build-dir` the binary lives in the build directory: the results would land there.
+    if std::env::var_os("MELT_TARGET_DIR").is_none() {
+        env.push(("MELT_TARGET_DIR".into(), ws.target_dir.clone().into()));
+    }
     if features
         .iter()
         .any(|f| f == "libtorch" || f.ends_with("/libtorch"))
