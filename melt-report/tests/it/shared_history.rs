@@ -467,13 +467,16 @@ fn four_processes_push_and_record_at_once() {
             path
         })
         .collect();
-    // No one has created the schema yet: the writers meet an empty database at once.
+    // No one has created the schema yet: the writers meet an empty database at once. Each is
+    // this binary running one test, named by its path below the binary's root module.
+    let (_, module) = module_path!().split_once("::").unwrap();
+    let writer = format!("{module}::history_writer_process");
     let children: Vec<_> = files
         .iter()
         .enumerate()
         .map(|(w, path)| {
             Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "history_writer_process", "--nocapture"])
+                .args(["--exact", &writer, "--nocapture"])
                 .env(WRITER_ENV, format!("{url}\n{}\nphone-{w}", path.display()))
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
