@@ -181,6 +181,8 @@ pub fn run(mut r: cli::Run) -> Result<ExitCode> {
     if host {
         let ws = Workspace {
             root: bench.package_dir.clone(),
+            // The generic bench is run, never gated: nothing reads its build directory.
+            build_dir: build_dir.clone(),
             target_dir: build_dir,
             benches: vec![bench.clone()],
             members: vec![bench.package.clone()],

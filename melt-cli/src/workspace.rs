@@ -40,6 +40,9 @@ impl BenchTarget {
 pub struct Workspace {
     pub root: PathBuf,
     pub target_dir: PathBuf,
+    /// Where cargo keeps the intermediate files (`build.build-dir`): the target directory
+    /// unless configured apart.
+    pub build_dir: PathBuf,
     /// Every melt bench target of the workspace's members, in cargo's order.
     pub benches: Vec<BenchTarget>,
     /// The names of the workspace's member packages.
@@ -50,6 +53,9 @@ pub struct Workspace {
 struct Metadata {
     workspace_root: PathBuf,
     target_directory: PathBuf,
+    /// Since cargo 1.91 (`build.build-dir`).
+    #[serde(default)]
+    build_directory: Option<PathBuf>,
     packages: Vec<Package>,
     workspace_members: Vec<String>,
 }
@@ -124,6 +130,9 @@ impl Workspace {
             .collect();
         Ok(Workspace {
             root: m.workspace_root,
+            build_dir: m
+                .build_directory
+                .unwrap_or_else(|| m.target_directory.clone()),
             target_dir: m.target_directory,
             benches,
             members,
@@ -247,6 +256,24 @@ mod tests {
         Workspace::from_metadata(json.to_string().as_bytes()).unwrap()
     }
 
+    /// cargo's `build.build-dir` apart from the target directory: the gate forgets the
+    /// workspace's fingerprints there, where they are.
+    #[test]
+    fn the_build_directory_is_read_when_cargo_names_one() {
+        let json = serde_json::json!({
+            "workspace_root": "/w",
+            "target_directory": "/w/target",
+            "build_directory": "/shared/build",
+            "workspace_members": [],
+            "packages": []
+        });
+        let ws = Workspace::from_metadata(json.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            (ws.target_dir.as_path(), ws.build_dir.as_path()),
+            (Path::new("/w/target"), Path::new("/shared/build"))
+        );
+    }
+
     #[test]
     fn finds_the_members_melt_benches_only() {
         let dir = tempfile::tempdir().unwrap();
@@ -260,6 +287,8 @@ mod tests {
         assert_eq!(ws.benches[0].package_dir, dir.path());
         assert_eq!(ws.benches[0].features, ["host-reports"]);
         assert_eq!(ws.target_dir, dir.path().join("target"));
+        // An older cargo names no build directory: the target directory is it.
+        assert_eq!(ws.build_dir, ws.target_dir);
         let tools = dir.path().join("tools/Cargo.toml").display().to_string();
         assert_eq!(
             ws.benches[1].cargo_args(),

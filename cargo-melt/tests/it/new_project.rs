@@ -6,9 +6,10 @@
 //!
 //! The project has its own target directory, where its binaries and results land. Under
 //! `cargo xtask test` its intermediate build files go to the build directory xtask names
-//! (cargo's `build.build-dir`, `melt_testkit::needs::SHARED_BUILD_DIR_ENV`: melt's own, already
-//! built with the same flags), so llama.cpp and the rest compile once per CI run; under a plain
-//! `cargo test` it is built from scratch, as a new user's would be, and takes minutes.
+//! (`CARGO_BUILD_BUILD_DIR`, cargo's `build.build-dir`, from
+//! `melt_testkit::needs::SHARED_BUILD_DIR_ENV`: melt's own, already built with the same
+//! flags), so llama.cpp and the rest compile once per CI run; under a plain `cargo test` it is
+//! built from scratch, as a new user's would be, and takes minutes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -37,6 +38,17 @@ fn in_project(mut cmd: Command, project: &Path, cache: &Path) -> Command {
         .env_remove("MELT_TARGET_DIR")
         .env_remove("RUSTFLAGS")
         .env("MELT_CACHE_DIR", cache);
+    shared_build(cmd)
+}
+
+/// Under `cargo xtask test`, every cargo the command runs (the project's builds, the gate's
+/// revisions, `cargo melt run`'s generic bench, wherever they run from) keeps its
+/// intermediate files in the build directory xtask shares.
+fn shared_build(mut cmd: Command) -> Command {
+    match std::env::var_os(melt_testkit::needs::SHARED_BUILD_DIR_ENV) {
+        Some(dir) => cmd.env("CARGO_BUILD_BUILD_DIR", dir),
+        None => cmd.env_remove("CARGO_BUILD_BUILD_DIR"),
+    };
     cmd
 }
 
@@ -137,12 +149,11 @@ fn a_new_project_benches_with_cargo_melt_its_own_xtask_and_on_a_device() {
     )
     .unwrap();
     std::fs::create_dir(project.join(".cargo")).unwrap();
-    let mut config = "[alias]\nxtask = \"run --quiet --release --package xtask --\"\n".to_string();
-    if let Some(shared) = std::env::var_os(melt_testkit::needs::SHARED_BUILD_DIR_ENV) {
-        let shared = toml_str(&PathBuf::from(shared).display().to_string());
-        config += &format!("\n[build]\nbuild-dir = {shared}\n");
-    }
-    std::fs::write(project.join(".cargo/config.toml"), config).unwrap();
+    std::fs::write(
+        project.join(".cargo/config.toml"),
+        "[alias]\nxtask = \"run --quiet --release --package xtask --\"\n",
+    )
+    .unwrap();
     // melt's lock file: the versions melt is tested with, and no resolution to wait for.
     std::fs::copy(melt.join("Cargo.lock"), project.join("Cargo.lock")).unwrap();
 
@@ -200,7 +211,7 @@ fn a_new_project_benches_with_cargo_melt_its_own_xtask_and_on_a_device() {
 
     // 4. A one-off run of the shipped model, no bench target: melt's generic bench (built
     //    beside the project's, so nothing compiles twice), results in the project's target/.
-    let mut run = Command::new(env!("CARGO_BIN_EXE_cargo-melt"));
+    let mut run = shared_build(Command::new(env!("CARGO_BIN_EXE_cargo-melt")));
     run.current_dir(&project)
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("MELT_CONFIG")

@@ -178,12 +178,12 @@ pub fn at_rev(
         );
     } else {
         eprintln!("melt: gate: building `{}` at {label}", target.name);
-        forget_workspace_crates(&ws.target_dir, &ws.members)?;
+        forget_workspace_crates(&ws.build_dir, &ws.members)?;
         // Into the working tree's target directory: its dependencies are built already.
         let built = build(&there, Some(&ws.target_dir));
         // Whatever came of it, the working tree's next build must not take the worktree's
         // crates for its own.
-        forget_workspace_crates(&ws.target_dir, &ws.members)?;
+        forget_workspace_crates(&ws.build_dir, &ws.members)?;
         let (exe, l) = built.with_context(|| format!("building `{}` at {label}", target.name))?;
         libs = l;
         copy_atomically(&exe, &cached)?;
@@ -204,11 +204,14 @@ pub fn at_rev(
 /// fingerprint's files are the other checkout's, unchanged). Forgetting the fingerprints of
 /// the workspace's packages before and after a revision's build makes cargo compile them again
 /// — seconds to a minute — while every dependency stays built.
-fn forget_workspace_crates(target_dir: &Path, members: &[String]) -> Result<()> {
+///
+/// The fingerprints are in the build directory, which is the target directory unless cargo's
+/// `build.build-dir` puts them apart.
+fn forget_workspace_crates(build_dir: &Path, members: &[String]) -> Result<()> {
     // The host's `release/`, and each cross target's `<triple>/release/`.
-    let mut dirs = vec![target_dir.join("release")];
+    let mut dirs = vec![build_dir.join("release")];
     dirs.extend(
-        std::fs::read_dir(target_dir)
+        std::fs::read_dir(build_dir)
             .into_iter()
             .flatten()
             .flatten()
